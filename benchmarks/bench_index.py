@@ -1,0 +1,145 @@
+"""Index build speed, re-index cost, retrieval latency and self-retrieval quality on MedQuAD.
+
+    python benchmarks/bench_index.py --corpus ../shared/data/medquad
+
+Prints one table: each figure, the baseline measured in the same run, the ratio and the target
+from issue [1/5]. Raw ``SentenceTransformer.encode`` speed is measured on a random sample of the
+very chunks the index holds (``--encode-sample``); retrieval quality and latency on a seeded random
+sample of MedQuAD questions (``--queries``), each against its own QA pair.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
+def rank_of(nodes, gold: str) -> int | None:
+    """1-based rank of the gold QA pair among retrieved nodes, or None."""
+    for i, n in enumerate(nodes, start=1):
+        if (n.node.ref_doc_id or n.node.node_id) == gold:
+            return i
+    return None
+
+
+def quality(retriever, questions) -> dict[str, float]:
+    """hit@1, hit@5 and MRR@10 of each question's own QA pair."""
+    ranks = [rank_of(retriever.retrieve(q), gold) for q, gold in questions]
+    n = len(ranks)
+    return {
+        "hit@1": sum(r == 1 for r in ranks) / n,
+        "hit@5": sum(r is not None and r <= 5 for r in ranks) / n,
+        "mrr@10": sum(1 / r for r in ranks if r is not None and r <= 10) / n,
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--corpus", default="../shared/data/medquad")
+    parser.add_argument("--storage-dir", help="where to build the benchmark index (default: a temp dir)")
+    parser.add_argument("--encode-sample", type=int, default=2000, help="chunks for the raw-encode baseline")
+    parser.add_argument("--queries", type=int, default=1000, help="questions for retrieval quality/latency")
+    parser.add_argument("--limit-docs", type=int, default=0, help="index only the first N documents (smoke runs)")
+    parser.add_argument("--json", help="also write the figures to this JSON file")
+    args = parser.parse_args()
+
+    from sentence_transformers import SentenceTransformer
+
+    from corpus import load_corpus
+    from rag_app.config import Settings
+    from rag_app.index import build_index, load_nodes, node_parser
+    from rag_app.models import load_embed_model, resolve_embed_model
+    from rag_app.retrieval import MedQARetriever, bm25_retriever, dense_retriever
+
+    storage = Path(args.storage_dir or tempfile.mkdtemp(prefix="medqa-bench-"))
+    settings = Settings(storage_dir=storage, corpus=[args.corpus], collection="bench")
+    rows: list[tuple[str, float, str, str, str]] = []
+
+    # ---- first build ---------------------------------------------------------
+    t0 = time.perf_counter()
+    docs, report = load_corpus(settings.corpus)
+    if args.limit_docs:
+        docs = docs[: args.limit_docs]
+    embed_model = load_embed_model(settings)
+    stats = build_index(settings, documents=docs, embed_model=embed_model, rebuild=True)
+    first_build = time.perf_counter() - t0
+    index_rate = stats.embedded_chunks / stats.seconds
+    print(f"first build: {stats.summary()}; with corpus loading {first_build:.1f} s", flush=True)
+
+    # ---- raw encode baseline on the same chunks ---------------------------------
+    rng = random.Random(0)
+    nodes = node_parser(settings).get_nodes_from_documents(docs)
+    sample = rng.sample(nodes, min(args.encode_sample, len(nodes)))
+    texts = [n.get_content(metadata_mode="embed") for n in sample]
+    st = SentenceTransformer(resolve_embed_model(settings.embed_model), device="cpu")
+    t = time.perf_counter()
+    st.encode(texts, batch_size=settings.embed_batch_size, normalize_embeddings=True)
+    raw_rate = len(texts) / (time.perf_counter() - t)
+    rows.append(("index build, chunks/s", index_rate, f"{raw_rate:.1f} (raw encode)", f"{index_rate / raw_rate:.2f}", ">= 0.8"))
+
+    # ---- unchanged re-index ---------------------------------------------------------
+    t0 = time.perf_counter()
+    docs2, _ = load_corpus(settings.corpus)
+    if args.limit_docs:
+        docs2 = docs2[: args.limit_docs]
+    again = build_index(settings, documents=docs2, embed_model=embed_model, show_progress=False)
+    reindex = time.perf_counter() - t0
+    assert again.embedded_documents == 0, again.summary()
+    rows.append(("unchanged re-index, s", reindex, f"{first_build:.1f} (first build)", f"{reindex / first_build:.3f}", "<= 0.05"))
+
+    # ---- retrieval ------------------------------------------------------------------
+    stored = load_nodes(settings)
+    k = 10
+    dense = dense_retriever(settings, embed_model, settings.candidate_k)
+    sparse = bm25_retriever(stored, settings.candidate_k)
+    retrievers = {
+        "dense": MedQARetriever(dense, None, top_k=k, candidate_k=settings.candidate_k),
+        "bm25": MedQARetriever(None, sparse, top_k=k, candidate_k=settings.candidate_k),
+        "hybrid (RRF)": MedQARetriever(dense, sparse, top_k=k, candidate_k=settings.candidate_k),
+    }
+    questions = [(d.metadata["question"], d.id_) for d in docs if d.metadata.get("question")]
+    questions = rng.sample(questions, min(args.queries, len(questions)))
+    results = {name: quality(r, questions) for name, r in retrievers.items()}
+
+    default = MedQARetriever(dense, sparse, top_k=settings.top_k, candidate_k=settings.candidate_k)
+    for q, _ in questions[:20]:  # warm-up
+        default.retrieve(q)
+    latencies = []
+    for q, _ in questions[:300]:
+        t = time.perf_counter()
+        default.retrieve(q)
+        latencies.append((time.perf_counter() - t) * 1000)
+    latencies.sort()
+    p50 = statistics.median(latencies)
+    p95 = latencies[int(0.95 * (len(latencies) - 1))]
+    rows.append(("retrieval p50, ms (hybrid, top-3)", p50, "-", "-", "<= 50"))
+    rows.append(("retrieval p95, ms (hybrid, top-3)", p95, "-", "-", "-"))
+    for metric in ("hit@1", "hit@5", "mrr@10"):
+        base = results["dense"][metric]
+        for name in ("dense", "bm25", "hybrid (RRF)"):
+            value = results[name][metric]
+            ratio = f"{value / base:.2f}" if base else "-"
+            rows.append((f"self-retrieval {metric}, {name}", value, f"{base:.3f} (dense)", ratio, "-"))
+
+    print()
+    print(f"MedQuAD: {len(docs)} documents, {stats.total_chunks} chunks (chunk_size={settings.chunk_size}, "
+          f"overlap={settings.chunk_overlap}); raw encode on {len(texts)} sampled chunks; {len(questions)} questions")
+    print(f"| {'figure':<44} | {'value':>10} | {'baseline (same run)':<28} | {'ratio':>6} | {'target':<8} |")
+    print(f"|{'-' * 46}|{'-' * 12}|{'-' * 30}|{'-' * 8}|{'-' * 10}|")
+    for name, value, base, ratio, target in rows:
+        print(f"| {name:<44} | {value:>10.3f} | {base:<28} | {ratio:>6} | {target:<8} |")
+    if args.json:
+        Path(args.json).write_text(json.dumps({name: value for name, value, *_ in rows}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,178 @@
+"""Typed settings: the single source of paths, model names and retrieval knobs.
+
+Values come, highest priority first, from keyword arguments, ``MEDQA_*`` environment
+variables, a ``.env`` file, a YAML/TOML file named by ``MEDQA_CONFIG`` (or passed to
+:meth:`Settings.from_file`), and the defaults below.
+
+Example::
+
+    MEDQA_CORPUS=../shared/data/medquad MEDQA_LLM=storage/models/merged python -m rag_app ask "What is glaucoma?"
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+    YamlConfigSettingsSource,
+)
+
+DEFAULT_LLM = "Qwen/Qwen2.5-0.5B-Instruct"
+DEFAULT_EMBED_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+BUNDLED_LLM = "bundled:smollm2-135m-instruct"
+
+
+class Settings(BaseSettings):
+    """All of medqa's configuration.
+
+    Attributes mirror the ``MEDQA_<NAME>`` environment variables (case-insensitive).
+    """
+
+    model_config = SettingsConfigDict(
+        env_prefix="MEDQA_",
+        env_file=".env",
+        extra="forbid",
+        validate_default=True,
+    )
+
+    storage_dir: Path = Field(Path("storage"), description="Where the index, converted models, splits and reports live.")
+    corpus: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["data/medquad"],
+        description="Corpus sources: MedQuAD folders, seed-format CSV/Parquet files, dataset names or document folders; comma-separated in the environment.",
+    )
+    embed_model: str = Field(DEFAULT_EMBED_MODEL, description="sentence-transformers model name or local path.")
+    llm: str = Field(DEFAULT_LLM, description="Hub id, local HF model directory, or .gguf file.")
+    device: str = Field("auto", description="'auto' (CUDA when present, else CPU), 'cpu' or 'cuda'.")
+    offline_fallback: bool = Field(True, description="Fall back to the bundled SmolLM2 when the LLM can't be loaded.")
+
+    chunk_size: int = Field(512, ge=32, description="Chunk size in tokens for the node parser.")
+    chunk_overlap: int = Field(64, ge=0, description="Token overlap between consecutive chunks.")
+    embed_batch_size: int = Field(64, ge=1)
+    collection: str = Field("medqa", description="Chroma collection name.")
+    chroma_host: Optional[str] = Field(None, description="Chroma server host; server mode when set.")
+    chroma_port: int = Field(8000, description="Chroma server port.")
+
+    top_k: int = Field(3, ge=1, le=50, description="Sources handed to the LLM (one per QA pair).")
+    candidate_k: int = Field(20, ge=1, description="Candidates each retriever returns before fusion.")
+    retrieval_mode: str = Field("hybrid", description="'hybrid' (dense + BM25, RRF), 'dense' or 'bm25'.")
+
+    max_new_tokens: int = Field(256, ge=1)
+    temperature: float = Field(0.0, ge=0.0, le=2.0, description="0 means greedy decoding.")
+    context_window: int = Field(2048, ge=256, description="Prompt + answer token budget.")
+    max_question_tokens: int = Field(256, ge=8, description="Longer questions are truncated with a warning.")
+    medical_notice: bool = Field(True, description="Append the not-medical-advice notice to answers.")
+
+    @field_validator("corpus", mode="before")
+    @classmethod
+    def _split_corpus(cls, value: Any) -> list[str]:
+        if value is None:
+            return []
+        if isinstance(value, (str, Path)):
+            return [part.strip() for part in str(value).split(",") if part.strip()]
+        return [str(v) for v in value]
+
+    @field_validator("retrieval_mode")
+    @classmethod
+    def _check_mode(cls, value: str) -> str:
+        if value not in {"hybrid", "dense", "bm25"}:
+            raise ValueError(f"retrieval_mode={value!r} is not one of 'hybrid', 'dense', 'bm25'")
+        return value
+
+    @field_validator("device")
+    @classmethod
+    def _check_device(cls, value: str) -> str:
+        if value not in {"auto", "cpu", "cuda"} and not value.startswith("cuda:"):
+            raise ValueError(f"device={value!r}: use 'auto', 'cpu' or 'cuda'")
+        return value
+
+    @model_validator(mode="after")
+    def _check_chunking(self) -> "Settings":
+        if self.chunk_overlap >= self.chunk_size:
+            raise ValueError(
+                f"chunk_overlap={self.chunk_overlap} must be smaller than chunk_size={self.chunk_size}"
+            )
+        return self
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings, dotenv_settings]
+        config_file = os.environ.get("MEDQA_CONFIG")
+        if config_file:
+            sources.append(_file_source(settings_cls, Path(config_file)))
+        return tuple(sources)
+
+    @classmethod
+    def from_file(cls, path: str | Path, **overrides: Any) -> "Settings":
+        """Load settings from a YAML or TOML file; environment and ``overrides`` win.
+
+        Args:
+            path: A ``.yaml``/``.yml`` or ``.toml`` file whose keys are field names.
+            **overrides: Field values that take precedence over everything else.
+
+        Raises:
+            ValueError: If the file does not exist or has another suffix.
+        """
+        path = Path(path)
+        _file_source(cls, path)  # validates path and suffix
+        previous = os.environ.get("MEDQA_CONFIG")
+        os.environ["MEDQA_CONFIG"] = str(path)
+        try:
+            return cls(**overrides)
+        finally:
+            if previous is None:
+                os.environ.pop("MEDQA_CONFIG", None)
+            else:
+                os.environ["MEDQA_CONFIG"] = previous
+
+    # ---- derived paths -------------------------------------------------
+    @property
+    def chroma_dir(self) -> Path:
+        """Folder of the embedded Chroma database."""
+        return self.storage_dir / "chroma"
+
+    @property
+    def models_dir(self) -> Path:
+        """Folder of converted model checkpoints (e.g. GGUF → safetensors)."""
+        return self.storage_dir / "models"
+
+    @property
+    def docstore_path(self) -> Path:
+        """Document-hash store that makes indexing incremental."""
+        where = f"{self.chroma_host}_{self.chroma_port}_" if self.chroma_host else ""
+        return self.storage_dir / "docstore" / f"{where}{self.collection}.json"
+
+    @property
+    def server_mode(self) -> bool:
+        """True when a Chroma server is configured."""
+        return bool(self.chroma_host)
+
+
+def _file_source(settings_cls: type[BaseSettings], path: Path) -> PydanticBaseSettingsSource:
+    if not path.is_file():
+        raise ValueError(f"settings file {str(path)!r} does not exist; fix MEDQA_CONFIG or the path you passed")
+    suffix = path.suffix.lower()
+    if suffix in {".yaml", ".yml"}:
+        return YamlConfigSettingsSource(settings_cls, yaml_file=path)
+    if suffix == ".toml":
+        return TomlConfigSettingsSource(settings_cls, toml_file=path)
+    raise ValueError(f"settings file {str(path)!r} must end in .yaml, .yml or .toml")
+
+
+def get_settings(**overrides: Any) -> Settings:
+    """Return settings from the environment (and ``MEDQA_CONFIG``), with ``overrides`` applied."""
+    return Settings(**overrides)

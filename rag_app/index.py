@@ -1,0 +1,306 @@
+"""Build or update the Chroma index of the configured corpus, incrementally.
+
+    python -m rag_app.index                      # corpus from MEDQA_CORPUS (default data/medquad)
+    python -m rag_app.index --corpus ../shared/data/medquad --storage-dir storage
+
+Re-running on an unchanged corpus embeds nothing; changed documents are re-embedded and
+replaced; documents gone from the source are deleted. Work is committed in batches, so an
+interrupted run leaves the previous index usable and the next run picks up where it stopped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Sequence
+
+from rag_app.config import Settings
+
+if TYPE_CHECKING:
+    import chromadb
+    from llama_index.core import Document
+    from llama_index.core.schema import TextNode
+    from llama_index.vector_stores.chroma import ChromaVectorStore
+
+logger = logging.getLogger("rag_app")
+
+#: Documents per committed batch: a crash loses at most one batch of embedding work.
+BATCH_DOCS = 512
+
+
+class IndexMissingError(RuntimeError):
+    """The index is missing or was built in a way that doesn't match the settings."""
+
+
+@dataclass
+class IndexStats:
+    """What an indexing run did."""
+
+    documents: int = 0
+    chunks: int = 0
+    embedded_documents: int = 0
+    embedded_chunks: int = 0
+    unchanged_documents: int = 0
+    deleted_documents: int = 0
+    skipped: int = 0
+    seconds: float = 0.0
+    total_chunks: int = 0
+
+    def summary(self) -> str:
+        """One summary line for the CLI."""
+        return (
+            f"indexed {self.documents} documents: {self.embedded_documents} embedded ({self.embedded_chunks} chunks), "
+            f"{self.unchanged_documents} unchanged, {self.deleted_documents} deleted, {self.skipped} skipped; "
+            f"{self.total_chunks} chunks in the index; {self.seconds:.1f} s"
+        )
+
+
+# ---- Chroma ---------------------------------------------------------------------
+
+
+def chroma_client(settings: Settings) -> "chromadb.ClientAPI":
+    """Embedded ``PersistentClient`` under the storage dir, or an ``HttpClient`` when a host is set.
+
+    Telemetry is always off.
+    """
+    import chromadb
+    from chromadb.config import Settings as ChromaSettings
+
+    chroma_settings = ChromaSettings(anonymized_telemetry=False)
+    if settings.server_mode:
+        return chromadb.HttpClient(host=settings.chroma_host, port=settings.chroma_port, settings=chroma_settings)
+    settings.chroma_dir.mkdir(parents=True, exist_ok=True)
+    return chromadb.PersistentClient(path=str(settings.chroma_dir), settings=chroma_settings)
+
+
+def get_collection(settings: Settings, create: bool = False) -> "chromadb.Collection":
+    """Open the configured collection, checking it was built with the configured embedding model.
+
+    Args:
+        settings: Settings naming the collection and embedding model.
+        create: Create the collection when it does not exist.
+
+    Raises:
+        IndexMissingError: If it does not exist (and ``create`` is False), or was embedded with another model.
+    """
+    client = chroma_client(settings)
+    names = {c if isinstance(c, str) else c.name for c in client.list_collections()}
+    if settings.collection not in names:
+        if not create:
+            where = f"Chroma server {settings.chroma_host}:{settings.chroma_port}" if settings.server_mode else str(settings.chroma_dir)
+            raise IndexMissingError(
+                f"no index '{settings.collection}' in {where}; build it with `python -m rag_app.index` (or `make index`)"
+            )
+        return client.create_collection(
+            settings.collection,
+            metadata={"hnsw:space": "cosine", "embed_model": settings.embed_model, "chunk_size": settings.chunk_size},
+        )
+    collection = client.get_collection(settings.collection)
+    built_with = (collection.metadata or {}).get("embed_model")
+    if built_with and built_with != settings.embed_model:
+        raise IndexMissingError(
+            f"index '{settings.collection}' was built with embedding model {built_with!r} but MEDQA_EMBED_MODEL is "
+            f"{settings.embed_model!r}; rebuild with `python -m rag_app.index --rebuild` or set MEDQA_EMBED_MODEL={built_with}"
+        )
+    return collection
+
+
+def vector_store(settings: Settings, create: bool = False) -> "ChromaVectorStore":
+    """LlamaIndex ``ChromaVectorStore`` over the configured collection."""
+    from llama_index.vector_stores.chroma import ChromaVectorStore
+
+    return ChromaVectorStore(chroma_collection=get_collection(settings, create=create))
+
+
+def load_nodes(settings: Settings) -> list["TextNode"]:
+    """Every chunk stored in the collection, as LlamaIndex nodes (text and metadata), in id order."""
+    from llama_index.core.vector_stores.utils import metadata_dict_to_node
+
+    collection = get_collection(settings)
+    nodes: list[TextNode] = []
+    total = collection.count()
+    page = 5000
+    for offset in range(0, total, page):
+        got = collection.get(include=["documents", "metadatas"], limit=page, offset=offset)
+        for node_id, text, metadata in zip(got["ids"], got["documents"], got["metadatas"]):
+            node = metadata_dict_to_node(metadata, text=text)
+            node.id_ = node_id
+            nodes.append(node)
+    nodes.sort(key=lambda n: n.id_)
+    return nodes
+
+
+# ---- Ingestion ------------------------------------------------------------------
+
+
+def node_parser(settings: Settings):
+    """Sentence-aware splitter with deterministic chunk ids (``<doc id>::<n>``), so re-adding is idempotent."""
+    from llama_index.core.node_parser import SentenceSplitter
+
+    return SentenceSplitter(
+        chunk_size=settings.chunk_size,
+        chunk_overlap=settings.chunk_overlap,
+        id_func=lambda i, doc: f"{doc.id_}::{i}",
+    )
+
+
+def _load_docstore(path: Path):
+    from llama_index.core.storage.docstore import SimpleDocumentStore
+
+    if path.is_file():
+        return SimpleDocumentStore.from_persist_path(str(path))
+    return SimpleDocumentStore()
+
+
+def _persist_docstore(docstore: Any, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    docstore.persist(str(tmp))
+    tmp.replace(path)  # atomic: a crash mid-write never corrupts the previous docstore
+
+
+def build_index(
+    settings: Settings,
+    documents: Sequence["Document"] | None = None,
+    embed_model: Any = None,
+    rebuild: bool = False,
+    show_progress: bool = True,
+) -> IndexStats:
+    """Index ``documents`` (default: the configured corpus) into Chroma, incrementally.
+
+    Uses LlamaIndex's ``IngestionPipeline`` (sentence splitter → embeddings → Chroma) with a
+    document store of content hashes, so unchanged documents are skipped and changed ones replaced.
+
+    Args:
+        settings: Storage, corpus, chunking and model settings.
+        documents: Documents to index instead of loading ``settings.corpus``.
+        embed_model: A LlamaIndex embedding model; loaded from settings when omitted.
+        rebuild: Drop the collection and its document store first.
+        show_progress: Show a progress bar.
+
+    Returns:
+        Counts of what was embedded, skipped and deleted.
+    """
+    from llama_index.core.ingestion import DocstoreStrategy, IngestionPipeline
+    from tqdm.auto import tqdm
+
+    from corpus import load_corpus
+    from rag_app.models import load_embed_model
+
+    started = time.perf_counter()
+    stats = IndexStats()
+    if documents is None:
+        documents, report = load_corpus(settings.corpus, show_progress=show_progress)
+        stats.skipped = report.skipped
+        logger.info("corpus: %s", report.summary())
+    if rebuild:
+        client = chroma_client(settings)
+        if settings.collection in {c if isinstance(c, str) else c.name for c in client.list_collections()}:
+            client.delete_collection(settings.collection)
+        settings.docstore_path.unlink(missing_ok=True)
+
+    store = vector_store(settings, create=True)
+    docstore = _load_docstore(settings.docstore_path)
+    stats.documents = len(documents)
+    known = {doc_id: h for h, doc_id in docstore.get_all_document_hashes().items()}
+    todo = [d for d in documents if known.get(d.id_) != d.hash]
+    stats.unchanged_documents = len(documents) - len(todo)
+
+    if todo:  # the embedding model is only loaded when something needs embedding
+        pipeline = IngestionPipeline(
+            transformations=[node_parser(settings), embed_model or load_embed_model(settings)],
+            vector_store=store,
+            docstore=docstore,
+            docstore_strategy=DocstoreStrategy.UPSERTS,
+        )
+        bar = tqdm(total=len(todo), desc="Embedding", unit="doc", disable=not show_progress)
+        for start in range(0, len(todo), BATCH_DOCS):
+            batch = list(todo[start : start + BATCH_DOCS])
+            nodes = pipeline.run(documents=batch, show_progress=False)
+            stats.embedded_documents += len(batch)
+            stats.embedded_chunks += len(nodes)
+            _persist_docstore(docstore, settings.docstore_path)
+            bar.update(len(batch))
+        bar.close()
+
+    current = {d.id_ for d in documents}
+    stale = [doc_id for doc_id in known if doc_id not in current]
+    for doc_id in stale:
+        store.delete(doc_id)
+        docstore.delete_document(doc_id, raise_error=False)
+    if stale:
+        _persist_docstore(docstore, settings.docstore_path)
+    stats.deleted_documents = len(stale)
+    stats.total_chunks = store._collection.count()
+    stats.seconds = time.perf_counter() - started
+    _write_manifest(settings, stats, docstore)
+    return stats
+
+
+def _write_manifest(settings: Settings, stats: IndexStats, docstore: Any) -> None:
+    digest = hashlib.sha256("".join(sorted(docstore.get_all_document_hashes())).encode()).hexdigest()
+    manifest = {
+        **asdict(stats),
+        "collection": settings.collection,
+        "corpus": settings.corpus,
+        "embed_model": settings.embed_model,
+        "chunk_size": settings.chunk_size,
+        "chunk_overlap": settings.chunk_overlap,
+        "content_hash": digest,
+        "built_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    path = settings.storage_dir / "index_manifest.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(manifest, indent=2))
+
+
+def index_status(settings: Settings) -> dict[str, Any]:
+    """Documents, chunks, corpus and last build time of the index, or ``{"exists": False, ...}``."""
+    try:
+        collection = get_collection(settings)
+    except IndexMissingError as err:
+        return {"exists": False, "error": str(err)}
+    manifest_path = settings.storage_dir / "index_manifest.json"
+    manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
+    return {
+        "exists": True,
+        "chunks": collection.count(),
+        "documents": manifest.get("documents"),
+        "corpus": manifest.get("corpus", settings.corpus),
+        "built_at": manifest.get("built_at"),
+        "embed_model": (collection.metadata or {}).get("embed_model"),
+    }
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """CLI entry point: ``python -m rag_app.index``."""
+    from corpus import CorpusError
+    from rag_app.models import ModelUnavailableError
+
+    parser = argparse.ArgumentParser(prog="python -m rag_app.index", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--corpus", help="corpus path(s), comma-separated (default: MEDQA_CORPUS)")
+    parser.add_argument("--storage-dir", help="storage folder (default: MEDQA_STORAGE_DIR or storage/)")
+    parser.add_argument("--config", help="YAML/TOML settings file")
+    parser.add_argument("--rebuild", action="store_true", help="drop the index and build it from scratch")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    overrides = {k: v for k, v in {"corpus": args.corpus, "storage_dir": args.storage_dir}.items() if v}
+    try:
+        settings = Settings.from_file(args.config, **overrides) if args.config else Settings(**overrides)
+        stats = build_index(settings, rebuild=args.rebuild, show_progress=not args.quiet)
+    except (CorpusError, IndexMissingError, ModelUnavailableError, ValueError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(stats.summary())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

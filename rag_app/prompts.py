@@ -1,0 +1,105 @@
+"""The one prompt format shared by the query engine, fine-tuning data and evaluation.
+
+Training examples and live queries are built by the same functions here, so the model is
+trained on exactly the prompt it sees at inference.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Callable, Sequence
+
+logger = logging.getLogger("rag_app")
+
+RAG_SYSTEM_PROMPT = (
+    "You are a careful medical information assistant. Answer the question using only the numbered "
+    "sources. Cite the sources you use with their numbers, like [1] or [2]. If the sources do not "
+    "answer the question, say that you don't know."
+)
+PLAIN_SYSTEM_PROMPT = (
+    "You are a careful medical information assistant. Answer the health question clearly and concisely."
+)
+#: What the engine (and a retrieval-aware fine-tune) says when the sources don't cover a question.
+ABSTAIN_ANSWER = "I don't know: the provided sources don't cover this question."
+MEDICAL_NOTICE = (
+    "Note: this is general information from NIH sources, not medical advice. "
+    "Please consult a health professional about your situation."
+)
+
+# Counts tokens of a string; a whitespace split is the fallback when no tokenizer is at hand.
+TokenCounter = Callable[[str], int]
+
+
+def _default_counter(text: str) -> int:
+    return int(len(text.split()) * 1.4) + 1
+
+
+def source_title(metadata: dict[str, Any]) -> str:
+    """A short title for a source: its focus (topic), else its question, else its file."""
+    return str(metadata.get("focus") or metadata.get("question") or metadata.get("document_id") or "Source")
+
+
+def format_sources(passages: Sequence[str], titles: Sequence[str] | None = None) -> str:
+    """Number passages as ``[1] (title) text`` blocks separated by blank lines."""
+    blocks = []
+    for i, passage in enumerate(passages, start=1):
+        title = f"({titles[i - 1]}) " if titles and titles[i - 1] else ""
+        blocks.append(f"[{i}] {title}{passage.strip()}")
+    return "\n\n".join(blocks)
+
+
+def truncate_to_tokens(text: str, max_tokens: int, count: TokenCounter = _default_counter) -> str:
+    """Cut ``text`` at a word boundary so it holds at most ``max_tokens`` (by ``count``)."""
+    if count(text) <= max_tokens:
+        return text
+    words = text.split()
+    lo, hi = 0, len(words)
+    while lo < hi:  # binary search for the longest prefix that fits
+        mid = (lo + hi + 1) // 2
+        if count(" ".join(words[:mid])) <= max_tokens:
+            lo = mid
+        else:
+            hi = mid - 1
+    return " ".join(words[:lo]) + " …"
+
+
+def build_messages(
+    question: str,
+    passages: Sequence[str] | None = None,
+    titles: Sequence[str] | None = None,
+    source_budget: int | None = None,
+    count: TokenCounter = _default_counter,
+) -> list[dict[str, str]]:
+    """Chat messages for a question, with numbered sources when ``passages`` is not None.
+
+    Args:
+        question: The user's question (already validated/truncated).
+        passages: Retrieved passages in rank order; ``None`` builds the no-RAG prompt.
+        titles: Optional titles shown beside each passage number.
+        source_budget: Token budget for all passages together; each passage gets an equal share.
+        count: Token counter used for the budget.
+
+    Returns:
+        ``[{"role": "system", ...}, {"role": "user", ...}]``, ready for a chat template.
+    """
+    if passages is None:
+        return [
+            {"role": "system", "content": PLAIN_SYSTEM_PROMPT},
+            {"role": "user", "content": question},
+        ]
+    passages = list(passages)
+    if source_budget is not None and passages:
+        share = max(16, source_budget // len(passages))
+        passages = [truncate_to_tokens(p, share, count) for p in passages]
+    sources = format_sources(passages, titles) if passages else "(no sources found)"
+    return [
+        {"role": "system", "content": RAG_SYSTEM_PROMPT},
+        {"role": "user", "content": f"Sources:\n{sources}\n\nQuestion: {question}"},
+    ]
+
+
+def messages_to_llama(messages: Sequence[dict[str, str]]) -> list[Any]:
+    """Convert role/content dicts to LlamaIndex ``ChatMessage`` objects."""
+    from llama_index.core.llms import ChatMessage
+
+    return [ChatMessage(role=m["role"], content=m["content"]) for m in messages]

@@ -1,0 +1,107 @@
+"""Chroma index: counts, idempotent re-index, replace/delete, interruption, model mismatch, retrieval."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from corpus import load_corpus
+from rag_app import index as index_mod
+from rag_app.index import IndexMissingError, build_index, get_collection, index_status, load_nodes
+from rag_app.retrieval import build_retriever
+
+
+def _chunk_ids_by_doc(settings) -> dict[str, list[str]]:
+    got: dict[str, list[str]] = {}
+    for node in load_nodes(settings):
+        got.setdefault(node.ref_doc_id, []).append(node.id_)
+    return got
+
+
+def test_build_then_reindex_adds_nothing(settings, embed_model) -> None:
+    stats = build_index(settings, embed_model=embed_model, show_progress=False)
+    assert stats.documents == 8 and stats.embedded_documents == 8 and stats.skipped == 1
+    chunks = get_collection(settings).count()
+    assert chunks == stats.total_chunks >= 8
+
+    again = build_index(settings, embed_model=embed_model, show_progress=False)
+    assert again.embedded_documents == 0 and again.unchanged_documents == 8
+    assert get_collection(settings).count() == chunks
+    status = index_status(settings)
+    assert status["exists"] and status["chunks"] == chunks and status["documents"] == 8
+
+
+def test_changed_document_is_replaced_and_removed_one_deleted(settings, embed_model, medquad_dir: Path) -> None:
+    build_index(settings, embed_model=embed_model, show_progress=False)
+    gout = medquad_dir / "1_TestA_QA" / "0000002.xml"
+    gout.write_text(gout.read_text().replace("colchicine", "colchicine and a new drug called zyloprimix"))
+    (medquad_dir / "2_TestB_QA" / "0000002.xml").unlink()  # Anemia: 2 answered pairs gone
+
+    stats = build_index(settings, embed_model=embed_model, show_progress=False)
+    assert stats.embedded_documents == 1 and stats.deleted_documents == 2 and stats.documents == 6
+    nodes = load_nodes(settings)
+    assert not any(n.metadata["focus"] == "Anemia" for n in nodes)
+    gout_text = " ".join(n.get_content() for n in nodes if n.ref_doc_id == "medquad/1_TestA_QA/0000002/0000002-2")
+    assert "zyloprimix" in gout_text
+    assert len([n for n in nodes if "zyloprimix" in n.get_content()]) == 1  # the old chunk is gone, no duplicate
+
+
+def test_interrupted_run_leaves_index_usable_and_resumes(settings, embed_model, monkeypatch: pytest.MonkeyPatch) -> None:
+    docs, _ = load_corpus(settings.corpus)
+    build_index(settings, documents=docs[:4], embed_model=embed_model, show_progress=False)
+    before = _chunk_ids_by_doc(settings)
+
+    monkeypatch.setattr(index_mod, "BATCH_DOCS", 2)
+    calls = {"n": 0}
+    real = type(embed_model)._get_text_embeddings
+
+    def flaky(self, texts):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt("power cut")
+        return real(self, texts)
+
+    monkeypatch.setattr(type(embed_model), "_get_text_embeddings", flaky)
+    with pytest.raises(KeyboardInterrupt):
+        build_index(settings, documents=docs, embed_model=embed_model, show_progress=False)
+    partial = _chunk_ids_by_doc(settings)
+    assert set(before) <= set(partial)  # nothing previously indexed was lost
+    assert build_retriever(settings, embed_model=embed_model).retrieve("What is glaucoma?")
+
+    monkeypatch.setattr(type(embed_model), "_get_text_embeddings", real)
+    stats = build_index(settings, documents=docs, embed_model=embed_model, show_progress=False)
+    assert stats.embedded_documents == 2  # only the batch that never finished
+    final = _chunk_ids_by_doc(settings)
+    assert len(final) == 8
+    ids = [i for chunk_ids in final.values() for i in chunk_ids]
+    assert len(ids) == len(set(ids)) == get_collection(settings).count()
+
+
+def test_other_embedding_model_is_refused(settings, embed_model) -> None:
+    build_index(settings, embed_model=embed_model, show_progress=False)
+    other = settings.model_copy(update={"embed_model": "some/other-model"})
+    with pytest.raises(IndexMissingError, match="--rebuild"):
+        get_collection(other)
+
+
+def test_missing_index_names_the_command(settings) -> None:
+    with pytest.raises(IndexMissingError, match="python -m rag_app.index"):
+        build_retriever(settings)
+
+
+@pytest.mark.parametrize("mode", ["hybrid", "dense", "bm25"])
+def test_each_question_retrieves_its_own_pair(settings, embed_model, mode: str) -> None:
+    build_index(settings, embed_model=embed_model, show_progress=False)
+    s = settings.model_copy(update={"retrieval_mode": mode, "top_k": 3})
+    retriever = build_retriever(s, embed_model=embed_model)
+    docs, _ = load_corpus(settings.corpus)
+    for doc in docs:
+        nodes = retriever.retrieve(doc.metadata["question"])
+        refs = [n.node.ref_doc_id for n in nodes]
+        # BM25 alone can't tell "What is X?" from "How is X treated?" on this tiny corpus; top-3 suffices.
+        if mode == "bm25":
+            assert doc.id_ in refs, (mode, doc.metadata["question"])
+        else:
+            assert refs[0] == doc.id_, (mode, doc.metadata["question"])
+        assert len(refs) == len(set(refs)) == 3  # one chunk per QA pair
