@@ -50,6 +50,10 @@ class Settings(BaseSettings):
     )
     embed_model: str = Field(DEFAULT_EMBED_MODEL, description="sentence-transformers model name or local path.")
     llm: str = Field(DEFAULT_LLM, description="Hub id, local HF model directory, or .gguf file.")
+    finetuned_llm: str = Field(
+        "runs/smollm2-135m-lora/merged",
+        description="Merged fine-tuned model directory (written by `python -m finetune.train`); offered as 'fine-tuned' when it exists.",
+    )
     device: str = Field("auto", description="'auto' (CUDA when present, else CPU), 'cpu' or 'cuda'.")
     offline_fallback: bool = Field(True, description="Fall back to the bundled SmolLM2 when the LLM can't be loaded.")
 

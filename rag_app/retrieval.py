@@ -36,9 +36,17 @@ class MedQARetriever(BaseRetriever):
         sparse: A BM25 retriever (or None in ``dense`` mode).
         top_k: Sources returned.
         candidate_k: Candidates fetched from each retriever before fusion and de-duplication.
+        exclude: Source document ids never returned (evaluation's "knowledge absent" setting).
     """
 
-    def __init__(self, dense: BaseRetriever | None, sparse: BaseRetriever | None, top_k: int, candidate_k: int) -> None:
+    def __init__(
+        self,
+        dense: BaseRetriever | None,
+        sparse: BaseRetriever | None,
+        top_k: int,
+        candidate_k: int,
+        exclude: frozenset[str] = frozenset(),
+    ) -> None:
         from llama_index.core.llms import MockLLM
         from llama_index.core.retrievers import QueryFusionRetriever
 
@@ -46,6 +54,7 @@ class MedQARetriever(BaseRetriever):
             raise ValueError("MedQARetriever needs a dense or a BM25 retriever")
         self.top_k = top_k
         self.candidate_k = max(candidate_k, top_k)
+        self.exclude = frozenset(exclude)
         parts = [r for r in (dense, sparse) if r is not None]
         if len(parts) == 2:
             # num_queries=1: fuse the two rankings of the user's own query; no LLM query rewriting.
@@ -62,7 +71,10 @@ class MedQARetriever(BaseRetriever):
         super().__init__()
 
     def _retrieve(self, query_bundle: QueryBundle) -> List[NodeWithScore]:
-        return one_per_source(self._inner.retrieve(query_bundle), self.top_k)
+        nodes = self._inner.retrieve(query_bundle)
+        if self.exclude:
+            nodes = [n for n in nodes if (n.node.ref_doc_id or n.node.node_id) not in self.exclude]
+        return one_per_source(nodes, self.top_k)
 
 
 def dense_retriever(settings: Settings, embed_model: Any, similarity_top_k: int) -> BaseRetriever:
@@ -88,13 +100,19 @@ def bm25_retriever(nodes: Sequence[Any], similarity_top_k: int) -> BaseRetriever
     )
 
 
-def build_retriever(settings: Settings, embed_model: Any = None, nodes: Sequence[Any] | None = None) -> MedQARetriever:
+def build_retriever(
+    settings: Settings,
+    embed_model: Any = None,
+    nodes: Sequence[Any] | None = None,
+    exclude: frozenset[str] = frozenset(),
+) -> MedQARetriever:
     """The retriever the query engine uses, per ``settings.retrieval_mode``.
 
     Args:
         settings: Top-k, candidate-k, mode and index location.
         embed_model: Embedding model (loaded from settings when omitted and needed).
         nodes: The index's chunks for BM25 (read from Chroma when omitted and needed).
+        exclude: Source document ids to leave out of every result.
 
     Raises:
         IndexMissingError: If the index does not exist.
@@ -112,4 +130,4 @@ def build_retriever(settings: Settings, embed_model: Any = None, nodes: Sequence
             sparse = bm25_retriever(nodes, settings.candidate_k)
         elif dense is None:
             raise ValueError("the index is empty; build it with `python -m rag_app.index`")
-    return MedQARetriever(dense, sparse, top_k=settings.top_k, candidate_k=settings.candidate_k)
+    return MedQARetriever(dense, sparse, top_k=settings.top_k, candidate_k=settings.candidate_k, exclude=exclude)

@@ -1,0 +1,1 @@
+"""Evaluation: metrics (:mod:`eval.metrics`) and the base/fine-tuned/RAG comparison (``python -m eval.compare``)."""

@@ -1,0 +1,388 @@
+"""Score base, fine-tuned and retrieval-augmented systems on the held-out test split.
+
+    python -m eval.compare                                   # base, ft, base+rag, ft+rag on 200 test questions
+    python -m eval.compare --limit 50 --exclude_test_from_index
+    python -m eval.compare --ft_model runs/smollm2-135m-lora/merged --systems base,ft,ft+rag
+    python -m eval.compare --config eval/recipes/smollm2-cpu.yaml
+
+The test questions come from exactly ``<storage>/splits/test.jsonl`` written by ``python -m finetune.data``
+(its manifest hash goes in the report). Generation is greedy and batched over the query engine's own
+prompts. Writes ``<storage>/reports/<timestamp>/`` with report.md, metrics.json, details.jsonl and plots,
+and prints the table.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import random
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+logger = logging.getLogger("eval")
+
+DEFAULT_SYSTEMS = "base,ft,base+rag,ft+rag"
+#: Pairs compared with a paired bootstrap test, when both systems ran.
+PAIRS = [("ft", "base"), ("base+rag", "base"), ("ft+rag", "ft"), ("ft+rag", "base+rag"), ("ft+rag", "base")]
+
+
+class EvalError(ValueError):
+    """A user mistake in the evaluation set-up (missing split, bad system spec, ...)."""
+
+
+@dataclass
+class CompareArguments:
+    """Options of ``python -m eval.compare`` (also settable in a YAML file passed with ``--config``)."""
+
+    systems: str = field(
+        default=DEFAULT_SYSTEMS,
+        metadata={"help": "Comma-separated systems: base, ft, base+rag, ft+rag, reference (returns the reference answer: a sanity upper bound)."},
+    )
+    extra_systems: list[str] = field(
+        default_factory=list,
+        metadata={"help": "More systems as NAME=MODEL[:rag][:k=N], e.g. raft+rag=runs/raft/merged:rag:k=3."},
+    )
+    base_model: Optional[str] = field(default=None, metadata={"help": "Base model (default: MEDQA_LLM)."})
+    ft_model: Optional[str] = field(default=None, metadata={"help": "Merged fine-tuned model dir (default: MEDQA_FINETUNED_LLM)."})
+    split_dir: Optional[str] = field(default=None, metadata={"help": "Folder with test.jsonl + manifest.json (default: <storage>/splits)."})
+    limit: int = field(default=200, metadata={"help": "Number of test questions (a seeded random sample)."})
+    seed: int = field(default=0, metadata={"help": "Seed for the question sample and bootstrap."})
+    top_k: Optional[int] = field(default=None, metadata={"help": "Sources per RAG answer (default: MEDQA_TOP_K)."})
+    exclude_test_from_index: bool = field(
+        default=False,
+        metadata={"help": "Knowledge-absent setting: retrieval never returns the test questions' own QA pairs nor any pair with the same focus."},
+    )
+    batch_size: int = field(default=8, metadata={"help": "Questions per generation batch."})
+    max_new_tokens: int = field(default=200, metadata={"help": "Answer length budget (greedy decoding)."})
+    output_dir: Optional[str] = field(default=None, metadata={"help": "Report folder (default: <storage>/reports/<timestamp>)."})
+    storage_dir: Optional[str] = field(default=None, metadata={"help": "Storage folder (default: MEDQA_STORAGE_DIR)."})
+    judge_llm: Optional[str] = field(
+        default=None, metadata={"help": "Judge for ragas Faithfulness/ResponseRelevancy: hub id, local dir or .gguf. Off by default."}
+    )
+    judge_api_base: Optional[str] = field(default=None, metadata={"help": "OpenAI-compatible judge endpoint (e.g. a local vLLM server)."})
+    judge_model: Optional[str] = field(default=None, metadata={"help": "Model name at --judge_api_base."})
+    no_plots: bool = field(default=False, metadata={"help": "Skip the PNG plots."})
+
+
+@dataclass
+class SystemSpec:
+    """One system under evaluation."""
+
+    name: str
+    model: Optional[str]  # None for the reference system
+    rag: bool
+    top_k: int
+
+
+def parse_args(argv: Sequence[str] | None = None) -> CompareArguments:
+    """Parse CLI flags, with defaults from ``--config FILE.yaml`` when given."""
+    import yaml
+    from transformers import HfArgumentParser
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = HfArgumentParser(CompareArguments, description=__doc__.split("\n\n")[0])
+    parser.add_argument("--config", help="YAML file of options; flags given on the command line win")
+    if "--config" in argv:
+        i = argv.index("--config")
+        if i + 1 >= len(argv):
+            raise EvalError("--config needs a YAML file")
+        path = Path(argv[i + 1])
+        if not path.is_file():
+            raise EvalError(f"config file {str(path)!r} does not exist")
+        values = yaml.safe_load(path.read_text()) or {}
+        known = {f for f in CompareArguments.__dataclass_fields__}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise EvalError(f"unknown option(s) {unknown} in {path}; see `python -m eval.compare --help`")
+        parser.set_defaults(**values)
+    (args, extra) = parser.parse_args_into_dataclasses(args=argv, return_remaining_strings=False)
+    return args
+
+
+def system_specs(args: CompareArguments, settings: Any) -> list[SystemSpec]:
+    """The systems to run, from ``--systems`` and ``--extra_systems``.
+
+    Raises:
+        EvalError: For an unknown system name or a malformed spec.
+    """
+    top_k = args.top_k or settings.top_k
+    base = args.base_model or settings.llm
+    ft = args.ft_model or settings.finetuned_llm
+    builtin = {
+        "base": SystemSpec("base", base, False, top_k),
+        "ft": SystemSpec("ft", ft, False, top_k),
+        "base+rag": SystemSpec("base+rag", base, True, top_k),
+        "ft+rag": SystemSpec("ft+rag", ft, True, top_k),
+        "reference": SystemSpec("reference", None, False, top_k),
+    }
+    specs = []
+    for name in [s.strip() for s in args.systems.split(",") if s.strip()]:
+        if name not in builtin:
+            raise EvalError(f"unknown system {name!r}; use {sorted(builtin)} or --extra_systems NAME=MODEL[:rag][:k=N]")
+        specs.append(builtin[name])
+    for spec in args.extra_systems:
+        name, sep, rest = spec.partition("=")
+        if not sep or not name or not rest:
+            raise EvalError(f"bad system spec {spec!r}; expected NAME=MODEL[:rag][:k=N]")
+        parts = rest.split(":")
+        model, flags = parts[0], parts[1:]
+        rag, k = False, top_k
+        for flag in flags:
+            if flag == "rag":
+                rag = True
+            elif flag.startswith("k=") and flag[2:].isdigit():
+                k = int(flag[2:])
+            else:
+                raise EvalError(f"bad flag {flag!r} in system spec {spec!r}; use :rag and :k=N")
+        specs.append(SystemSpec(name, model, rag, k))
+    if not specs:
+        raise EvalError("no systems to evaluate; pass --systems")
+    return specs
+
+
+def load_test_split(args: CompareArguments, settings: Any) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """A seeded sample of ``--limit`` questions from exactly ``test.jsonl``, and its manifest.
+
+    Raises:
+        EvalError: If the split or its manifest is missing.
+    """
+    from finetune.data import read_manifest, read_split
+
+    split_dir = Path(args.split_dir) if args.split_dir else settings.storage_dir / "splits"
+    test = split_dir / "test.jsonl"
+    manifest = read_manifest(split_dir)
+    if not test.is_file() or manifest is None:
+        raise EvalError(f"no test split in {split_dir}; write it with `python -m finetune.data` (or pass --split_dir)")
+    rows = read_split(test, required=("question", "answer", "doc_id"))
+    if args.limit <= 0:
+        raise EvalError(f"--limit must be positive, got {args.limit}")
+    rows = sorted(rows, key=lambda r: r["doc_id"])
+    rows = random.Random(args.seed).sample(rows, min(args.limit, len(rows)))
+    return rows, manifest
+
+
+def _focus_key(text: str) -> str:
+    return " ".join(str(text or "").lower().split())
+
+
+def exclusion_set(rows: Sequence[dict[str, Any]], nodes: Sequence[Any]) -> frozenset[str]:
+    """Ids of the test questions' own pairs and of every indexed pair sharing a test question's focus."""
+    focuses = {_focus_key(r.get("focus", "")) for r in rows} - {""}
+    ids = {r["doc_id"] for r in rows}
+    ids |= {n.ref_doc_id for n in nodes if _focus_key(n.metadata.get("focus", "")) in focuses}
+    return frozenset(ids)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the comparison; returns the exit status."""
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+    for noisy in ("httpx", "chromadb", "sentence_transformers", "transformers", "urllib3", "bm25s", "llama_index"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    try:
+        args = parse_args(argv)
+        return run(args)
+    except EvalError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except Exception as err:  # user-facing set-up errors from rag_app (no index, no model, bad settings)
+        from corpus import CorpusError
+        from rag_app.index import IndexMissingError
+        from rag_app.models import ModelUnavailableError
+
+        if isinstance(err, (IndexMissingError, ModelUnavailableError, CorpusError, FileNotFoundError, ValueError)):
+            print(f"error: {err}", file=sys.stderr)
+            return 2
+        raise
+
+
+def run(args: CompareArguments) -> int:
+    """Evaluate every system and write the report. See the module docstring."""
+    import numpy as np
+    from tqdm.auto import tqdm
+
+    from eval import metrics as M
+    from eval.generate import generate_batch
+    from rag_app.config import Settings
+    from rag_app.engine import build_query_engine
+    from rag_app.models import llm_info, load_llm
+
+    settings = Settings(**({"storage_dir": args.storage_dir} if args.storage_dir else {}))
+    specs = system_specs(args, settings)
+    rows, manifest = load_test_split(args, settings)
+    started = time.time()
+    questions = [r["question"] for r in rows]
+    references = [r["answer"] for r in rows]
+    gold_ids = [r["doc_id"] for r in rows]
+    notes: list[str] = []
+
+    # ---- retrieval, once for all RAG systems -------------------------------------------------
+    rag_k = max([s.top_k for s in specs if s.rag] or [0])
+    sources: list[list[Any]] = [[] for _ in rows]
+    index_note = "no RAG system ran"
+    if rag_k:
+        from rag_app.index import load_nodes
+        from rag_app.retrieval import build_retriever
+
+        nodes = load_nodes(settings)
+        indexed = {n.ref_doc_id for n in nodes}
+        present = sum(g in indexed for g in gold_ids)
+        exclude = exclusion_set(rows, nodes) if args.exclude_test_from_index else frozenset()
+        ret_settings = settings.model_copy(update={"top_k": max(rag_k, 10), "candidate_k": max(settings.candidate_k, 60 if exclude else 20)})
+        retriever = build_retriever(ret_settings, nodes=nodes, exclude=exclude)
+        if exclude:
+            index_note = (
+                f"knowledge absent: {present}/{len(rows)} test QA pairs are in the index, but retrieval excludes them and "
+                f"every pair sharing a test question's focus ({len(exclude)} pairs excluded)"
+            )
+        else:
+            index_note = f"open book: {present}/{len(rows)} test questions' own QA pairs are in the index"
+        engine = build_query_engine(settings, llm=_NullLLM(), retriever=retriever)
+        for i, q in enumerate(tqdm(questions, desc="Retrieving", unit="q")):
+            sources[i] = engine.retrieve(q)
+
+    # ---- generation -----------------------------------------------------------------
+    answers: dict[str, list[str]] = {}
+    used_sources: dict[str, list[list[Any]]] = {}
+    model_info: dict[str, Any] = {}
+    llm_cache: dict[str, Any] = {}
+    for spec in specs:
+        if spec.model is None:
+            answers[spec.name] = list(references)
+            used_sources[spec.name] = [[] for _ in rows]
+            model_info[spec.name] = {"name": "reference answers"}
+            continue
+        if spec.name.startswith("ft") or spec.model == settings.finetuned_llm:
+            path = Path(spec.model)
+            if not spec.model.lower().endswith(".gguf") and not (path / "config.json").is_file():
+                notes.append(f"system {spec.name!r} skipped: no fine-tuned model at {spec.model} (train one with `python -m finetune.train`)")
+                logger.warning(notes[-1])
+                continue
+        if spec.model not in llm_cache:
+            llm_cache.clear()  # one model in memory at a time
+            llm_cache[spec.model] = load_llm(settings.model_copy(update={"llm": spec.model}), max_new_tokens=args.max_new_tokens)
+        llm = llm_cache[spec.model]
+        model_info[spec.name] = llm_info(llm)
+        engine = build_query_engine(settings, use_rag=spec.rag, llm=llm, retriever=None if not spec.rag else _Unused())
+        prompts, per_q_sources = [], []
+        for q, srcs in zip(questions, sources):
+            clean, _ = engine.clean_question(q)
+            chosen = srcs[: spec.top_k] if spec.rag else []
+            per_q_sources.append(chosen)
+            prompts.append(engine.messages(clean, chosen))
+        outs: list[str] = []
+        for start in tqdm(range(0, len(prompts), args.batch_size), desc=f"Generating {spec.name}", unit="batch"):
+            outs.extend(generate_batch(llm, prompts[start : start + args.batch_size], args.max_new_tokens))
+        answers[spec.name] = outs
+        used_sources[spec.name] = per_q_sources
+    llm_cache.clear()
+    ran = [s for s in specs if s.name in answers]
+    if not ran:
+        raise EvalError("no system could run; " + "; ".join(notes))
+
+    # ---- metrics ------------------------------------------------------------------------
+    per_q: dict[str, dict[str, list[float]]] = {}
+    for spec in ran:
+        scores: dict[str, list[float]] = dict(M.rouge_scores(answers[spec.name], references))
+        scores["abstention"] = [float(M.is_abstention(a)) for a in answers[spec.name]]
+        if spec.rag:
+            srcs = used_sources[spec.name]
+            scores["grounding"] = [M.grounding_score(a, [n.node.get_content() for n in s]) for a, s in zip(answers[spec.name], srcs)]
+            golds = [next((i for i, n in enumerate(s, start=1) if n.node.ref_doc_id == g), None) for s, g in zip(srcs, gold_ids)]
+            scores["citation_accuracy"] = [M.citation_correct(a, p) for a, p in zip(answers[spec.name], golds)]
+        per_q[spec.name] = scores
+
+    retrieval: dict[str, dict[str, Any]] = {}
+    if rag_k:
+        k = rag_k
+        ranked = [[n.node.ref_doc_id for n in s] for s in sources]
+        doc_key = lambda meta: f"{meta.get('collection', '')}/{meta.get('document_id', '')}"  # noqa: E731
+        ranked_docs = [[doc_key(n.node.metadata) for n in s] for s in sources]
+        gold_docs = [[f"{r.get('collection', '')}/{r.get('document_id', '')}"] for r in rows]
+        ret = {f"pair_{m}": v for m, v in M.ranking_metrics(ranked, [[g] for g in gold_ids], k).items()}
+        ret.update({f"pair_{m}": v for m, v in M.ranking_metrics(ranked, [[g] for g in gold_ids], 10).items() if m.startswith("mrr")})
+        ret.update({f"document_{m}": v for m, v in M.ranking_metrics(ranked_docs, gold_docs, k).items()})
+        ctx = [[n.node.get_content() for n in s[:k]] for s in sources]
+        ref_ctx = [[f"Question: {r['question']}\nAnswer: {r['answer']}"] for r in rows]
+        ret.update(M.ragas_context_scores(ctx, ref_ctx, [r[:k] for r in ranked], [[g] for g in gold_ids]))
+        retrieval = {name: M.summarize(vals, seed=args.seed) for name, vals in ret.items()}
+
+    judge_scores = _judge(args, ran, questions, answers, used_sources, notes)
+    for name, extra in judge_scores.items():
+        per_q[name].update(extra)
+
+    summary = {name: {m: M.summarize(v, seed=args.seed) for m, v in scores.items()} for name, scores in per_q.items()}
+    tests = []
+    for a, b in PAIRS:
+        if a in per_q and b in per_q:
+            for m in M.ROUGE_TYPES:
+                diff = float(np.mean(per_q[a][m]) - np.mean(per_q[b][m]))
+                tests.append({"a": a, "b": b, "metric": m, "diff": diff, "p": M.paired_bootstrap_pvalue(per_q[a][m], per_q[b][m], seed=args.seed)})
+
+    # ---- outputs ------------------------------------------------------------------------
+    from eval.report import write_report
+
+    out_dir = Path(args.output_dir) if args.output_dir else settings.storage_dir / "reports" / time.strftime("%Y%m%d-%H%M%S")
+    context = {
+        "args": vars(args),
+        "manifest_hash": manifest.get("content_hash"),
+        "n_questions": len(rows),
+        "index_note": index_note,
+        "notes": notes,
+        "models": model_info,
+        "systems": [vars(s) for s in ran],
+        "seconds": time.time() - started,
+    }
+    details = []
+    for i, r in enumerate(rows):
+        details.append(
+            {
+                "question": r["question"],
+                "reference": r["answer"],
+                "doc_id": r["doc_id"],
+                "answers": {s.name: answers[s.name][i] for s in ran},
+                "sources": [
+                    {"rank": j, "doc_id": n.node.ref_doc_id, "focus": n.node.metadata.get("focus"), "url": n.node.metadata.get("url"), "score": n.score}
+                    for j, n in enumerate(sources[i][:rag_k], start=1)
+                ],
+                "scores": {name: {m: v[i] for m, v in sc.items()} for name, sc in per_q.items()},
+            }
+        )
+    table = write_report(out_dir, summary, retrieval, tests, details, per_q, context, plots=not args.no_plots)
+    print(table)
+    print(f"\nreport: {out_dir / 'report.md'}")
+    return 0
+
+
+def _judge(args, ran, questions, answers, used_sources, notes) -> dict[str, dict[str, list[float]]]:
+    """ragas Faithfulness and ResponseRelevancy with a configured judge; nothing when none is configured."""
+    if not (args.judge_llm or args.judge_api_base):
+        return {}
+    from eval.judge import judge_scores
+
+    try:
+        return judge_scores(args, ran, questions, answers, used_sources)
+    except Exception as err:  # the judge is optional: report and go on
+        notes.append(f"judge metrics skipped: {err}")
+        logger.warning(notes[-1])
+        return {}
+
+
+class _NullLLM:
+    """Stands in for an LLM where the engine is only used to retrieve."""
+
+    metadata = None
+
+
+class _Unused:
+    """Placeholder retriever: sources are retrieved once up front and passed in."""
+
+    def retrieve(self, *_: Any) -> list:
+        raise RuntimeError("retrieval happens once, before generation")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,40 @@
+"""Batched, greedy generation over the query engine's own prompts."""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+
+def generate_batch(llm: Any, conversations: Sequence[list[dict[str, str]]], max_new_tokens: int) -> list[str]:
+    """Generate one answer per conversation in a single left-padded batch, greedily.
+
+    Args:
+        llm: A ``HuggingFaceLLM`` from :func:`rag_app.models.load_llm` (its model and tokenizer are used).
+        conversations: Chat messages per example, as built by the engine (``engine.messages``).
+        max_new_tokens: Generation budget per answer.
+
+    Returns:
+        The decoded answers, special tokens removed.
+    """
+    import torch
+
+    tokenizer, model = llm._tokenizer, llm._model
+    prompts = [tokenizer.apply_chat_template(c, tokenize=False, add_generation_prompt=True) for c in conversations]
+    side = tokenizer.padding_side
+    tokenizer.padding_side = "left"  # decoder-only batching: pad on the left so answers start together
+    try:
+        batch = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
+    finally:
+        tokenizer.padding_side = side
+    with torch.inference_mode():
+        out = model.generate(
+            **batch,
+            max_new_tokens=max_new_tokens,
+            do_sample=False,
+            temperature=None,
+            top_p=None,
+            top_k=None,
+            pad_token_id=tokenizer.pad_token_id,
+        )
+    new = out[:, batch["input_ids"].shape[1] :]
+    return [t.strip() for t in tokenizer.batch_decode(new, skip_special_tokens=True)]

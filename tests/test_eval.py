@@ -1,0 +1,142 @@
+"""Evaluation: metric edge cases and an end-to-end `python -m eval.compare` run on a tiny model."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from eval import metrics as M
+
+
+def test_rouge_of_reference_is_one_and_of_unrelated_is_low() -> None:
+    scores = M.rouge_scores(["Gout is treated with colchicine.", "Bananas are yellow."], ["Gout is treated with colchicine.", "Gout is arthritis."])
+    assert all(scores[t][0] == pytest.approx(1.0) for t in M.ROUGE_TYPES)
+    assert scores["rougeL"][1] < 0.2
+
+
+def test_bootstrap_ci_and_paired_test() -> None:
+    mean, low, high = M.bootstrap_ci([0.5] * 50)
+    assert mean == low == high == 0.5
+    better = [0.6 + 0.01 * (i % 5) for i in range(100)]
+    worse = [b - 0.1 for b in better]
+    assert M.paired_bootstrap_pvalue(better, worse) < 0.01
+    same = [0.3, 0.5, 0.4, 0.6] * 25
+    assert M.paired_bootstrap_pvalue(same, list(reversed(same))) > 0.2
+    assert all(math.isnan(x) for x in M.bootstrap_ci([]))
+
+
+def test_ranking_metrics() -> None:
+    got = M.ranking_metrics([["a", "b", "c"], ["x", "y", "gold"], ["p", "q"]], [["a"], ["gold"], ["gold"]], k=3)
+    assert got["hit@3"] == [1.0, 1.0, 0.0]
+    assert got["mrr@3"] == [1.0, pytest.approx(1 / 3), 0.0]
+    assert got["ndcg@3"][0] == 1.0 and got["ndcg@3"][1] == pytest.approx(0.5)
+    repeated = M.ranking_metrics([["doc1", "doc1", "doc2"]], [["doc1"]], k=3)
+    assert repeated["ndcg@3"] == [1.0] and repeated["mrr@3"] == [1.0]
+
+
+def test_abstention_citations_and_grounding() -> None:
+    assert M.is_abstention("I don't know: the provided sources don't cover this question.")
+    assert M.is_abstention("The sources do not mention this drug.")
+    assert not M.is_abstention("Gout is treated with colchicine [1].")
+    assert M.cited_numbers("See [2] and [1], also [2].") == [2, 1]
+    assert M.citation_correct("It is treated with NSAIDs [2].", 2) == 1.0
+    assert M.citation_correct("It is treated with NSAIDs [1].", 2) == 0.0
+    assert math.isnan(M.citation_correct("anything", None))
+    ctx = ["Gout attacks are treated with colchicine and corticosteroids."]
+    assert M.grounding_score("Gout attacks are treated with colchicine [1].", ctx) == 1.0
+    assert M.grounding_score("Bananas contain potassium and vitamins.", ctx) == 0.0
+    assert math.isnan(M.grounding_score("Yes.", ctx))
+
+
+def test_ragas_judge_free_context_metrics() -> None:
+    got = M.ragas_context_scores(
+        [["gout is treated with colchicine", "asthma uses inhalers"]],
+        [["gout is treated with colchicine"]],
+        [["a", "b"]],
+        [["a"]],
+    )
+    assert got["ragas_id_context_recall"] == [1.0]
+    assert got["ragas_id_context_precision"] == [0.5]
+    assert got["ragas_nonllm_context_recall"][0] == pytest.approx(1.0)
+
+
+@pytest.fixture()
+def tiny_model_dir(tmp_path: Path, bundled_llm_dir: Path) -> Path:
+    """A 2-layer random Llama with the bundled SmolLM2 tokenizer and chat template."""
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    tokenizer = AutoTokenizer.from_pretrained(bundled_llm_dir)
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=2048,
+        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id or tokenizer.eos_token_id,
+    )
+    out = tmp_path / "tiny"
+    LlamaForCausalLM(config).save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out
+
+
+def _write_split(settings, tmp_path: Path) -> Path:
+    from corpus import load_corpus
+    from finetune.data import document_to_example, write_splits
+
+    docs, _ = load_corpus(settings.corpus)
+    rows = [document_to_example(d) for d in docs]
+    split_dir = tmp_path / "splits"
+    write_splits({"train": rows[:2], "val": rows[2:3], "test": rows}, split_dir, {"seed": 0, "sources": settings.corpus})
+    return split_dir
+
+
+@pytest.mark.parametrize("exclude", [False, True])
+def test_compare_end_to_end(settings, embed_model, tiny_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, exclude: bool) -> None:
+    from eval.compare import main
+    from rag_app.index import build_index
+
+    build_index(settings, embed_model=embed_model, show_progress=False)
+    split_dir = _write_split(settings, tmp_path)
+    for key, value in {"MEDQA_STORAGE_DIR": settings.storage_dir, "MEDQA_CORPUS": settings.corpus[0],
+                       "MEDQA_CHUNK_SIZE": settings.chunk_size, "MEDQA_CHUNK_OVERLAP": settings.chunk_overlap}.items():
+        monkeypatch.setenv(key, str(value))
+    out = tmp_path / "report"
+    argv = ["--systems", "base,ft,base+rag,ft+rag,reference", "--base_model", str(tiny_model_dir), "--ft_model", str(tiny_model_dir),
+            "--split_dir", str(split_dir), "--limit", "6", "--max_new_tokens", "8", "--batch_size", "4", "--output_dir", str(out)]
+    if exclude:
+        argv.append("--exclude_test_from_index")
+    assert main(argv) == 0
+
+    for name in ("report.md", "metrics.json", "details.jsonl", "rouge.png", "scatter_ft_vs_ft_rag.png"):
+        assert (out / name).is_file() and (out / name).stat().st_size > 0, name
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["reference/rougeL"] == pytest.approx(1.0) and metrics["reference/rouge1"] == pytest.approx(1.0)
+    for system in ("base", "ft", "base+rag", "ft+rag"):
+        assert 0.0 <= metrics[f"{system}/rougeL"] <= 1.0
+        assert metrics[f"{system}/rougeL_ci_low"] <= metrics[f"{system}/rougeL"] <= metrics[f"{system}/rougeL_ci_high"]
+    assert 0.0 <= metrics["p/ft+rag_vs_ft/rougeL"] <= 1.0
+    details = [json.loads(line) for line in (out / "details.jsonl").read_text().splitlines()]
+    assert len(details) == 6 and set(details[0]["answers"]) == {"base", "ft", "base+rag", "ft+rag", "reference"}
+    report = (out / "report.md").read_text()
+    assert "| rougeL |" in report and "manifest hash" in report
+    if exclude:
+        assert "knowledge absent" in report
+        assert metrics["retrieval/pair_hit@3"] == 0.0  # the test pairs are never retrieved
+        assert all(s["doc_id"] != d["doc_id"] for d in details for s in d["sources"])
+    else:
+        assert "open book: 6/6" in report
+        assert metrics["retrieval/pair_hit@3"] == 1.0
+        assert metrics["retrieval/ragas_id_context_recall"] == 1.0
+        assert all(0.0 <= v <= 1.0 for k, v in metrics.items() if k.startswith("retrieval/") and v is not None)
+
+
+def test_missing_split_and_bad_system_are_clear_errors(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from eval.compare import main
+
+    assert main(["--split_dir", str(tmp_path / "none"), "--storage_dir", str(tmp_path)]) == 2
+    assert "python -m finetune.data" in capsys.readouterr().err
+    assert main(["--systems", "base,magic", "--storage_dir", str(tmp_path)]) == 2
+    assert "unknown system 'magic'" in capsys.readouterr().err
