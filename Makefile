@@ -43,7 +43,7 @@ test-all: setup
 	MEDQA_TEST_MODEL_CACHE=$(CURDIR)/storage/test-cache $(PY) -m pytest -m "slow or not slow"
 
 bench: setup
-	@for b in benchmarks/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+	$(PY) benchmarks/run_all.py
 
 clean:
 	rm -rf $(VENV) storage/chroma storage/docstore storage/models storage/test-cache

@@ -137,7 +137,8 @@ def main() -> int:
     for name, value, base, ratio, target in rows:
         print(f"| {name:<44} | {value:>10.3f} | {base:<28} | {ratio:>6} | {target:<8} |")
     if args.json:
-        Path(args.json).write_text(json.dumps({name: value for name, value, *_ in rows}, indent=2))
+        keys = ("figure", "value", "baseline", "ratio", "target")
+        Path(args.json).write_text(json.dumps({"rows": [dict(zip(keys, row)) for row in rows]}, indent=2))
     return 0
 
 
