@@ -54,6 +54,11 @@ class Settings(BaseSettings):
         "runs/smollm2-135m-lora/merged",
         description="Merged fine-tuned model directory (written by `python -m finetune.train`); offered as 'fine-tuned' when it exists.",
     )
+    llm_api_base: Optional[str] = Field(
+        None,
+        description="OpenAI-compatible server (e.g. vLLM at http://127.0.0.1:8000/v1); when set, MEDQA_LLM is the served model's name.",
+    )
+    llm_api_key: str = Field("not-needed", description="API key for MEDQA_LLM_API_BASE (local servers ignore it).")
     device: str = Field("auto", description="'auto' (CUDA when present, else CPU), 'cpu' or 'cuda'.")
     offline_fallback: bool = Field(True, description="Fall back to the bundled SmolLM2 when the LLM can't be loaded.")
 

@@ -240,8 +240,41 @@ def resolve_llm(settings: Settings) -> ResolvedModel:
         return ResolvedModel(fallback.path, fallback.name, fallback=True)
 
 
+def load_served_llm(settings: Settings) -> Any:
+    """An OpenAI-compatible server (vLLM, TGI, llama.cpp server, ...) through LlamaIndex's ``OpenAILike``.
+
+    Selected by ``MEDQA_LLM_API_BASE``; ``MEDQA_LLM`` names the served model. The server applies the
+    model's chat template.
+
+    Raises:
+        ModelUnavailableError: If ``llama-index-llms-openai-like`` is not installed.
+    """
+    try:
+        from llama_index.llms.openai_like import OpenAILike
+    except ImportError:
+        raise ModelUnavailableError(
+            "MEDQA_LLM_API_BASE is set but llama-index-llms-openai-like is missing; pip install 'medqa[serve]'"
+        ) from None
+    llm = OpenAILike(
+        model=settings.llm,
+        api_base=settings.llm_api_base,
+        api_key=settings.llm_api_key,
+        is_chat_model=True,
+        context_window=settings.context_window,
+        max_tokens=settings.max_new_tokens,
+        temperature=settings.temperature,
+        timeout=120,
+        max_retries=1,
+    )
+    object.__setattr__(llm, "_medqa_info", {"name": settings.llm, "path": settings.llm_api_base, "fallback": False, "device": "server"})
+    return llm
+
+
 def load_llm(settings: Settings, **overrides: Any) -> "HuggingFaceLLM":
     """Load the configured chat model wrapped in LlamaIndex's ``HuggingFaceLLM``.
+
+    With ``MEDQA_LLM_API_BASE`` set, returns an ``OpenAILike`` client of that server instead
+    (see :func:`load_served_llm`).
 
     The model's own chat template formats prompts (``is_chat_model=True``). Decoding is greedy
     when ``temperature`` is 0. ``overrides`` (e.g. ``max_new_tokens``, ``temperature``) replace settings.
@@ -254,6 +287,8 @@ def load_llm(settings: Settings, **overrides: Any) -> "HuggingFaceLLM":
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     settings = settings.model_copy(update=overrides) if overrides else settings
+    if settings.llm_api_base:
+        return load_served_llm(settings)
     resolved = resolve_llm(settings)
     device = pick_device(settings.device)
     dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
