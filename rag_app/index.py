@@ -244,20 +244,34 @@ def build_index(
 
 
 def _write_manifest(settings: Settings, stats: IndexStats, docstore: Any) -> None:
+    """Describe the index content in ``index_manifest.json``; rewritten only when the content changed.
+
+    The file is what pipelines (DVC) depend on: the Chroma files themselves change on every read.
+    """
     digest = hashlib.sha256("".join(sorted(docstore.get_all_document_hashes())).encode()).hexdigest()
-    manifest = {
-        **asdict(stats),
+    path = settings.storage_dir / "index_manifest.json"
+    content = {
         "collection": settings.collection,
         "corpus": settings.corpus,
         "embed_model": settings.embed_model,
         "chunk_size": settings.chunk_size,
         "chunk_overlap": settings.chunk_overlap,
+        "documents": stats.documents,
+        "chunks": stats.total_chunks,
         "content_hash": digest,
-        "built_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
-    path = settings.storage_dir / "index_manifest.json"
+    if path.is_file():
+        try:
+            previous = json.loads(path.read_text())
+        except (OSError, ValueError):
+            previous = {}
+        if {k: previous.get(k) for k in content} == content:
+            return
+    manifest = {**content, "built_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "last_run": asdict(stats)}
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(manifest, indent=2))
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(manifest, indent=2))
+    tmp.replace(path)
 
 
 def index_status(settings: Settings) -> dict[str, Any]:

