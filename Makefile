@@ -42,7 +42,7 @@ ask: index
 
 # Debian's Chromium for the browser test (tests/test_e2e_browser.py); needs root.
 browser:
-	@command -v chromium >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium)
+	@command -v chromium >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium fonts-noto-color-emoji)
 
 test: setup
 	MEDQA_TEST_MODEL_CACHE=$(CURDIR)/storage/test-cache $(PY) -m pytest
