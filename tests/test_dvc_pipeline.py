@@ -63,3 +63,11 @@ def test_dvc_repro_tiny_pipeline(tmp_path: Path, medquad_dir: Path, tiny_model_d
     assert "Running stage" not in second.stdout and "up to date" in second.stdout
     shown = run(DVC, "metrics", "show")
     assert shown.returncode == 0 and "ft+rag/rougeL" in shown.stdout
+
+    # An experiment with one parameter changed re-runs only the stages that depend on it (experiments
+    # need a commit to branch from, as in any clone of the project).
+    assert run("git", "add", "-A").returncode == 0
+    assert run("git", "-c", "user.name=medqa", "-c", "user.email=medqa@localhost", "commit", "-qm", "pipeline").returncode == 0
+    exp = run(DVC, "exp", "run", "-S", "eval.limit=2")
+    assert exp.returncode == 0, exp.stdout[-2000:] + exp.stderr[-2000:]
+    assert "Running stage 'eval'" in exp.stdout and "Running stage 'train'" not in exp.stdout
