@@ -80,6 +80,14 @@ def write_medquad(root: Path) -> Path:
     return root
 
 
+@pytest.fixture(autouse=True)
+def _isolated_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tests never see the caller's MEDQA_* settings (e.g. the Makefile's MEDQA_CORPUS)."""
+    for key in list(os.environ):
+        if key.startswith("MEDQA_") and key != "MEDQA_TEST_MODEL_CACHE":
+            monkeypatch.delenv(key)
+
+
 @pytest.fixture()
 def medquad_dir(tmp_path: Path) -> Path:
     """A fresh small MedQuAD-format corpus."""
