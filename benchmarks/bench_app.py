@@ -21,6 +21,7 @@ the browser sees it, median over ``--questions``.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import socket
 import statistics
@@ -213,6 +214,7 @@ def main() -> int:
     parser.add_argument("--chromium", default="/usr/bin/chromium")
     parser.add_argument("--questions", type=int, default=5, help="warm questions for the first-token median")
     parser.add_argument("--limit-docs", type=int, default=500, help="size of the temp index when none exists")
+    parser.add_argument("--json", help="also write the rows (figure, value, baseline, ratio, target) to this file")
     args = parser.parse_args()
     args.env = prepare(args)
     figures = browser(args) if args.browser else in_process(args)
@@ -220,6 +222,9 @@ def main() -> int:
     print(f"\n{mode}:")
     for name, value in figures.items():
         print(f"  {name:34s} {value:8.2f}")
+    if args.json:
+        rows = [{"figure": f"chat {name}", "value": value, "baseline": "-", "ratio": "-", "target": "-"} for name, value in figures.items()]
+        Path(args.json).write_text(json.dumps({"rows": rows}, indent=2))
     return 0
 
 
