@@ -25,9 +25,23 @@ from typing import Any, Optional, Sequence
 
 logger = logging.getLogger("eval")
 
-DEFAULT_SYSTEMS = "base,ft,base+rag,ft+rag"
+DEFAULT_SYSTEMS = "base,ft,base+rag,ft+rag,raft,raft+rag"
+#: Where ``python -m finetune.train --config finetune/recipes/smollm2-135m-lora-cpu.yaml`` writes its merged model.
+DEFAULT_FT_MODEL = "runs/smollm2-135m-lora/merged"
 #: Pairs compared with a paired bootstrap test, when both systems ran.
-PAIRS = [("ft", "base"), ("base+rag", "base"), ("ft+rag", "ft"), ("ft+rag", "base+rag"), ("ft+rag", "base")]
+PAIRS = [
+    ("ft", "base"),
+    ("base+rag", "base"),
+    ("ft+rag", "ft"),
+    ("ft+rag", "base+rag"),
+    ("ft+rag", "base"),
+    ("raft+rag", "ft+rag"),
+    ("raft+rag", "ft"),
+    ("raft+rag", "base"),
+    ("raft+rag", "raft"),
+]
+#: Systems whose model is a fine-tune this project trains: a missing model is reported and skipped.
+FINETUNED_SYSTEMS = {"ft", "ft+rag", "raft", "raft+rag"}
 
 
 class EvalError(ValueError):
@@ -40,14 +54,20 @@ class CompareArguments:
 
     systems: str = field(
         default=DEFAULT_SYSTEMS,
-        metadata={"help": "Comma-separated systems: base, ft, base+rag, ft+rag, reference (returns the reference answer: a sanity upper bound)."},
+        metadata={
+            "help": "Comma-separated systems: base, ft, base+rag, ft+rag, raft, raft+rag (the retrieval-aware fine-tune), "
+            "reference (returns the reference answer: a sanity upper bound)."
+        },
     )
     extra_systems: list[str] = field(
         default_factory=list,
         metadata={"help": "More systems as NAME=MODEL[:rag][:k=N], e.g. raft+rag=runs/raft/merged:rag:k=3."},
     )
     base_model: Optional[str] = field(default=None, metadata={"help": "Base model (default: MEDQA_LLM)."})
-    ft_model: Optional[str] = field(default=None, metadata={"help": "Merged fine-tuned model dir (default: MEDQA_FINETUNED_LLM)."})
+    ft_model: str = field(default=DEFAULT_FT_MODEL, metadata={"help": "Merged question->answer fine-tune (finetune/recipes/smollm2-135m-lora-cpu.yaml)."})
+    raft_model: Optional[str] = field(
+        default=None, metadata={"help": "Merged retrieval-aware (RAFT) fine-tune (default: MEDQA_FINETUNED_LLM, what the chat offers)."}
+    )
     split_dir: Optional[str] = field(default=None, metadata={"help": "Folder with test.jsonl + manifest.json (default: <storage>/splits)."})
     limit: int = field(default=200, metadata={"help": "Number of test questions (a seeded random sample)."})
     seed: int = field(default=0, metadata={"help": "Seed for the question sample and bootstrap."})
@@ -56,7 +76,11 @@ class CompareArguments:
         default=False,
         metadata={"help": "Knowledge-absent setting: retrieval never returns the test questions' own QA pairs nor any pair with the same focus."},
     )
-    batch_size: int = field(default=8, metadata={"help": "Questions per generation batch."})
+    batch_size: int = field(default=8, metadata={"help": "Questions per generation batch (batches group prompts of similar length)."})
+    cache: bool = field(
+        default=True,
+        metadata={"help": "Reuse answers already generated for the same model weights, prompt and budget (<storage>/cache/eval-answers.jsonl); an interrupted run resumes."},
+    )
     max_new_tokens: int = field(default=200, metadata={"help": "Answer length budget (greedy decoding)."})
     output_dir: Optional[str] = field(default=None, metadata={"help": "Report folder (default: <storage>/reports/<timestamp>)."})
     storage_dir: Optional[str] = field(default=None, metadata={"help": "Storage folder (default: MEDQA_STORAGE_DIR)."})
@@ -111,12 +135,15 @@ def system_specs(args: CompareArguments, settings: Any) -> list[SystemSpec]:
     """
     top_k = args.top_k or settings.top_k
     base = args.base_model or settings.llm
-    ft = args.ft_model or settings.finetuned_llm
+    ft = args.ft_model or DEFAULT_FT_MODEL
+    raft = args.raft_model or settings.finetuned_llm
     builtin = {
         "base": SystemSpec("base", base, False, top_k),
         "ft": SystemSpec("ft", ft, False, top_k),
         "base+rag": SystemSpec("base+rag", base, True, top_k),
         "ft+rag": SystemSpec("ft+rag", ft, True, top_k),
+        "raft": SystemSpec("raft", raft, False, top_k),
+        "raft+rag": SystemSpec("raft+rag", raft, True, top_k),
         "reference": SystemSpec("reference", None, False, top_k),
     }
     specs = []
@@ -205,7 +232,6 @@ def run(args: CompareArguments) -> int:
     from tqdm.auto import tqdm
 
     from eval import metrics as M
-    from eval.generate import generate_batch
     from rag_app.config import Settings
     from rag_app.engine import build_query_engine
     from rag_app.models import llm_info, load_llm
@@ -255,10 +281,14 @@ def run(args: CompareArguments) -> int:
             used_sources[spec.name] = [[] for _ in rows]
             model_info[spec.name] = {"name": "reference answers"}
             continue
-        if spec.name.startswith("ft") or spec.model == settings.finetuned_llm:
+        if spec.name in FINETUNED_SYSTEMS or spec.model == settings.finetuned_llm:
             path = Path(spec.model)
             if not spec.model.lower().endswith(".gguf") and not (path / "config.json").is_file():
-                notes.append(f"system {spec.name!r} skipped: no fine-tuned model at {spec.model} (train one with `python -m finetune.train`)")
+                recipe = "smollm2-135m-raft-cpu" if spec.name.startswith("raft") else "smollm2-135m-lora-cpu"
+                notes.append(
+                    f"system {spec.name!r} skipped: no fine-tuned model at {spec.model} "
+                    f"(train one with `python -m finetune.train --config finetune/recipes/{recipe}.yaml`)"
+                )
                 logger.warning(notes[-1])
                 continue
         if spec.model not in llm_cache:
@@ -273,10 +303,8 @@ def run(args: CompareArguments) -> int:
             chosen = srcs[: spec.top_k] if spec.rag else []
             per_q_sources.append(chosen)
             prompts.append(engine.messages(clean, chosen))
-        outs: list[str] = []
-        for start in tqdm(range(0, len(prompts), args.batch_size), desc=f"Generating {spec.name}", unit="batch"):
-            outs.extend(generate_batch(llm, prompts[start : start + args.batch_size], args.max_new_tokens))
-        answers[spec.name] = outs
+        cache = AnswerCache(settings.storage_dir / "cache" / "eval-answers.jsonl", llm, args.max_new_tokens) if args.cache else None
+        answers[spec.name] = generate_all(llm, prompts, args.batch_size, args.max_new_tokens, cache, desc=f"Generating {spec.name}")
         used_sources[spec.name] = per_q_sources
     llm_cache.clear()
     ran = [s for s in specs if s.name in answers]
@@ -355,6 +383,80 @@ def run(args: CompareArguments) -> int:
     print(table)
     print(f"\nreport: {out_dir / 'report.md'}")
     return 0
+
+
+class AnswerCache:
+    """Answers already generated, keyed by model weights, prompt and token budget (an append-only JSONL file).
+
+    Greedy decoding makes an answer a pure function of these, so a re-run (or an interrupted run) only
+    generates what is missing. A model is identified by its folder and the size and modification time of
+    its weight files, so retraining into the same folder invalidates its answers.
+    """
+
+    def __init__(self, path: Path, llm: Any, max_new_tokens: int) -> None:
+        self.path = path
+        self.model_key = self._fingerprint(llm)
+        self.max_new_tokens = max_new_tokens
+        self.answers: dict[str, str] = {}
+        if path.is_file():
+            for line in path.read_text(encoding="utf-8").splitlines():
+                try:
+                    row = json.loads(line)
+                    self.answers[row["key"]] = row["answer"]
+                except (ValueError, KeyError, TypeError):
+                    continue  # a line cut short by an interrupted run: ignore it
+
+    @staticmethod
+    def _fingerprint(llm: Any) -> str:
+        model = getattr(llm, "_model", None)
+        root = Path(str(getattr(model, "name_or_path", "") or getattr(llm, "model_name", "")))
+        weights = sorted(root.glob("*.safetensors")) + sorted(root.glob("*.bin")) if root.is_dir() else []
+        return json.dumps([str(root.resolve()) if root.exists() else str(root)] + [[w.name, w.stat().st_size, w.stat().st_mtime_ns] for w in weights])
+
+    def key(self, conversation: list[dict[str, str]]) -> str:
+        """The cache key of one prompt for this model and budget."""
+        import hashlib
+
+        blob = json.dumps([self.model_key, conversation, self.max_new_tokens], sort_keys=True)
+        return hashlib.sha256(blob.encode("utf-8")).hexdigest()
+
+    def get(self, conversation: list[dict[str, str]]) -> Optional[str]:
+        """The cached answer, or None."""
+        return self.answers.get(self.key(conversation))
+
+    def put_many(self, conversations: Sequence[list[dict[str, str]]], outs: Sequence[str]) -> None:
+        """Store answers (appended and flushed at once, so an interruption keeps them)."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self.path.open("a", encoding="utf-8") as handle:
+            for conv, out in zip(conversations, outs):
+                key = self.key(conv)
+                self.answers[key] = out
+                handle.write(json.dumps({"key": key, "answer": out}) + "\n")
+
+
+def generate_all(
+    llm: Any, prompts: Sequence[list[dict[str, str]]], batch_size: int, max_new_tokens: int, cache: Optional[AnswerCache], desc: str
+) -> list[str]:
+    """Answers for every prompt: cached ones reused, the rest generated in batches of similar length."""
+    from tqdm.auto import tqdm
+
+    from eval.generate import generate_batch
+
+    outs: list[Optional[str]] = [cache.get(p) if cache else None for p in prompts]
+    todo = [i for i, o in enumerate(outs) if o is None]
+    if cache and len(todo) < len(prompts):
+        logger.info("%s: %d of %d answers reused from %s", desc, len(prompts) - len(todo), len(prompts), cache.path)
+    # Longest first, so padding is small within a batch and memory peaks early.
+    todo.sort(key=lambda i: -sum(len(m["content"]) for m in prompts[i]))
+    for start in tqdm(range(0, len(todo), batch_size), desc=desc, unit="batch"):
+        idx = todo[start : start + batch_size]
+        batch = [prompts[i] for i in idx]
+        generated = generate_batch(llm, batch, max_new_tokens)
+        if cache:
+            cache.put_many(batch, generated)
+        for i, text in zip(idx, generated):
+            outs[i] = text
+    return [o or "" for o in outs]
 
 
 def _judge(args, ran, questions, answers, used_sources, notes) -> dict[str, dict[str, list[float]]]:

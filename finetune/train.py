@@ -35,6 +35,7 @@ from typing import Any, Sequence
 
 from finetune import UserError
 from finetune.data import SplitArguments
+from finetune.raft import RaftArguments
 
 logger = logging.getLogger("finetune")
 
@@ -43,7 +44,7 @@ _SENTINEL = "\u2063MEDQA_ANSWER\u2063"
 
 
 @dataclass
-class TrainDataArguments(SplitArguments):
+class TrainDataArguments(RaftArguments, SplitArguments):
     """Data and run options that TRL's configs don't cover.
 
     Attributes:
@@ -54,6 +55,8 @@ class TrainDataArguments(SplitArguments):
         resume: Continue from the last complete checkpoint in ``output_dir``.
         merge: Merge the adapter into the base model at the end.
         merged_dir: Where the merged model goes; defaults to ``<output_dir>/merged``.
+
+    The ``raft*`` options (:class:`finetune.raft.RaftArguments`) switch to retrieval-aware prompts.
     """
 
     max_train_samples: int | None = field(default=None, metadata={"help": "Cap on training examples."})
@@ -143,14 +146,21 @@ class ChatEncoder:
     def _encode(self, text: str) -> list[int]:
         return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
 
-    def prompt_text(self, question: str) -> str:
-        """The rendered inference prompt for a question (with the assistant header)."""
+    def prompt_text(self, question: str | list[dict[str, str]]) -> str:
+        """The rendered inference prompt for a question or ready chat messages (with the assistant header)."""
         from rag_app.prompts import build_messages
 
-        return self.tokenizer.apply_chat_template(build_messages(question), add_generation_prompt=True, tokenize=False)
+        messages = build_messages(question) if isinstance(question, str) else question
+        return self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
 
-    def encode_many(self, questions: Sequence[str], answers: Sequence[str]) -> tuple[list[dict[str, list[int]]], dict[str, int]]:
+    def encode_many(
+        self, questions: Sequence[str | list[dict[str, str]]], answers: Sequence[str]
+    ) -> tuple[list[dict[str, list[int]]], dict[str, int]]:
         """Tokenise pairs in one batch.
+
+        Args:
+            questions: Questions (the no-RAG prompt) or ready chat messages (retrieval-aware prompts).
+            answers: Assistant targets.
 
         Returns:
             ``(examples, stats)``: ``{"input_ids", "labels"}`` dicts and counts of ``truncated`` and
@@ -185,9 +195,19 @@ def _sample(rows: list[dict[str, Any]], limit: int | None, seed: int) -> list[di
 
 
 def build_datasets(
-    tokenizer: Any, split_dir: Path, max_length: int, data_args: TrainDataArguments, seed: int, verbose: bool = True
+    tokenizer: Any,
+    split_dir: Path,
+    max_length: int,
+    data_args: TrainDataArguments,
+    seed: int,
+    verbose: bool = True,
+    raft_examples: dict[str, list[Any]] | None = None,
 ) -> tuple[Any, Any, dict[str, Any]]:
     """Tokenised train/validation ``datasets.Dataset``s (``input_ids``, ``labels``) and data statistics.
+
+    Args:
+        raft_examples: Retrieval-aware examples per split (:func:`finetune.raft.load_or_build`); when given,
+            they replace the bare question -> answer pairs.
 
     Raises:
         DataError: If a split file is missing, empty or malformed.
@@ -201,8 +221,12 @@ def build_datasets(
     stats: dict[str, Any] = {"fixed_prompt_tokens": encoder.fixed_prompt_tokens}
     out = []
     for name, limit in (("train", data_args.max_train_samples), ("val", data_args.max_eval_samples)):
-        rows = _sample(read_split(split_dir / f"{name}.jsonl"), limit, seed)
-        examples, counts = encoder.encode_many([r["question"] for r in rows], [r["answer"] for r in rows])
+        if raft_examples is not None:
+            rows = raft_examples[name]
+            examples, counts = encoder.encode_many([e.messages for e in rows], [e.answer for e in rows])
+        else:
+            rows = _sample(read_split(split_dir / f"{name}.jsonl"), limit, seed)
+            examples, counts = encoder.encode_many([r["question"] for r in rows], [r["answer"] for r in rows])
         if not examples:
             raise UserError(
                 f"max_length={max_length} is smaller than every prompt in {name}.jsonl "
@@ -219,6 +243,33 @@ def build_datasets(
             )
         out.append(Dataset.from_dict({"input_ids": [e["input_ids"] for e in examples], "labels": [e["labels"] for e in examples]}))
     return out[0], out[1], stats
+
+
+def select_rows(data_args: TrainDataArguments, seed: int) -> tuple[dict[str, list[dict[str, Any]]], set[str], dict[str, Any], Path]:
+    """The (sampled) train and validation rows, every train pair id, the split manifest and the storage dir.
+
+    The same seeded sample as :func:`build_datasets` takes for bare pairs.
+    """
+    from finetune.data import read_manifest, read_split
+
+    _, storage_dir, split_dir = resolve_dirs_checked(data_args)
+    manifest = read_manifest(split_dir) or {}
+    train = read_split(split_dir / "train.jsonl")
+    rows = {
+        "train": _sample(train, data_args.max_train_samples, seed),
+        "val": _sample(read_split(split_dir / "val.jsonl"), data_args.max_eval_samples, seed),
+    }
+    return rows, {r["doc_id"] for r in train}, manifest, storage_dir
+
+
+def resolve_dirs_checked(data_args: TrainDataArguments) -> tuple[list[str], Path, Path]:
+    """:func:`finetune.data.resolve_dirs`, raising :class:`UserError` when the splits are missing."""
+    from finetune.data import resolve_dirs
+
+    sources, storage_dir, split_dir = resolve_dirs(data_args)
+    if not (split_dir / "train.jsonl").is_file():
+        raise UserError(f"no splits in {split_dir}; write them with `python -m finetune.data`")
+    return sources, storage_dir, split_dir
 
 
 # ---- model ---------------------------------------------------------------------------------------------------
@@ -348,6 +399,7 @@ def hyperparameters(training_args: Any, model_args: Any, data_args: TrainDataArg
         "seed": training_args.seed,
         "max_train_samples": data_args.max_train_samples,
         "max_eval_samples": data_args.max_eval_samples,
+        **({f: getattr(data_args, f) for f in RaftArguments.__dataclass_fields__} if data_args.raft else {"raft": False}),
     }
 
 
@@ -403,9 +455,22 @@ def run(argv: Sequence[str] | None = None, callbacks: Sequence[Any] | None = Non
     tokenizer = AutoTokenizer.from_pretrained(resolved.path)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
+    raft_examples, raft_stats = None, None
+    if data_args.raft:
+        from finetune.raft import load_or_build
+
+        with state.main_process_first():  # rank 0 retrieves and caches the prompts; the others read the cache
+            split_rows, train_ids, _, _ = select_rows(data_args, training_args.seed)
+            raft_examples, raft_stats = load_or_build(
+                split_rows, train_ids, manifest, tokenizer, resolved.name, data_args, training_args.seed, storage_dir,
+                show_progress=state.is_main_process,
+            )
     train_ds, eval_ds, data_stats = build_datasets(
-        tokenizer, split_dir, training_args.max_length, data_args, training_args.seed, verbose=state.is_main_process
+        tokenizer, split_dir, training_args.max_length, data_args, training_args.seed, verbose=state.is_main_process,
+        raft_examples=raft_examples,
     )
+    if raft_stats is not None:
+        data_stats["raft"] = raft_stats
     if state.is_main_process:
         logger.info(
             "data: %d train / %d val examples (%d / %d answer tokens), %d train answers truncated",

@@ -71,6 +71,9 @@ class Settings(BaseSettings):
 
     top_k: int = Field(3, ge=1, le=50, description="Sources handed to the LLM (one per QA pair).")
     candidate_k: int = Field(20, ge=1, description="Candidates each retriever returns before fusion.")
+    source_tokens: int = Field(
+        160, ge=16, description="Token budget of each source passage in the prompt (the answer's start is what matters)."
+    )
     retrieval_mode: str = Field("hybrid", description="'hybrid' (dense + BM25, RRF), 'dense' or 'bm25'.")
 
     max_new_tokens: int = Field(256, ge=1)

@@ -30,6 +30,7 @@ class MedQAQueryEngine(CustomQueryEngine):
     max_new_tokens: int = 256
     context_window: int = 2048
     max_question_tokens: int = 256
+    source_tokens: int = 160
     medical_notice: bool = True
 
     # ---- helpers ------------------------------------------------------------
@@ -71,10 +72,14 @@ class MedQAQueryEngine(CustomQueryEngine):
         """The chat messages sent to the model for a (clean) question and its sources."""
         if not self.use_rag:
             return prompts.build_messages(question)
-        budget = self.context_window - self.max_new_tokens - self._count(question) - 160
-        passages = [n.node.get_content() for n in nodes or []]
-        titles = [prompts.source_title(n.node.metadata) for n in nodes or []]
-        return prompts.build_messages(question, passages, titles, source_budget=max(budget, 64), count=self._count)
+        return prompts.rag_messages(
+            question,
+            nodes,
+            self._count,
+            context_window=self.context_window,
+            max_new_tokens=self.max_new_tokens,
+            source_tokens=self.source_tokens,
+        )
 
     # ---- CustomQueryEngine ----------------------------------------------------
     def custom_query(self, query_str: str) -> Response | StreamingResponse:
@@ -144,5 +149,6 @@ def build_query_engine(
         context_window=getattr(getattr(llm, "metadata", None), "context_window", settings.context_window)
         or settings.context_window,
         max_question_tokens=settings.max_question_tokens,
+        source_tokens=settings.source_tokens,
         medical_notice=settings.medical_notice,
     )

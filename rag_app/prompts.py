@@ -98,6 +98,40 @@ def build_messages(
     ]
 
 
+def rag_messages(
+    question: str,
+    nodes: Sequence[Any] | None,
+    count: TokenCounter = _default_counter,
+    *,
+    context_window: int = 2048,
+    max_new_tokens: int = 256,
+    source_tokens: int = 160,
+) -> list[dict[str, str]]:
+    """The retrieval-augmented prompt for a question and its retrieved nodes.
+
+    The query engine and the retrieval-aware fine-tuning data (``finetune.raft``) both call this, so a
+    model is trained on exactly the prompt it is later asked with.
+
+    Args:
+        question: The clean question.
+        nodes: Retrieved ``NodeWithScore`` (or ``BaseNode``) objects in citation order.
+        count: Token counter of the model's tokenizer.
+        context_window: The model's prompt + answer budget.
+        max_new_tokens: Tokens reserved for the answer.
+        source_tokens: Budget of each passage; the window may force a smaller share.
+
+    Returns:
+        System and user messages with the numbered sources.
+    """
+    nodes = list(nodes or [])
+    base = [getattr(n, "node", n) for n in nodes]
+    window = context_window - max_new_tokens - count(question) - 160
+    budget = min(max(window, 64), source_tokens * max(len(base), 1))
+    passages = [b.get_content() for b in base]
+    titles = [source_title(b.metadata) for b in base]
+    return build_messages(question, passages, titles, source_budget=budget, count=count)
+
+
 def messages_to_llama(messages: Sequence[dict[str, str]]) -> list[Any]:
     """Convert role/content dicts to LlamaIndex ``ChatMessage`` objects."""
     from llama_index.core.llms import ChatMessage

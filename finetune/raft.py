@@ -1,0 +1,406 @@
+"""Retrieval-aware fine-tuning data (RAFT, Zhang et al. 2024): teach the model to answer *from* its sources.
+
+Each training example is the exact prompt the query engine builds at inference (the question plus the
+top-k passages from the project's own retriever, numbered by :func:`rag_app.prompts.rag_messages`):
+
+- an *oracle* example (share ``raft_oracle_fraction``) holds the question's own QA pair (its first
+  chunk) among ``k - 1`` retrieved distractors, at a random position; its target is the reference answer
+  with the citation ``[n]`` of that passage after the first sentence;
+- a *distractor-only* example holds ``k`` retrieved passages from other topics (no pair with the
+  question's focus); its target is the engine's abstain answer (:data:`rag_app.prompts.ABSTAIN_ANSWER`).
+
+No leakage: distractors come from the index restricted to train-split pairs (every other indexed pair,
+validation and test included, is excluded from retrieval), so no validation or test QA pair ever appears
+in a training prompt. Prompts are built once and cached in ``<storage>/raft/`` under a key made of the
+split manifest hash and every option that shapes them.
+
+    python -m finetune.raft --config finetune/recipes/smollm2-135m-raft-cpu.yaml   # build + cache the prompts
+    python -m finetune.train --config finetune/recipes/smollm2-135m-raft-cpu.yaml  # (builds them too if needed)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import random
+import re
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from finetune import UserError
+
+logger = logging.getLogger("finetune")
+
+RAFT_FORMAT_VERSION = 1
+_SENTENCE_END = re.compile(r"(?<=[A-Za-z0-9)\]%])([.!?])(?=\s|$)")
+_STATEMENT_END = re.compile(r"(?<=[A-Za-z0-9)\]%])(\.)(?=\s|$)")
+_TOKEN = re.compile(r"[a-z0-9]+")
+
+
+@dataclass
+class RaftArguments:
+    """Options of the retrieval-aware data (recipe keys; all start with ``raft``).
+
+    Attributes:
+        raft: Train on retrieval-augmented prompts instead of bare question -> answer pairs.
+        raft_top_k: Passages per prompt; use the engine's ``MEDQA_TOP_K`` (3).
+        raft_oracle_fraction: Share of examples whose prompt holds the question's own QA pair.
+        raft_answer_tokens: Token budget of an oracle target (cut at a sentence end).
+        raft_candidate_k: Candidates each retriever returns before fusion and the train-only filter.
+    """
+
+    raft: bool = field(default=False, metadata={"help": "Retrieval-aware (RAFT) training prompts with sources."})
+    raft_top_k: int = field(default=3, metadata={"help": "Passages per prompt (the engine's MEDQA_TOP_K)."})
+    raft_oracle_fraction: float = field(default=0.8, metadata={"help": "Share of examples that contain the gold passage."})
+    raft_answer_tokens: int = field(default=128, metadata={"help": "Token budget of an oracle answer target."})
+    raft_candidate_k: int = field(default=40, metadata={"help": "Retrieval candidates before filtering to train pairs."})
+
+    def validate(self) -> None:
+        """Raise :class:`UserError` for out-of-range values."""
+        if self.raft_top_k < 1:
+            raise UserError(f"raft_top_k={self.raft_top_k} must be at least 1 (the engine shows 3 sources by default)")
+        if not 0.0 <= self.raft_oracle_fraction <= 1.0:
+            raise UserError(f"raft_oracle_fraction={self.raft_oracle_fraction} must be between 0 and 1, e.g. 0.8")
+        if self.raft_answer_tokens < 16:
+            raise UserError(f"raft_answer_tokens={self.raft_answer_tokens} is too small for an answer; use e.g. 160")
+
+
+@dataclass
+class RaftExample:
+    """One training example: the engine's messages and the assistant target."""
+
+    doc_id: str
+    kind: str  # "oracle" or "distractor"
+    gold_position: int | None  # 1-based citation number of the gold passage; None for distractor-only
+    messages: list[dict[str, str]]
+    answer: str
+    source_ids: list[str]
+    source_nodes: list[str] = field(default_factory=list)  # chunk ids, in citation order
+
+
+def focus_key(text: Any) -> str:
+    """The normalised focus used to keep same-topic pairs out of distractor-only prompts."""
+    from finetune.data import normalize_focus
+
+    return normalize_focus(str(text or ""))
+
+
+def covers(passage: str, answer: str, n: int = 5, words: int = 60, threshold: float = 0.3) -> bool:
+    """True when ``passage`` holds a good part of the answer's opening (MedQuAD repeats answers across topics).
+
+    Share of the word ``n``-grams of the answer's first ``words`` words that occur in the passage.
+    """
+    head = _TOKEN.findall(answer.lower())[:words]
+    grams = {tuple(head[i : i + n]) for i in range(max(len(head) - n + 1, 0))}
+    if not grams:
+        return False
+    tokens = _TOKEN.findall(passage.lower())
+    have = {tuple(tokens[i : i + n]) for i in range(max(len(tokens) - n + 1, 0))}
+    return len(grams & have) / len(grams) >= threshold
+
+
+def cited_answer(answer: str, position: int, count: Callable[[str], int], max_tokens: int) -> str:
+    """The reference answer cut to ``max_tokens`` at a sentence end, citing ``[position]`` after its first sentence.
+
+    Args:
+        answer: The reference answer.
+        position: 1-based number of the gold passage in the prompt.
+        count: Token counter of the model's tokenizer.
+        max_tokens: Budget of the target.
+    """
+    from rag_app.prompts import truncate_to_tokens
+
+    text = " ".join(answer.split())
+    if count(text) > max_tokens:
+        cut = truncate_to_tokens(text, max_tokens, count).removesuffix(" …")
+        ends = [m.end() for m in _SENTENCE_END.finditer(cut)]
+        text = cut[: ends[-1]] if ends and ends[-1] > len(cut) * 0.4 else cut
+    match = _STATEMENT_END.search(text)  # cite after the first statement, not after a heading question
+    if match is None:
+        return f"{text} [{position}]"
+    return f"{text[: match.start()]} [{position}]{text[match.start():]}"
+
+
+class PromptBuilder:
+    """Builds prompts with the query engine itself, so training and inference prompts can't drift.
+
+    Args:
+        tokenizer: The model's tokenizer (its token counts set the passage budgets, as at inference).
+        settings: Settings of the engine (``context_window``, ``max_new_tokens``, ``source_tokens``, ...).
+    """
+
+    def __init__(self, tokenizer: Any, settings: Any) -> None:
+        from types import SimpleNamespace
+
+        from rag_app.engine import MedQAQueryEngine
+
+        # The engine only needs the tokenizer to count tokens; it never generates here.
+        self.engine = MedQAQueryEngine(
+            llm=SimpleNamespace(_tokenizer=tokenizer, metadata=None),
+            retriever=None,
+            use_rag=True,
+            max_new_tokens=settings.max_new_tokens,
+            context_window=settings.context_window,
+            max_question_tokens=settings.max_question_tokens,
+            source_tokens=settings.source_tokens,
+            medical_notice=False,
+        )
+
+    def count(self, text: str) -> int:
+        """Tokens of ``text`` for the model."""
+        return self.engine._count(text)
+
+    def question(self, question: str) -> str:
+        """The question as the engine cleans it."""
+        return self.engine.clean_question(question)[0]
+
+    def messages(self, question: str, nodes: Sequence[Any]) -> list[dict[str, str]]:
+        """The engine's messages for a clean question and its sources."""
+        return self.engine.messages(question, list(nodes))
+
+
+def build_examples(
+    rows: Sequence[dict[str, Any]],
+    retrieve: Callable[[str], Sequence[Any]],
+    gold_nodes: dict[str, Any],
+    builder: PromptBuilder,
+    args: RaftArguments,
+    seed: int,
+) -> tuple[list[RaftExample], dict[str, int]]:
+    """RAFT examples for split rows.
+
+    Args:
+        rows: Split rows (``question``, ``answer``, ``doc_id``, ``focus``).
+        retrieve: Returns ranked nodes (one per QA pair) from the train-only index for a question.
+        gold_nodes: The first chunk of each row's own QA pair, by ``doc_id``.
+        builder: The engine-backed prompt builder.
+        args: RAFT options.
+        seed: Seed of the oracle/distractor draw and the gold positions.
+
+    Returns:
+        ``(examples, stats)``; rows without an indexed gold chunk, or with too few distractors, are
+        skipped and counted.
+    """
+    from llama_index.core.schema import NodeWithScore
+
+    rng = random.Random(seed)
+    k = args.raft_top_k
+    examples: list[RaftExample] = []
+    stats = {"oracle": 0, "distractor": 0, "skipped_no_gold": 0, "skipped_few_distractors": 0, "gold_retrieved": 0}
+    for row in rows:
+        gold = gold_nodes.get(row["doc_id"])
+        if gold is None:
+            stats["skipped_no_gold"] += 1
+            continue
+        question = builder.question(row["question"])
+        oracle = rng.random() < args.raft_oracle_fraction
+        focus = focus_key(row.get("focus"))
+        found = list(retrieve(question))
+        stats["gold_retrieved"] += any(n.node.ref_doc_id == row["doc_id"] for n in found)
+        # Distractor-only prompts must really lack the answer: no pair on the same topic, and no passage
+        # repeating the answer's opening (MedQuAD copies text across related topics).
+        distractors = [
+            n for n in found
+            if n.node.ref_doc_id != row["doc_id"]
+            and (oracle or ((not focus or focus_key(n.node.metadata.get("focus")) != focus) and not covers(n.node.get_content(), row["answer"])))
+        ]
+        need = k - 1 if oracle else k
+        if len(distractors) < need:
+            stats["skipped_few_distractors"] += 1
+            continue
+        chosen = list(distractors[:need])
+        if oracle:
+            position = rng.randint(1, k)
+            chosen.insert(position - 1, NodeWithScore(node=gold, score=None))
+            answer = cited_answer(row["answer"], position, builder.count, args.raft_answer_tokens)
+        else:
+            from rag_app.prompts import ABSTAIN_ANSWER
+
+            position, answer = None, ABSTAIN_ANSWER
+        examples.append(
+            RaftExample(
+                doc_id=row["doc_id"],
+                kind="oracle" if oracle else "distractor",
+                gold_position=position,
+                messages=builder.messages(question, chosen),
+                answer=answer,
+                source_ids=[n.node.ref_doc_id for n in chosen],
+                source_nodes=[n.node.node_id for n in chosen],
+            )
+        )
+        stats["oracle" if oracle else "distractor"] += 1
+    return examples, stats
+
+
+def cache_key(manifest_hash: str, split: str, n_rows: int, args: RaftArguments, seed: int, tokenizer_name: str, settings: Any) -> str:
+    """Hash of everything that shapes the cached prompts."""
+    blob = json.dumps(
+        {
+            "version": RAFT_FORMAT_VERSION,
+            "manifest": manifest_hash,
+            "split": split,
+            "rows": n_rows,
+            "seed": seed,
+            "args": {f: getattr(args, f) for f in RaftArguments.__dataclass_fields__},
+            "tokenizer": tokenizer_name,
+            "engine": [settings.context_window, settings.max_new_tokens, settings.max_question_tokens, settings.source_tokens],
+            "index": [settings.collection, settings.embed_model, settings.retrieval_mode, settings.chunk_size, settings.chunk_overlap],
+        },
+        sort_keys=True,
+    )
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def write_examples(path: Path, examples: Sequence[RaftExample]) -> None:
+    """Write examples as JSONL atomically (a crash never leaves a half file)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("w", encoding="utf-8") as handle:
+        for ex in examples:
+            handle.write(json.dumps(vars(ex), ensure_ascii=False) + "\n")
+    tmp.replace(path)
+
+
+def read_examples(path: Path) -> list[RaftExample]:
+    """Read cached examples."""
+    return [RaftExample(**json.loads(line)) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+class TrainOnlyRetriever:
+    """The project's retriever over the index, restricted to train-split QA pairs."""
+
+    def __init__(self, settings: Any, train_ids: set[str], top_k: int, candidate_k: int) -> None:
+        from rag_app.index import load_nodes
+        from rag_app.retrieval import build_retriever
+
+        self.nodes = load_nodes(settings)
+        indexed = {n.ref_doc_id for n in self.nodes}
+        missing = len(train_ids - indexed)
+        if missing == len(train_ids):
+            raise UserError(
+                f"none of the {len(train_ids)} train pairs is in the index {settings.collection!r} at {settings.storage_dir}; "
+                "build it from the same corpus with `python -m rag_app.index`"
+            )
+        if missing:
+            logger.warning("%d of %d train pairs are not in the index; they get no example", missing, len(train_ids))
+        self.excluded = frozenset(indexed - train_ids)
+        # Take more than k: the gold pair and same-focus pairs are dropped from distractor-only prompts.
+        ret_settings = settings.model_copy(update={"top_k": top_k, "candidate_k": candidate_k})
+        self.retriever = build_retriever(ret_settings, nodes=[n for n in self.nodes if n.ref_doc_id in train_ids], exclude=self.excluded)
+
+    def gold_nodes(self) -> dict[str, Any]:
+        """The first chunk of every indexed QA pair, by pair id."""
+        first: dict[str, Any] = {}
+        for node in self.nodes:
+            doc = node.ref_doc_id
+            if doc not in first or _chunk_no(node.node_id) < _chunk_no(first[doc].node_id):
+                first[doc] = node
+        return first
+
+    def retrieve(self, question: str) -> list[Any]:
+        """Ranked train-split passages (one per pair)."""
+        return self.retriever.retrieve(question)
+
+
+def _chunk_no(node_id: str) -> int:
+    tail = node_id.rpartition("::")[2]
+    return int(tail) if tail.isdigit() else 0
+
+
+def load_or_build(
+    split_rows: dict[str, list[dict[str, Any]]],
+    train_ids: set[str],
+    manifest: dict[str, Any],
+    tokenizer: Any,
+    tokenizer_name: str,
+    args: RaftArguments,
+    seed: int,
+    storage_dir: Path,
+    show_progress: bool = True,
+    settings: Any = None,
+) -> tuple[dict[str, list[RaftExample]], dict[str, Any]]:
+    """RAFT examples for each split in ``split_rows`` (e.g. train and val), from the cache when it has them.
+
+    Args:
+        split_rows: Rows to turn into examples, by split name.
+        train_ids: Every train-split pair id: the only pairs retrieval may return.
+        manifest: The split manifest (its hash keys the cache).
+        tokenizer: The model's tokenizer.
+        tokenizer_name: Name recorded in the cache key.
+        args: RAFT options.
+        seed: Seed of the draws.
+        storage_dir: Storage folder with the index; the cache goes to ``<storage_dir>/raft``.
+        show_progress: Show a progress bar.
+        settings: Engine and index settings (default: from the environment, with ``storage_dir``).
+
+    Raises:
+        UserError: If the index is missing or doesn't hold the train pairs.
+    """
+    from tqdm.auto import tqdm
+
+    from rag_app.config import Settings
+    from rag_app.index import IndexMissingError
+
+    args.validate()
+    settings = settings or Settings(storage_dir=storage_dir)
+    out: dict[str, list[RaftExample]] = {}
+    stats: dict[str, Any] = {}
+    retriever: TrainOnlyRetriever | None = None
+    builder = PromptBuilder(tokenizer, settings)
+    for split, rows in split_rows.items():
+        ids = ",".join(sorted(r["doc_id"] for r in rows))
+        key = cache_key(manifest.get("content_hash", "") + hashlib.sha256(ids.encode()).hexdigest(), split, len(rows), args, seed, tokenizer_name, settings)
+        path = Path(storage_dir) / "raft" / f"{split}-{key}.jsonl"
+        if path.is_file():
+            out[split] = read_examples(path)
+            stats[split] = {"cache": str(path), "from_cache": True, **_kinds(out[split])}
+            logger.info("RAFT %s: %d cached examples from %s", split, len(out[split]), path)
+            continue
+        if retriever is None:
+            if not train_ids:
+                raise UserError("RAFT needs the train split to build its train-only index filter")
+            try:
+                retriever = TrainOnlyRetriever(settings, train_ids, args.raft_top_k + 6, args.raft_candidate_k)
+            except IndexMissingError as err:
+                raise UserError(f"RAFT prompts need the index: {err}") from None
+            gold = retriever.gold_nodes()
+        rows_iter = tqdm(rows, desc=f"RAFT prompts ({split})", unit="q", disable=not show_progress)
+        examples, counts = build_examples(rows_iter, retriever.retrieve, gold, builder, args, seed + (0 if split == "train" else 1))
+        write_examples(path, examples)
+        out[split] = examples
+        stats[split] = {"cache": str(path), "from_cache": False, **counts}
+        logger.info("RAFT %s: %s -> %s", split, counts, path)
+    return out, stats
+
+
+def _kinds(examples: Sequence[RaftExample]) -> dict[str, int]:
+    return {"oracle": sum(e.kind == "oracle" for e in examples), "distractor": sum(e.kind == "distractor" for e in examples)}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Build and cache the RAFT prompts of a training recipe without training."""
+    from finetune.cli import run_cli
+
+    def _run() -> int:
+        from transformers import AutoTokenizer
+
+        from finetune.train import parse_args, resolve_base, select_rows
+
+        training_args, model_args, data_args = parse_args(argv)
+        if not data_args.raft:
+            raise UserError("this recipe does not set `raft: true`; pass --raft true to build retrieval-aware prompts")
+        split_rows, train_ids, manifest, storage_dir = select_rows(data_args, training_args.seed)
+        resolved = resolve_base(model_args.model_name_or_path, storage_dir)
+        tokenizer = AutoTokenizer.from_pretrained(resolved.path)
+        _, stats = load_or_build(split_rows, train_ids, manifest, tokenizer, resolved.name, data_args, training_args.seed, storage_dir)
+        print(json.dumps(stats, indent=2))
+        return 0
+
+    return run_cli(_run)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
