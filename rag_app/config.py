@@ -51,8 +51,11 @@ class Settings(BaseSettings):
     embed_model: str = Field(DEFAULT_EMBED_MODEL, description="sentence-transformers model name or local path.")
     llm: str = Field(DEFAULT_LLM, description="Hub id, local HF model directory, or .gguf file.")
     finetuned_llm: str = Field(
-        "runs/smollm2-135m-lora/merged",
-        description="Merged fine-tuned model directory (written by `python -m finetune.train`); offered as 'fine-tuned' when it exists.",
+        "runs/smollm2-135m-raft/merged",
+        description=(
+            "Merged fine-tuned model directory, offered as 'fine-tuned' when it exists; the default is where the "
+            "retrieval-aware recipe (finetune/recipes/smollm2-135m-raft-cpu.yaml) writes it."
+        ),
     )
     llm_api_base: Optional[str] = Field(
         None,

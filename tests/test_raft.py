@@ -142,3 +142,23 @@ def test_raft_needs_an_index(settings, tiny_model_dir: Path) -> None:
                       RaftArguments(raft=True), 0, settings.storage_dir, show_progress=False, settings=settings)
     with pytest.raises(UserError, match="raft_oracle_fraction"):
         RaftArguments(raft=True, raft_oracle_fraction=1.5).validate()
+
+
+from tests.test_finetune import tiny_argv, workspace  # noqa: E402,F401  (the module-scoped tiny workspace)
+
+
+def test_train_on_raft_prompts_end_to_end(workspace, embed_model) -> None:  # noqa: F811
+    """`python -m finetune.train --raft true` builds the prompts from the index, trains on them and records it."""
+    import json
+
+    from finetune.train import RUN_SUMMARY, run
+    from rag_app.config import Settings
+    from rag_app.index import build_index
+
+    build_index(Settings(storage_dir=workspace["storage"], corpus=[str(workspace["corpus"])]), embed_model=embed_model, show_progress=False)
+    out = workspace["root"] / "raft-run"
+    summary = run(tiny_argv(workspace, out, "--raft", "true", "--raft_top_k", "2", "--max_length", "768", "--max_steps", "2", "--merge", "false"))
+    raft = summary["data"]["raft"]["train"]
+    assert raft["oracle"] + raft["distractor"] == summary["data"]["train"]["examples"] > 0
+    assert Path(raft["cache"]).is_file() and summary["hyperparameters"]["raft"] is True
+    assert summary["global_step"] == 2 and json.loads((out / RUN_SUMMARY).read_text())["data"]["raft"]["train"]["cache"] == raft["cache"]
