@@ -95,8 +95,18 @@ def load_seed_dataset(name: str, split: str = "train", report: LoadReport | None
     """Load a seed-format dataset by hub name (needs network or a local `datasets` cache)."""
     import datasets
 
+    from corpus import CorpusError
+
     report = report if report is not None else LoadReport()
-    ds = datasets.load_dataset(name, split=split)
+    try:
+        ds = datasets.load_dataset(name, split=split)
+    except (ConnectionError, FileNotFoundError, OSError, ValueError) as err:
+        # "data/medquad" reads like a hub name too: say both things it could have been.
+        raise CorpusError(
+            f"corpus {name!r} is neither a local folder/file nor a reachable dataset ({type(err).__name__}); "
+            "run `python -m corpus.download medquad` or set MEDQA_CORPUS to your MedQuAD folder, "
+            "e.g. MEDQA_CORPUS=../shared/data/medquad"
+        ) from None
     missing = [c for c in SEED_COLUMNS if c not in ds.column_names]
     if missing:
         raise ValueError(f"dataset {name!r} lacks column(s) {missing}; expected {list(SEED_COLUMNS)}")

@@ -87,6 +87,14 @@ def test_missing_corpus_names_download_command(tmp_path: Path) -> None:
         load_corpus([])
 
 
+def test_default_corpus_path_missing_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The default 'data/medquad' also reads like a hub dataset name; offline it must still say what to do."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    with pytest.raises(CorpusError, match="corpus.download medquad"):
+        load_corpus(["data/no-such-medquad"])
+
+
 @pytest.mark.skipif(not SHARED_MEDQUAD.is_dir(), reason="MedQuAD not present in ../shared")
 def test_full_medquad_counts() -> None:
     docs, report = load_corpus([str(SHARED_MEDQUAD)])
