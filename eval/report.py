@@ -7,6 +7,8 @@ import math
 from pathlib import Path
 from typing import Any, Sequence
 
+#: Per-question ROUGE-L scatter plots (x system, y system, file), drawn when both systems ran.
+SCATTERS = (("ft", "ft+rag", "scatter_ft_vs_ft_rag.png"), ("ft+rag", "raft+rag", "scatter_ft_rag_vs_raft_rag.png"))
 ANSWER_METRICS = ("rouge1", "rouge2", "rougeL", "grounding", "citation_accuracy", "abstention", "ragas_faithfulness", "ragas_response_relevancy")
 
 
@@ -117,8 +119,7 @@ def write_report(
         lines += ["## Notes", ""] + [f"- {n}" for n in context["notes"]] + [""]
     if plots:
         lines += ["## Plots", "", "![ROUGE](rouge.png)", ""]
-        if "ft" in per_q and "ft+rag" in per_q:
-            lines += ["![FT vs FT+RAG](scatter_ft_vs_ft_rag.png)", ""]
+        lines += [f"![{x} vs {y}]({name})\n" for x, y, name in SCATTERS if x in per_q and y in per_q]
     (out_dir / "report.md").write_text("\n".join(lines), encoding="utf-8")
     (out_dir / "metrics.json").write_text(json.dumps(flat_metrics(summary, retrieval, tests), indent=2), encoding="utf-8")
     with (out_dir / "details.jsonl").open("w", encoding="utf-8") as handle:
@@ -155,13 +156,15 @@ def _plots(out_dir: Path, summary: dict[str, Any], per_q: dict[str, dict[str, li
     fig.tight_layout()
     fig.savefig(out_dir / "rouge.png", dpi=120)
     plt.close(fig)
-    if "ft" in per_q and "ft+rag" in per_q:
+    for x, y, name in SCATTERS:
+        if x not in per_q or y not in per_q:
+            continue
         fig, ax = plt.subplots(figsize=(4.5, 4.5))
-        ax.scatter(per_q["ft"]["rougeL"], per_q["ft+rag"]["rougeL"], s=10, alpha=0.6)
+        ax.scatter(per_q[x]["rougeL"], per_q[y]["rougeL"], s=10, alpha=0.6)
         ax.plot([0, 1], [0, 1], color="grey", lw=1)
-        ax.set_xlabel("FT ROUGE-L")
-        ax.set_ylabel("FT+RAG ROUGE-L")
+        ax.set_xlabel(f"{x} ROUGE-L")
+        ax.set_ylabel(f"{y} ROUGE-L")
         ax.set_title("Per-question ROUGE-L")
         fig.tight_layout()
-        fig.savefig(out_dir / "scatter_ft_vs_ft_rag.png", dpi=120)
+        fig.savefig(out_dir / name, dpi=120)
         plt.close(fig)

@@ -85,13 +85,14 @@ def test_compare_end_to_end(settings, embed_model, tiny_model_dir: Path, tmp_pat
                        "MEDQA_CHUNK_SIZE": settings.chunk_size, "MEDQA_CHUNK_OVERLAP": settings.chunk_overlap}.items():
         monkeypatch.setenv(key, str(value))
     out = tmp_path / "report"
-    argv = ["--systems", "base,ft,base+rag,ft+rag,reference", "--base_model", str(tiny_model_dir), "--ft_model", str(tiny_model_dir),
+    argv = ["--systems", "base,ft,base+rag,ft+rag,raft+rag,reference", "--base_model", str(tiny_model_dir), "--ft_model", str(tiny_model_dir),
+            "--raft_model", str(tiny_model_dir),
             "--split_dir", str(split_dir), "--limit", "6", "--max_new_tokens", "8", "--batch_size", "4", "--output_dir", str(out)]
     if exclude:
         argv.append("--exclude_test_from_index")
     assert main(argv) == 0
 
-    for name in ("report.md", "metrics.json", "details.jsonl", "rouge.png", "scatter_ft_vs_ft_rag.png"):
+    for name in ("report.md", "metrics.json", "details.jsonl", "rouge.png", "scatter_ft_vs_ft_rag.png", "scatter_ft_rag_vs_raft_rag.png"):
         assert (out / name).is_file() and (out / name).stat().st_size > 0, name
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["reference/rougeL"] == pytest.approx(1.0) and metrics["reference/rouge1"] == pytest.approx(1.0)
@@ -100,7 +101,8 @@ def test_compare_end_to_end(settings, embed_model, tiny_model_dir: Path, tmp_pat
         assert metrics[f"{system}/rougeL_ci_low"] <= metrics[f"{system}/rougeL"] <= metrics[f"{system}/rougeL_ci_high"]
     assert 0.0 <= metrics["p/ft+rag_vs_ft/rougeL"] <= 1.0
     details = [json.loads(line) for line in (out / "details.jsonl").read_text().splitlines()]
-    assert len(details) == 6 and set(details[0]["answers"]) == {"base", "ft", "base+rag", "ft+rag", "reference"}
+    assert len(details) == 6 and set(details[0]["answers"]) == {"base", "ft", "base+rag", "ft+rag", "raft+rag", "reference"}
+    assert 0.0 <= metrics["raft+rag/abstention"] <= 1.0 and "p/raft+rag_vs_ft+rag/rougeL" in metrics
     report = (out / "report.md").read_text()
     assert "| rougeL |" in report and "manifest hash" in report
     if exclude:
