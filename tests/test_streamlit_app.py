@@ -197,7 +197,8 @@ def test_two_sessions_answer_at_once(app: AppTest, app_env) -> None:
     for t in threads:
         t.start()
     for t in threads:
-        t.join(TIMEOUT)
+        t.join(3 * TIMEOUT)  # two answers at once on a loaded machine can take longer than one script run
+    assert not any(t.is_alive() for t in threads), "a session did not finish answering"
     assert not errors, errors
     assert last_turn(app).sources[0]["title"] == "Gout" and last_turn(other).sources[0]["title"] == "Asthma"
     assert len(app.session_state["messages"]) == len(other.session_state["messages"]) == 2
