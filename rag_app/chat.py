@@ -11,11 +11,9 @@ from __future__ import annotations
 import copy
 import re
 import shlex
-import threading
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Sequence
 
 from rag_app.config import Settings
 
@@ -234,77 +232,6 @@ def missing_corpus(settings: Settings) -> list[str]:
     return missing
 
 
-_PROGRESS_LOCK = threading.Lock()
-
-#: Share of the progress bar each stage of a build fills (reading the corpus, then embedding).
-_STAGES = {"Reading MedQuAD": (0.0, 0.15), "Embedding": (0.15, 1.0)}
-
-
-class _Reporter:
-    """Stands in for ``tqdm`` during an in-app build and reports progress to a callback."""
-
-    def __init__(self, callback: Callable[[float, str], None], iterable: Any = None, total: Any = None, desc: str = "", **_: Any):
-        self.callback, self.iterable, self.desc, self.n = callback, iterable, desc or "Working", 0
-        if total is None and iterable is not None and hasattr(iterable, "__len__"):
-            total = len(iterable)
-        self.total = total
-        self._report()
-
-    def _report(self) -> None:
-        lo, hi = _STAGES.get(self.desc, (0.0, 1.0))
-        done = min(self.n / self.total, 1.0) if self.total else 0.0
-        total = f"{self.total:,}" if self.total else "?"
-        self.callback(lo + (hi - lo) * done, f"{self.desc}: {self.n:,}/{total}")
-
-    def __iter__(self) -> Iterator[Any]:
-        for i, item in enumerate(self.iterable):
-            yield item
-            self.n = i + 1
-            if self.total and (self.n % max(1, self.total // 50) == 0 or self.n == self.total):
-                self._report()
-
-    def update(self, n: int = 1) -> None:
-        self.n += n
-        self._report()
-
-    def close(self) -> None:
-        pass
-
-    def set_description(self, desc: str = "", **_: Any) -> None:
-        self.desc = desc
-
-    def __enter__(self) -> "_Reporter":
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.close()
-
-
-@contextmanager
-def _tqdm_to(callback: Callable[[float, str], None]) -> Iterator[None]:
-    # build_index and load_corpus take no progress callback, only a tqdm bar (``tqdm.auto.tqdm``,
-    # imported at call time). Route the bars created by this thread to ``callback``; bars of other
-    # threads (e.g. a model loading in another tab) keep the real tqdm.
-    import tqdm.auto
-
-    real = tqdm.auto.tqdm
-    owner = threading.get_ident()
-
-    def factory(*args: Any, **kwargs: Any) -> Any:
-        if threading.get_ident() != owner:
-            return real(*args, **kwargs)
-        if args:
-            kwargs.setdefault("iterable", args[0])
-        return _Reporter(callback, **kwargs)
-
-    with _PROGRESS_LOCK:
-        tqdm.auto.tqdm = factory
-        try:
-            yield
-        finally:
-            tqdm.auto.tqdm = real
-
-
 def build_index_with_progress(
     settings: Settings,
     on_progress: Callable[[float, str], None],
@@ -318,11 +245,7 @@ def build_index_with_progress(
     """
     from rag_app.index import build_index
 
-    on_progress(0.0, "Reading the corpus…")
-    with _tqdm_to(on_progress):
-        stats = build_index(settings, embed_model=embed_model, rebuild=rebuild, show_progress=True)
-    on_progress(1.0, "Done")
-    return stats
+    return build_index(settings, embed_model=embed_model, rebuild=rebuild, show_progress=False, on_progress=on_progress)
 
 
 @dataclass

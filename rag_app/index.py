@@ -18,7 +18,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from rag_app.config import Settings
 
@@ -186,6 +186,7 @@ def build_index(
     embed_model: Any = None,
     rebuild: bool = False,
     show_progress: bool = True,
+    on_progress: Callable[[float, str], None] | None = None,
 ) -> IndexStats:
     """Index ``documents`` (default: the configured corpus) into Chroma, incrementally.
 
@@ -198,6 +199,8 @@ def build_index(
         embed_model: A LlamaIndex embedding model; loaded from settings when omitted.
         rebuild: Drop the collection and its document store first.
         show_progress: Show a progress bar.
+        on_progress: Called with ``(fraction 0..1, text)`` as the build goes (e.g. a UI progress bar):
+            reading the corpus fills the first 15%, embedding the rest.
 
     Returns:
         Counts of what was embedded, skipped and deleted.
@@ -208,12 +211,15 @@ def build_index(
     from corpus import load_corpus
     from rag_app.models import load_embed_model
 
+    report_progress = on_progress or (lambda fraction, text: None)
     started = time.perf_counter()
     stats = IndexStats()
     if documents is None:
+        report_progress(0.0, "Reading the corpus…")
         documents, report = load_corpus(settings.corpus, show_progress=show_progress)
         stats.skipped = report.skipped
         logger.info("corpus: %s", report.summary())
+    report_progress(0.15, f"Read {len(documents):,} documents")
     if rebuild:
         client = chroma_client(settings)
         if settings.collection in {c if isinstance(c, str) else c.name for c in client.list_collections()}:
@@ -242,6 +248,8 @@ def build_index(
             stats.embedded_chunks += len(nodes)
             _persist_docstore(docstore, settings.docstore_path)
             bar.update(len(batch))
+            done = start + len(batch)
+            report_progress(0.15 + 0.85 * done / len(todo), f"Embedding: {done:,}/{len(todo):,} documents")
         bar.close()
 
     current = {d.id_ for d in documents}
@@ -255,6 +263,7 @@ def build_index(
     stats.total_chunks = store._collection.count()
     stats.seconds = time.perf_counter() - started
     _write_manifest(settings, stats, docstore)
+    report_progress(1.0, "Done")
     return stats
 
 
