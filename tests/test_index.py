@@ -85,6 +85,21 @@ def test_other_embedding_model_is_refused(settings, embed_model) -> None:
         get_collection(other)
 
 
+def test_reindexing_with_another_embedding_model_never_mixes_vector_spaces(settings, embed_model) -> None:
+    """A changed MEDQA_EMBED_MODEL is refused until --rebuild, which starts the collection afresh."""
+    build_index(settings, embed_model=embed_model, show_progress=False)
+    before = get_collection(settings).count()
+    other = settings.model_copy(update={"embed_model": "my-finetuned-embedder"})
+    with pytest.raises(IndexMissingError, match="--rebuild"):
+        build_index(other, embed_model=embed_model, show_progress=False)
+    assert get_collection(settings).count() == before  # untouched
+    build_index(other, embed_model=embed_model, rebuild=True, show_progress=False)
+    assert get_collection(other).metadata["embed_model"] == "my-finetuned-embedder"
+    assert get_collection(other).count() == before
+    with pytest.raises(IndexMissingError, match="--rebuild"):
+        get_collection(settings)  # the old model's queries are refused now
+
+
 def test_missing_index_names_the_command(settings) -> None:
     with pytest.raises(IndexMissingError, match="python -m rag_app.index"):
         build_retriever(settings)
