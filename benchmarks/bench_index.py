@@ -11,7 +11,6 @@ sample of MedQuAD questions (``--queries``), each against its own QA pair.
 from __future__ import annotations
 
 import argparse
-import json
 import random
 import statistics
 import sys
@@ -20,6 +19,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks._rows import emit_rows  # noqa: E402
 
 
 def rank_of(nodes, gold: str) -> int | None:
@@ -139,13 +140,7 @@ def main() -> int:
     print(f"MedQuAD: {len(docs)} documents, {stats.total_chunks} chunks (chunk_size={settings.chunk_size}, "
           f"overlap={settings.chunk_overlap}); raw encode on {min(args.encode_sample, stats.total_chunks)} sampled chunks; "
           f"{len(questions)} questions" + (" (index reused, not rebuilt)" if args.reuse else ""))
-    print(f"| {'figure':<44} | {'value':>10} | {'baseline (same run)':<28} | {'ratio':>6} | {'target':<8} |")
-    print(f"|{'-' * 46}|{'-' * 12}|{'-' * 30}|{'-' * 8}|{'-' * 10}|")
-    for name, value, base, ratio, target in rows:
-        print(f"| {name:<44} | {value:>10.3f} | {base:<28} | {ratio:>6} | {target:<8} |")
-    if args.json:
-        keys = ("figure", "value", "baseline", "ratio", "target")
-        Path(args.json).write_text(json.dumps({"rows": [dict(zip(keys, row)) for row in rows]}, indent=2))
+    emit_rows(rows, args.json)
     return 0
 
 

@@ -42,6 +42,8 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from benchmarks._rows import emit_rows  # noqa: E402
+
 K = 10
 HALVES = ("tune", "report")
 BASELINE_COLLECTION = "baseline"
@@ -361,13 +363,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     rows.append(("LiveQA retrieval p95, ms (engine, top-10)", e95, "-", "-", "-"))
 
     print()
-    print(f"| {'figure':<44} | {'value':>10} | {'baseline (same run)':<28} | {'ratio':>6} | {'target':<12} |")
-    print(f"|{'-' * 46}|{'-' * 12}|{'-' * 30}|{'-' * 8}|{'-' * 14}|")
-    for name, value, base_text, ratio, target in rows:
-        print(f"| {name:<44} | {value:>10.3f} | {base_text:<28} | {ratio:>6} | {target:<12} |")
-    if args.json:
-        keys = ("figure", "value", "baseline", "ratio", "target")
-        Path(args.json).write_text(json.dumps({"rows": [dict(zip(keys, row)) for row in rows]}, indent=2))
+    emit_rows(rows, args.json, target_width=12)
     return 0
 
 
