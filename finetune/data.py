@@ -290,6 +290,14 @@ def read_split(path: str | Path, required: Sequence[str] = ("question", "answer"
 # ---- orchestration -------------------------------------------------------------------------------------------
 
 
+def sample_rows(rows: list[dict[str, Any]], limit: int | None, seed: int) -> list[dict[str, Any]]:
+    """A seeded sample of at most ``limit`` rows, in ``doc_id`` order; all rows when ``limit`` is None."""
+    if limit is None or limit >= len(rows):
+        return rows
+    rng = random.Random(seed)
+    return sorted(rng.sample(rows, limit), key=lambda r: r.get("doc_id", ""))
+
+
 def resolve_dirs(args: SplitArguments) -> tuple[list[str], Path, Path]:
     """``(corpus sources, storage dir, splits dir)`` from the arguments, falling back to the settings."""
     from rag_app.config import Settings

@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from finetune import UserError
-from finetune.data import SplitArguments, normalize_focus
+from finetune.data import SplitArguments, normalize_focus, sample_rows
 
 logger = logging.getLogger("finetune")
 
@@ -142,12 +142,6 @@ def build_examples(rows: Sequence[dict[str, Any]], hard_negatives: bool = True, 
     columns["negative"] = negatives
     return columns, stats
 
-
-def _sample(rows: list[dict[str, Any]], limit: int | None, seed: int) -> list[dict[str, Any]]:
-    if limit is None or limit >= len(rows):
-        return rows
-    rng = random.Random(seed)
-    return sorted(rng.sample(rows, limit), key=lambda r: r.get("doc_id", ""))
 
 
 def load_split_rows(data_args: EmbedDataArguments, show_progress: bool = True) -> tuple[Path, dict[str, Any], list[dict[str, Any]], list[dict[str, Any]]]:
@@ -323,8 +317,8 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
     show = not training_args.disable_tqdm
 
     split_dir, manifest, train_rows, val_rows = load_split_rows(data_args, show_progress=show)
-    train_rows = _sample(train_rows, data_args.max_train_samples, training_args.seed)
-    val_rows = _sample(val_rows, data_args.max_eval_samples, training_args.seed)
+    train_rows = sample_rows(train_rows, data_args.max_train_samples, training_args.seed)
+    val_rows = sample_rows(val_rows, data_args.max_eval_samples, training_args.seed)
     columns, data_stats = build_examples(train_rows, data_args.hard_negatives, training_args.seed)
     train_ds = Dataset.from_dict(columns)
     logger.info(

@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from finetune import UserError
-from finetune.data import SplitArguments
+from finetune.data import SplitArguments, sample_rows
 from finetune.raft import RaftArguments
 
 logger = logging.getLogger("finetune")
@@ -185,14 +185,6 @@ class ChatEncoder:
         return examples, stats
 
 
-def _sample(rows: list[dict[str, Any]], limit: int | None, seed: int) -> list[dict[str, Any]]:
-    if limit is None or limit >= len(rows):
-        return rows
-    import random
-
-    rng = random.Random(seed)
-    return sorted(rng.sample(rows, limit), key=lambda r: r.get("doc_id", ""))
-
 
 def build_datasets(
     tokenizer: Any,
@@ -225,7 +217,7 @@ def build_datasets(
             rows = raft_examples[name]
             examples, counts = encoder.encode_many([e.messages for e in rows], [e.answer for e in rows])
         else:
-            rows = _sample(read_split(split_dir / f"{name}.jsonl"), limit, seed)
+            rows = sample_rows(read_split(split_dir / f"{name}.jsonl"), limit, seed)
             examples, counts = encoder.encode_many([r["question"] for r in rows], [r["answer"] for r in rows])
         if not examples:
             raise UserError(
@@ -256,8 +248,8 @@ def select_rows(data_args: TrainDataArguments, seed: int) -> tuple[dict[str, lis
     manifest = read_manifest(split_dir) or {}
     train = read_split(split_dir / "train.jsonl")
     rows = {
-        "train": _sample(train, data_args.max_train_samples, seed),
-        "val": _sample(read_split(split_dir / "val.jsonl"), data_args.max_eval_samples, seed),
+        "train": sample_rows(train, data_args.max_train_samples, seed),
+        "val": sample_rows(read_split(split_dir / "val.jsonl"), data_args.max_eval_samples, seed),
     }
     return rows, {r["doc_id"] for r in train}, manifest, storage_dir
 
