@@ -25,8 +25,11 @@ METADATA_KEYS = (
     "question",
     "question_type",
     "focus",
+    "synonyms",
     "url",
 )
+#: Separator of the topic's other names in the ``synonyms`` metadata (Chroma metadata values are scalars).
+SYNONYM_SEPARATOR = " | "
 
 _SPACES = re.compile(r"[ \t\r\f\v]+")
 _BLANK_LINES = re.compile(r"\n\s*\n+")
@@ -98,6 +101,11 @@ def parse_medquad_file(collection: str, path: Path, report: LoadReport) -> list[
     url = root.get("url", "")
     focus_el = next((c for c in root if c.tag.lower() in _FOCUS_TAGS), None)
     focus = clean_text(focus_el.text if focus_el is not None else "")
+    # <FocusAnnotations><Synonyms><Synonym>: the topic's other names (GARD, GHR, MedlinePlus collections).
+    synonyms = list(dict.fromkeys(
+        name for name in (clean_text(el.text or "") for el in root.iter() if el.tag.lower() == "synonym")
+        if name and name.lower() != focus.lower()
+    ))
     document_id = root.get("id") or root.get("docid") or root.get("fid") or path.stem
     docs: list[Document] = []
     seen: set[str] = set()
@@ -125,6 +133,7 @@ def parse_medquad_file(collection: str, path: Path, report: LoadReport) -> list[
             "question": question,
             "question_type": (question_el.get("qtype") if question_el is not None else "") or "",
             "focus": focus,
+            "synonyms": SYNONYM_SEPARATOR.join(synonyms),
             "url": url,
         }
         docs.append(

@@ -77,7 +77,17 @@ class Settings(BaseSettings):
     source_tokens: int = Field(
         160, ge=16, description="Token budget of each source passage in the prompt (the answer's start is what matters)."
     )
-    retrieval_mode: str = Field("hybrid", description="'hybrid' (dense + BM25, RRF), 'dense' or 'bm25'.")
+    retrieval_mode: str = Field(
+        "fielded",
+        description="'fielded' (chunk + question vectors, topic and question-type match), 'hybrid' (dense + BM25, RRF), 'dense' or 'bm25'.",
+    )
+    question_weight: float = Field(0.3, ge=0.0, le=1.0, description="fielded: share of the question-only cosine in the dense score.")
+    focus_weight: float = Field(0.15, ge=0.0, description="fielded: weight of the topic (focus) named in the message.")
+    type_weight: float = Field(0.1, ge=0.0, description="fielded: bonus of a QA pair whose question type the message asks for.")
+    overview_weight: float = Field(0.1, ge=0.0, description="fielded: bonus of overview ('information') QA pairs.")
+    sentence_weight: float = Field(
+        0.3, ge=0.0, le=1.0, description="fielded: share of the best single-sentence cosine (long messages) in each cosine."
+    )
 
     max_new_tokens: int = Field(256, ge=1)
     temperature: float = Field(0.0, ge=0.0, le=2.0, description="0 means greedy decoding.")
@@ -97,8 +107,8 @@ class Settings(BaseSettings):
     @field_validator("retrieval_mode")
     @classmethod
     def _check_mode(cls, value: str) -> str:
-        if value not in {"hybrid", "dense", "bm25"}:
-            raise ValueError(f"retrieval_mode={value!r} is not one of 'hybrid', 'dense', 'bm25'")
+        if value not in {"fielded", "hybrid", "dense", "bm25"}:
+            raise ValueError(f"retrieval_mode={value!r} is not one of 'fielded', 'hybrid', 'dense', 'bm25'")
         return value
 
     @field_validator("device")

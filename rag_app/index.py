@@ -32,6 +32,8 @@ logger = logging.getLogger("rag_app")
 
 #: Documents per committed batch: a crash loses at most one batch of embedding work.
 BATCH_DOCS = 512
+#: Suffix of the question-vector collection (see :func:`questions_collection_name`).
+QUESTIONS_SUFFIX = "-questions"
 
 
 class IndexMissingError(RuntimeError):
@@ -46,6 +48,7 @@ class IndexStats:
     chunks: int = 0
     embedded_documents: int = 0
     embedded_chunks: int = 0
+    embedded_questions: int = 0
     unchanged_documents: int = 0
     deleted_documents: int = 0
     skipped: int = 0
@@ -55,7 +58,8 @@ class IndexStats:
     def summary(self) -> str:
         """One summary line for the CLI."""
         return (
-            f"indexed {self.documents} documents: {self.embedded_documents} embedded ({self.embedded_chunks} chunks), "
+            f"indexed {self.documents} documents: {self.embedded_documents} embedded ({self.embedded_chunks} chunks, "
+            f"{self.embedded_questions} question vectors), "
             f"{self.unchanged_documents} unchanged, {self.deleted_documents} deleted, {self.skipped} skipped; "
             f"{self.total_chunks} chunks in the index; {self.seconds:.1f} s"
         )
@@ -79,33 +83,40 @@ def chroma_client(settings: Settings) -> "chromadb.ClientAPI":
     return chromadb.PersistentClient(path=str(settings.chroma_dir), settings=chroma_settings)
 
 
-def get_collection(settings: Settings, create: bool = False) -> "chromadb.Collection":
+def questions_collection_name(settings: Settings) -> str:
+    """Name of the collection holding one question-only vector per QA pair, beside the chunk collection."""
+    return f"{settings.collection}{QUESTIONS_SUFFIX}"
+
+
+def get_collection(settings: Settings, create: bool = False, name: str | None = None) -> "chromadb.Collection":
     """Open the configured collection, checking it was built with the configured embedding model.
 
     Args:
         settings: Settings naming the collection and embedding model.
         create: Create the collection when it does not exist.
+        name: Another collection of the same index (e.g. :func:`questions_collection_name`).
 
     Raises:
         IndexMissingError: If it does not exist (and ``create`` is False), or was embedded with another model.
     """
     client = chroma_client(settings)
+    name = name or settings.collection
     names = {c if isinstance(c, str) else c.name for c in client.list_collections()}
-    if settings.collection not in names:
+    if name not in names:
         if not create:
             where = f"Chroma server {settings.chroma_host}:{settings.chroma_port}" if settings.server_mode else str(settings.chroma_dir)
             raise IndexMissingError(
-                f"no index '{settings.collection}' in {where}; build it with `python -m rag_app.index` (or `make index`)"
+                f"no index '{name}' in {where}; build it with `python -m rag_app.index` (or `make index`)"
             )
         return client.create_collection(
-            settings.collection,
+            name,
             metadata={"hnsw:space": "cosine", "embed_model": settings.embed_model, "chunk_size": settings.chunk_size},
         )
-    collection = client.get_collection(settings.collection)
+    collection = client.get_collection(name)
     built_with = (collection.metadata or {}).get("embed_model")
     if built_with and built_with != settings.embed_model:
         raise IndexMissingError(
-            f"index '{settings.collection}' was built with embedding model {built_with!r} but MEDQA_EMBED_MODEL is "
+            f"index '{name}' was built with embedding model {built_with!r} but MEDQA_EMBED_MODEL is "
             f"{settings.embed_model!r}; rebuild with `python -m rag_app.index --rebuild` or set MEDQA_EMBED_MODEL={built_with}"
         )
     return collection
@@ -222,20 +233,30 @@ def build_index(
     report_progress(0.15, f"Read {len(documents):,} documents")
     if rebuild:
         client = chroma_client(settings)
-        if settings.collection in {c if isinstance(c, str) else c.name for c in client.list_collections()}:
-            client.delete_collection(settings.collection)
+        existing = {c if isinstance(c, str) else c.name for c in client.list_collections()}
+        for name in (settings.collection, questions_collection_name(settings)):
+            if name in existing:
+                client.delete_collection(name)
         settings.docstore_path.unlink(missing_ok=True)
 
     store = vector_store(settings, create=True)
+    questions = get_collection(settings, create=True, name=questions_collection_name(settings))
     docstore = _load_docstore(settings.docstore_path)
     stats.documents = len(documents)
     known = {doc_id: h for h, doc_id in docstore.get_all_document_hashes().items()}
     todo = [d for d in documents if known.get(d.id_) != d.hash]
     stats.unchanged_documents = len(documents) - len(todo)
 
+    # Question vectors: for changed documents, and for any missing (an index built before they existed).
+    have_question = {d.id_ for d in documents if _question_of(d)}
+    stored_questions = set(questions.get(include=[])["ids"]) if have_question else set()
+    changed = {d.id_ for d in todo}
+    todo_questions = [d for d in documents if d.id_ in have_question and (d.id_ in changed or d.id_ not in stored_questions)]
+    embed_model = embed_model if embed_model is not None or not (todo or todo_questions) else load_embed_model(settings)
+
     if todo:  # the embedding model is only loaded when something needs embedding
         pipeline = IngestionPipeline(
-            transformations=[node_parser(settings), length_sorter(), embed_model or load_embed_model(settings)],
+            transformations=[node_parser(settings), length_sorter(), embed_model],
             vector_store=store,
             docstore=docstore,
             docstore_strategy=DocstoreStrategy.UPSERTS,
@@ -251,9 +272,14 @@ def build_index(
             done = start + len(batch)
             report_progress(0.15 + 0.85 * done / len(todo), f"Embedding: {done:,}/{len(todo):,} documents")
         bar.close()
+    if todo_questions:
+        stats.embedded_questions = _embed_questions(questions, todo_questions, embed_model, show_progress)
 
     current = {d.id_ for d in documents}
     stale = [doc_id for doc_id in known if doc_id not in current]
+    gone_questions = sorted((stored_questions - have_question) | (set(stale) & stored_questions))
+    if gone_questions:
+        questions.delete(ids=gone_questions)
     for doc_id in stale:
         store.delete(doc_id)
         docstore.delete_document(doc_id, raise_error=False)
@@ -265,6 +291,35 @@ def build_index(
     _write_manifest(settings, stats, docstore)
     report_progress(1.0, "Done")
     return stats
+
+
+def _question_of(document: Any) -> str:
+    return str((document.metadata or {}).get("question") or "").strip()
+
+
+def _embed_questions(collection: Any, documents: Sequence[Any], embed_model: Any, show_progress: bool) -> int:
+    """Embed each document's question alone and upsert it (id = document id) with its topic metadata."""
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=len(documents), desc="Embedding questions", unit="q", disable=not show_progress)
+    for start in range(0, len(documents), BATCH_DOCS):
+        batch = list(documents[start : start + BATCH_DOCS])
+        texts = [_question_of(d) for d in batch]
+        vectors = embed_model.get_text_embedding_batch(texts)
+        metadatas = [
+            {
+                "ref_doc_id": d.id_,
+                "focus": str(d.metadata.get("focus") or ""),
+                "synonyms": str(d.metadata.get("synonyms") or ""),
+                "question_type": str(d.metadata.get("question_type") or ""),
+                "collection": str(d.metadata.get("collection") or ""),
+            }
+            for d in batch
+        ]
+        collection.upsert(ids=[d.id_ for d in batch], embeddings=vectors, documents=texts, metadatas=metadatas)
+        bar.update(len(batch))
+    bar.close()
+    return len(documents)
 
 
 def _write_manifest(settings: Settings, stats: IndexStats, docstore: Any) -> None:

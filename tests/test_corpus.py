@@ -47,6 +47,22 @@ def test_entities_are_unescaped(tmp_path: Path) -> None:
     assert 'It is "inflammatory" & chronic <IBD>.' in doc.text
 
 
+def test_topic_synonyms_are_kept_as_metadata(tmp_path: Path) -> None:
+    folder = tmp_path / "mq" / "3_GHR_QA"
+    folder.mkdir(parents=True)
+    (folder / "0000001.xml").write_text(
+        '<?xml version="1.0"?><Document id="1" url="u"><Focus>ataxia-telangiectasia</Focus><FocusAnnotations>'
+        "<Synonyms><Synonym>Louis-Bar syndrome</Synonym><Synonym>AT</Synonym><Synonym>Louis-Bar syndrome</Synonym>"
+        "<Synonym>Ataxia-Telangiectasia</Synonym></Synonyms></FocusAnnotations><QAPairs><QAPair pid=\"1\">"
+        '<Question qid="1-1" qtype="inheritance">Is ataxia-telangiectasia inherited ?</Question>'
+        "<Answer>Autosomal recessive.</Answer></QAPair></QAPairs></Document>",
+        encoding="utf-8",
+    )
+    (doc,), _ = load_corpus([str(tmp_path / "mq")])
+    assert doc.metadata["synonyms"] == "Louis-Bar syndrome | AT"  # once each, not the focus itself
+    assert "Louis-Bar" not in doc.get_content(metadata_mode="embed")  # metadata stays out of the embedded text
+
+
 def test_folder_of_files_reports_non_utf8(tmp_path: Path) -> None:
     folder = tmp_path / "notes"
     folder.mkdir()

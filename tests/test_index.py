@@ -8,7 +8,7 @@ import pytest
 
 from corpus import load_corpus
 from rag_app import index as index_mod
-from rag_app.index import IndexMissingError, build_index, get_collection, index_status, load_nodes
+from rag_app.index import IndexMissingError, build_index, get_collection, index_status, load_nodes, questions_collection_name
 from rag_app.retrieval import build_retriever
 
 
@@ -68,6 +68,7 @@ def test_interrupted_run_leaves_index_usable_and_resumes(settings, embed_model, 
     partial = _chunk_ids_by_doc(settings)
     assert set(before) <= set(partial)  # nothing previously indexed was lost
     assert build_retriever(settings, embed_model=embed_model).retrieve("What is glaucoma?")
+    questions_before = get_collection(settings, name=questions_collection_name(settings)).count()
 
     monkeypatch.setattr(type(embed_model), "_get_text_embeddings", real)
     stats = build_index(settings, documents=docs, embed_model=embed_model, show_progress=False)
@@ -76,6 +77,7 @@ def test_interrupted_run_leaves_index_usable_and_resumes(settings, embed_model, 
     assert len(final) == 8
     ids = [i for chunk_ids in final.values() for i in chunk_ids]
     assert len(ids) == len(set(ids)) == get_collection(settings).count()
+    assert questions_before == 4 and get_collection(settings, name=questions_collection_name(settings)).count() == 8
 
 
 def test_other_embedding_model_is_refused(settings, embed_model) -> None:
@@ -105,7 +107,7 @@ def test_missing_index_names_the_command(settings) -> None:
         build_retriever(settings)
 
 
-@pytest.mark.parametrize("mode", ["hybrid", "dense", "bm25"])
+@pytest.mark.parametrize("mode", ["fielded", "hybrid", "dense", "bm25"])
 def test_each_question_retrieves_its_own_pair(settings, embed_model, mode: str) -> None:
     build_index(settings, embed_model=embed_model, show_progress=False)
     s = settings.model_copy(update={"retrieval_mode": mode, "top_k": 3})
@@ -120,3 +122,55 @@ def test_each_question_retrieves_its_own_pair(settings, embed_model, mode: str) 
         else:
             assert refs[0] == doc.id_, (mode, doc.metadata["question"])
         assert len(refs) == len(set(refs)) == 3  # one chunk per QA pair
+
+
+def test_question_vectors_follow_the_documents(settings, embed_model, medquad_dir: Path) -> None:
+    """One question-only vector per QA pair, with its topic and type; replaced, deleted and backfilled with them."""
+    build_index(settings, embed_model=embed_model, show_progress=False)
+    questions = get_collection(settings, name=questions_collection_name(settings))
+    docs, _ = load_corpus(settings.corpus)
+    got = questions.get(include=["documents", "metadatas"])
+    assert sorted(got["ids"]) == sorted(d.id_ for d in docs)
+    by_id = {d.id_: d for d in docs}
+    for doc_id, text, meta in zip(got["ids"], got["documents"], got["metadatas"]):
+        assert text == by_id[doc_id].metadata["question"]
+        assert meta["focus"] == by_id[doc_id].metadata["focus"] and meta["question_type"] == by_id[doc_id].metadata["question_type"]
+    assert questions.metadata["embed_model"] == settings.embed_model
+
+    (medquad_dir / "2_TestB_QA" / "0000002.xml").unlink()  # Anemia: 2 answered pairs gone
+    questions.delete(ids=[got["ids"][0]])  # as in an index built before question vectors existed
+    stats = build_index(settings, embed_model=embed_model, show_progress=False)
+    assert stats.deleted_documents == 2 and stats.embedded_documents == 0 and stats.embedded_questions == 1
+    remaining = questions.get(include=["metadatas"])
+    assert len(remaining["ids"]) == 6 and not any(m["focus"] == "Anemia" for m in remaining["metadatas"])
+
+    build_index(settings, embed_model=embed_model, rebuild=True, show_progress=False)
+    assert get_collection(settings, name=questions_collection_name(settings)).count() == 6
+
+
+def test_fielded_retrieval_finds_the_topic_a_long_message_names(settings, embed_model) -> None:
+    """A story around one named condition still ranks that condition's overview first, one result per pair."""
+    build_index(settings, embed_model=embed_model, show_progress=False)
+    retriever = build_retriever(settings.model_copy(update={"top_k": 4}), embed_model=embed_model)
+    message = (
+        "my grandmother. Hello, my grandmother is 80 and she lives alone since last winter. The doctor said "
+        "something about her eye pressure and glaucoma last week and we did not understand. Can you explain?"
+    )
+    nodes = retriever.retrieve(message)
+    assert nodes[0].node.metadata["focus"] == "Glaucoma"
+    assert nodes[0].node.metadata["question_type"] == "information"
+    refs = [n.node.ref_doc_id for n in nodes]
+    assert len(refs) == len(set(refs))
+    treat = retriever.retrieve("glaucoma. my father has it, is there any cure or treatment that works?")
+    assert treat[0].node.metadata["focus"] == "Glaucoma" and treat[0].node.metadata["question_type"] == "treatment"
+
+
+def test_fielded_retrieval_works_on_an_index_without_question_vectors(settings, embed_model, caplog) -> None:
+    build_index(settings, embed_model=embed_model, show_progress=False)
+    from rag_app.index import chroma_client
+
+    chroma_client(settings).delete_collection(questions_collection_name(settings))
+    with caplog.at_level("WARNING", logger="rag_app"):
+        retriever = build_retriever(settings, embed_model=embed_model)
+    assert "python -m rag_app.index" in caplog.text
+    assert retriever.retrieve("What are the treatments for gout?")[0].node.metadata["focus"] == "Gout"

@@ -1,0 +1,110 @@
+"""Choose the fielded retriever's fusion weights on the LiveQA *tune* half; print both halves.
+
+    MEDQA_STORAGE_DIR=/tmp/bench/full MEDQA_COLLECTION=bench python benchmarks/tune_liveqa.py \
+        --liveqa ../shared/data/liveqa-train --corpus ../shared/data/medquad
+
+Each question's candidates and their evidence (:meth:`rag_app.retrieval.FieldedRetriever.candidates`: best-chunk
+cosine, question cosine, topic match, question type, overview) are computed once over the index named by the
+environment; every weight combination of the grid then re-ranks them. With 67 tune questions the single best
+grid point overfits, so the choice is the point whose tune-half MRR@10 *averaged with its grid neighbours* (one
+step along each axis) is best. It is printed with its report-half figures, beside the current settings
+(``MEDQA_*``) and the ideas switched on one at a time, so the note can say what each adds. The report half is
+never used to choose.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import os
+import sys
+from pathlib import Path
+from typing import Sequence
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+from bench_liveqa import K, _default_corpus, aggregate, answers_of, split_halves  # noqa: E402
+
+GRID = {
+    "question": (0.0, 0.2, 0.3, 0.4, 0.5),
+    "focus": (0.0, 0.1, 0.15, 0.2, 0.3),
+    "type": (0.0, 0.02, 0.05, 0.1),
+    "overview": (0.0, 0.02, 0.05, 0.1),
+    "sentences": (0.0, 0.3, 0.5),
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--liveqa", default=str(REPO.parent / "shared" / "data" / "liveqa-train"))
+    parser.add_argument("--corpus", default=_default_corpus())
+    parser.add_argument("--candidate-k", type=int, default=0, help="candidates per vector field (default: MEDQA_CANDIDATE_K)")
+    args = parser.parse_args(argv)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+    from tqdm.auto import tqdm
+
+    from corpus import load_corpus
+    from corpus.liveqa import derive_labels, load_liveqa
+    from rag_app.config import Settings
+    from rag_app.retrieval import FusionWeights, build_retriever
+
+    settings = Settings(retrieval_mode="fielded", top_k=K)
+    if args.candidate_k:
+        settings = settings.model_copy(update={"candidate_k": args.candidate_k})
+    questions = load_liveqa([args.liveqa])
+    documents, _ = load_corpus([args.corpus], show_progress=False)
+    labels = derive_labels(questions, answers_of(documents))
+    groups = split_halves(labels)
+    queries = {q.qid: q.query for q in questions if q.qid in labels}
+    retriever = build_retriever(settings)
+    evidence = {qid: retriever.candidates(query) for qid, query in tqdm(sorted(queries.items()), desc="candidates", unit="q")}
+
+    def figures(w: FusionWeights, group: str) -> dict[str, float]:
+        rankings = {
+            qid: [c.doc_id for c in sorted(found, key=lambda c: (-c.score(w), c.doc_id))[:K]] for qid, found in evidence.items()
+        }
+        return aggregate(rankings, labels, groups[group])
+
+    current = FusionWeights.from_settings(settings)
+    axes = list(GRID.values())
+    points = list(itertools.product(*(range(len(a)) for a in axes)))
+    tune = {p: figures(FusionWeights(*(a[i] for a, i in zip(axes, p))), "tune")[f"mrr@{K}"] for p in tqdm(points, desc="grid", unit="weights")}
+
+    def smoothed(p: tuple[int, ...]) -> float:
+        near = [p] + [p[:d] + (p[d] + s,) + p[d + 1 :] for d in range(len(p)) for s in (-1, 1) if 0 <= p[d] + s < len(axes[d])]
+        return sum(tune[n] for n in near) / len(near)
+
+    weights_of = lambda p: FusionWeights(*(a[i] for a, i in zip(axes, p)))  # noqa: E731
+    best = weights_of(max(points, key=lambda p: (round(smoothed(p), 9), -sum(p))))
+    best_single = weights_of(max(points, key=lambda p: (round(tune[p], 9), -sum(p))))
+    grid = points
+    rows = [
+        ("dense: best chunk only", FusionWeights(0.0, 0.0, 0.0, 0.0, 0.0)),
+        ("+ question vectors", FusionWeights(current.question, 0.0, 0.0, 0.0, 0.0)),
+        ("+ topic (focus) match", FusionWeights(current.question, current.focus, 0.0, 0.0, 0.0)),
+        ("+ question type cues", FusionWeights(current.question, current.focus, current.type, 0.0, 0.0)),
+        ("+ overview prior", FusionWeights(current.question, current.focus, current.type, current.overview, 0.0)),
+        ("+ sentences = current settings", current),
+        ("best on tune, neighbour-averaged", best),
+        ("best single grid point on tune", best_single),
+    ]
+    print(f"\nindex {settings.storage_dir}/{settings.collection}, embed {settings.embed_model}, candidate_k {settings.candidate_k}; "
+          f"tune n={len(groups['tune'])}, report n={len(groups['report'])}; grid of {len(grid)}")
+    print(f"| {'fusion':<36} | {'question':>8} | {'focus':>5} | {'type':>4} | {'overview':>8} | {'sentences':>9} | {'tune MRR@10':>11} | {'report MRR@10':>13} | {'all MRR@10':>10} | {'all R@10':>8} |")
+    print(f"|{'-' * 38}|{'-' * 10}|{'-' * 7}|{'-' * 6}|{'-' * 10}|{'-' * 11}|{'-' * 13}|{'-' * 15}|{'-' * 12}|{'-' * 10}|")
+    for name, w in rows:
+        t, r, a = (figures(w, g) for g in ("tune", "report", "all"))
+        print(f"| {name:<36} | {w.question:>8.2f} | {w.focus:>5.2f} | {w.type:>4.2f} | {w.overview:>8.2f} | {w.sentences:>9.2f} | "
+              f"{t[f'mrr@{K}']:>11.3f} | {r[f'mrr@{K}']:>13.3f} | {a[f'mrr@{K}']:>10.3f} | {a[f'recall@{K}']:>8.3f} |")
+    print("\nthe five best on tune, neighbour-averaged:")
+    for p in sorted(points, key=lambda p: -smoothed(p))[:5]:
+        w = weights_of(p)
+        print(f"  tune {tune[p]:.3f} (neighbours {smoothed(p):.3f})  report {figures(w, 'report')[f'mrr@{K}']:.3f}  {w}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,69 @@
+"""Topic (focus) matching and question-type cues on consumer wording."""
+
+from __future__ import annotations
+
+import pytest
+
+from rag_app.focus import FocusMatcher, question_types
+
+FOCI = {
+    "gard/1": "Gilbert syndrome",
+    "ghr/1": "Gilbert syndrome",
+    "mplus/1": "Lupus",
+    "mplus/2": "Breast Cancer",
+    "mplus/3": "Lung Cancer",
+    "ghr/2": "Klinefelter syndrome",
+    "ghr/3": "Down syndrome",
+    "x/1": "",
+}
+
+
+def test_named_topic_scores_one_and_stems_match_plurals_and_possessives() -> None:
+    matcher = FocusMatcher(FOCI)
+    assert len(matcher) == 6  # distinct non-empty names
+    scores = matcher.focus_scores("Klinefelter Syndrome. I would like to learn more about my condition.")
+    assert scores["Klinefelter syndrome"] == pytest.approx(1.0)
+    assert scores["Down syndrome"] < 0.5 and scores["Gilbert syndrome"] < 0.5  # "syndrome" alone is common
+    # "gilberts diseases": the rare token carries most of the name's weight
+    assert matcher.focus_scores("gilberts diseases. my bilirubin is high")["Gilbert syndrome"] > 0.5
+
+
+def test_doc_scores_keep_whole_topics_best_first_and_respect_the_threshold() -> None:
+    matcher = FocusMatcher(FOCI)
+    got = matcher.doc_scores("my mother has breast cancer, and her sister had lupus", min_score=0.5)
+    assert got["mplus/2"] == pytest.approx(1.0) and got["mplus/1"] == pytest.approx(1.0)
+    assert "mplus/3" not in got  # "cancer" without "lung" stays under the threshold
+    assert matcher.doc_scores("gilbert syndrome", limit=1) == {"gard/1": 1.0, "ghr/1": 1.0}  # a topic is never split
+    assert matcher.doc_scores("what is the weather like") == {}
+
+
+def test_a_synonym_finds_the_topic_and_a_pair_keeps_its_best_name() -> None:
+    matcher = FocusMatcher(
+        {"ghr/at": "ataxia-telangiectasia", "ghr/bs": "Barth syndrome"},
+        {"ghr/at": ["Louis-Bar syndrome", "AT"]},
+    )
+    got = matcher.doc_scores("Louis Bar Syndrome. My brother died young from it")
+    assert got == {"ghr/at": pytest.approx(1.0)}
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("is there any cure for lupus?", {"treatment"}),
+        ("what causes leukemia and how is it diagnosed", {"causes", "exams and tests"}),
+        ("Is leukemia inherited? Can I pass it on to my kids?", {"inheritance"}),
+        ("Klinefelter Syndrome. I would like to learn more about my condition.", set()),
+        ("what is the chance to survive stage 4 liver cancer", {"outlook"}),
+    ],
+)
+def test_question_types_read_from_cue_words(text: str, expected: set[str]) -> None:
+    assert question_types(text) == expected
+
+
+def test_a_long_message_is_split_into_its_sentences() -> None:
+    from rag_app.retrieval import sentences
+
+    message = ". Hello, my name is [NAME]. I have diabetes!! what can i do? ok"
+    assert sentences(message) == ["Hello, my name is [NAME].", "I have diabetes!!", "what can i do?"]
+    assert sentences("glaucoma") == []  # one word: the whole message is the only query
+    assert len(sentences(". ".join(f"sentence number {i}" for i in range(20)))) == 8
