@@ -33,32 +33,37 @@ def test_ids_are_stable_between_loads(medquad_dir: Path) -> None:
     assert [d.hash for d in first] == [d.hash for d in second]
 
 
-def test_entities_are_unescaped(tmp_path: Path) -> None:
-    folder = tmp_path / "mq" / "1_X_QA"
+def _load_one_file(tmp_path: Path, collection: str, xml: str):
+    """The single Document of a one-file MedQuAD tree holding ``xml``."""
+    folder = tmp_path / "mq" / collection
     folder.mkdir(parents=True)
-    (folder / "0000001.xml").write_text(
+    (folder / "0000001.xml").write_text(xml, encoding="utf-8")
+    (doc,), _ = load_corpus([str(tmp_path / "mq")])
+    return doc
+
+
+def test_entities_are_unescaped(tmp_path: Path) -> None:
+    doc = _load_one_file(
+        tmp_path,
+        "1_X_QA",
         '<?xml version="1.0"?><Document id="1" url="u"><Focus>Crohn&apos;s</Focus><QAPairs><QAPair pid="1">'
         '<Question qid="1-1" qtype="information">What is Crohn&apos;s disease ?</Question>'
         "<Answer>It is &quot;inflammatory&quot; &amp;amp; chronic &lt;IBD&gt;.</Answer></QAPair></QAPairs></Document>",
-        encoding="utf-8",
     )
-    (doc,), _ = load_corpus([str(tmp_path / "mq")])
     assert doc.metadata["focus"] == "Crohn's"
     assert 'It is "inflammatory" & chronic <IBD>.' in doc.text
 
 
 def test_topic_synonyms_are_kept_as_metadata(tmp_path: Path) -> None:
-    folder = tmp_path / "mq" / "3_GHR_QA"
-    folder.mkdir(parents=True)
-    (folder / "0000001.xml").write_text(
+    doc = _load_one_file(
+        tmp_path,
+        "3_GHR_QA",
         '<?xml version="1.0"?><Document id="1" url="u"><Focus>ataxia-telangiectasia</Focus><FocusAnnotations>'
         "<Synonyms><Synonym>Louis-Bar syndrome</Synonym><Synonym>AT</Synonym><Synonym>Louis-Bar syndrome</Synonym>"
         "<Synonym>Ataxia-Telangiectasia</Synonym></Synonyms></FocusAnnotations><QAPairs><QAPair pid=\"1\">"
         '<Question qid="1-1" qtype="inheritance">Is ataxia-telangiectasia inherited ?</Question>'
         "<Answer>Autosomal recessive.</Answer></QAPair></QAPairs></Document>",
-        encoding="utf-8",
     )
-    (doc,), _ = load_corpus([str(tmp_path / "mq")])
     assert doc.metadata["synonyms"] == "Louis-Bar syndrome | AT"  # once each, not the focus itself
     assert "Louis-Bar" not in doc.get_content(metadata_mode="embed")  # metadata stays out of the embedded text
 
