@@ -159,6 +159,8 @@ def baseline_index(documents: Sequence[Any], embed_model: Any, embed_name: str, 
     from llama_index.core.vector_stores.utils import metadata_dict_to_node
     from llama_index.vector_stores.chroma import ChromaVectorStore
 
+    from rag_app.index import iter_records
+
     splitter = LlamaSettings.node_parser  # LlamaIndex's default SentenceSplitter (1024 / 200)
     expected = {
         "documents": len(documents),
@@ -212,15 +214,11 @@ def baseline_index(documents: Sequence[Any], embed_model: Any, embed_name: str, 
         marker.write_text(json.dumps(info, indent=2))  # written last: a half-built index is never reused
         print(f"baseline: built {info['chunks']} chunks in {info['build_seconds']:.0f} s", flush=True)
 
-    collection = client.get_collection(BASELINE_COLLECTION)
     chunks = []
-    total = collection.count()
-    for offset in range(0, total, 5000):
-        got = collection.get(include=["documents", "metadatas"], limit=5000, offset=offset)
-        for node_id, text, metadata in zip(got["ids"], got["documents"], got["metadatas"]):
-            node = metadata_dict_to_node(metadata, text=text)
-            node.id_ = node_id
-            chunks.append(node)
+    for node_id, text, metadata in iter_records(client.get_collection(BASELINE_COLLECTION), ["documents", "metadatas"]):
+        node = metadata_dict_to_node(metadata, text=text)
+        node.id_ = node_id
+        chunks.append(node)
     chunks.sort(key=lambda n: n.id_)
     return index, chunks, info
 

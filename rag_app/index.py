@@ -18,7 +18,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 
 from rag_app.config import Settings
 
@@ -129,20 +129,22 @@ def vector_store(settings: Settings, create: bool = False) -> "ChromaVectorStore
     return ChromaVectorStore(chroma_collection=get_collection(settings, create=create))
 
 
+def iter_records(collection: Any, include: Sequence[str], page: int = 5000) -> Iterator[tuple[Any, ...]]:
+    """``(id, *fields)`` of every record of a Chroma collection, ``fields`` as named by ``include``, a page at a time."""
+    for offset in range(0, collection.count(), page):
+        got = collection.get(include=list(include), limit=page, offset=offset)
+        yield from zip(got["ids"], *(got[field] for field in include))
+
+
 def load_nodes(settings: Settings) -> list["TextNode"]:
     """Every chunk stored in the collection, as LlamaIndex nodes (text and metadata), in id order."""
     from llama_index.core.vector_stores.utils import metadata_dict_to_node
 
-    collection = get_collection(settings)
     nodes: list[TextNode] = []
-    total = collection.count()
-    page = 5000
-    for offset in range(0, total, page):
-        got = collection.get(include=["documents", "metadatas"], limit=page, offset=offset)
-        for node_id, text, metadata in zip(got["ids"], got["documents"], got["metadatas"]):
-            node = metadata_dict_to_node(metadata, text=text)
-            node.id_ = node_id
-            nodes.append(node)
+    for node_id, text, metadata in iter_records(get_collection(settings), ["documents", "metadatas"]):
+        node = metadata_dict_to_node(metadata, text=text)
+        node.id_ = node_id
+        nodes.append(node)
     nodes.sort(key=lambda n: n.id_)
     return nodes
 

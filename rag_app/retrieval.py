@@ -11,7 +11,7 @@ import logging
 import re
 from collections import defaultdict
 from dataclasses import dataclass
-from typing import Any, List, Mapping, Sequence
+from typing import Any, List, Sequence
 
 from llama_index.core.base.base_retriever import BaseRetriever
 from llama_index.core.schema import NodeWithScore, QueryBundle
@@ -165,8 +165,8 @@ class FieldedRetriever(BaseRetriever):
 
     Candidates are the QA pairs of the ``candidate_k`` nearest chunks, the ``candidate_k`` nearest questions and
     the topics the message names (:class:`rag_app.focus.FocusMatcher`); each is scored exactly from its stored
-    vectors (:class:`Candidate`, :class:`FusionWeights`). Without a question collection (an index built before
-    it existed), it falls back to chunk vectors plus topics and types read from the chunks.
+    vectors (:class:`Candidate`, :class:`FusionWeights`). Topics and types are read from the chunks' metadata.
+    Without a question collection (an index built before it existed), it uses chunk vectors alone.
 
     Args:
         chunks: The chunk collection (Chroma).
@@ -190,7 +190,9 @@ class FieldedRetriever(BaseRetriever):
         focus_min_score: float = 0.5,
         focus_limit: int = 100,
     ) -> None:
+        from corpus.medquad import SYNONYM_SEPARATOR
         from rag_app.focus import FocusMatcher
+        from rag_app.index import iter_records
 
         self.chunks = chunks
         self.questions = questions
@@ -201,28 +203,20 @@ class FieldedRetriever(BaseRetriever):
         self.exclude = frozenset(exclude)
         self.focus_min_score = focus_min_score
         self.focus_limit = focus_limit
-        # Chunk ids of each QA pair, so that scoring fetches candidates by id (primary key) rather than by a
-        # metadata filter; pairs indexed after this retriever was built fall back to the filter.
+        # One pass over the chunks' metadata (each chunk carries its QA pair's): the chunk ids of each pair, so
+        # that scoring fetches candidates by id (primary key) rather than by a metadata filter (pairs indexed
+        # after this retriever was built fall back to the filter), and each pair's topic, synonyms and type.
         self._chunk_ids: dict[str, list[str]] = defaultdict(list)
         self._doc_of_chunk: dict[str, str] = {}
-        for offset in range(0, chunks.count(), 5000):
-            got = chunks.get(include=["metadatas"], limit=5000, offset=offset)
-            for node_id, meta in zip(got["ids"], got["metadatas"]):
-                doc_id = (meta or {}).get("ref_doc_id") or node_id
-                self._chunk_ids[doc_id].append(node_id)
-                self._doc_of_chunk[node_id] = doc_id
-        source = questions if questions is not None else chunks
-        from corpus.medquad import SYNONYM_SEPARATOR
-
         foci: dict[str, str] = {}
         synonyms: dict[str, list[str]] = {}
         self.question_type: dict[str, str] = {}
-        total = source.count()
-        for offset in range(0, total, 5000):
-            got = source.get(include=["metadatas"], limit=5000, offset=offset)
-            for node_id, meta in zip(got["ids"], got["metadatas"]):
-                meta = meta or {}
-                doc_id = meta.get("ref_doc_id") or node_id
+        for node_id, meta in iter_records(chunks, ["metadatas"]):
+            meta = meta or {}
+            doc_id = meta.get("ref_doc_id") or node_id
+            self._chunk_ids[doc_id].append(node_id)
+            self._doc_of_chunk[node_id] = doc_id
+            if doc_id not in foci:
                 foci[doc_id] = str(meta.get("focus") or "")
                 synonyms[doc_id] = [n for n in str(meta.get("synonyms") or "").split(SYNONYM_SEPARATOR) if n.strip()]
                 self.question_type[doc_id] = str(meta.get("question_type") or "")
@@ -321,8 +315,8 @@ class FieldedRetriever(BaseRetriever):
 
     def _retrieve(self, query_bundle: QueryBundle) -> List[NodeWithScore]:
         found = self.candidates(query_bundle.query_str, query_bundle.embedding)
-        ranked = sorted(found, key=lambda c: (-c.score(self.weights), c.doc_id))[: self.top_k]
-        return [NodeWithScore(node=c.node(), score=c.score(self.weights)) for c in ranked]
+        scored = sorted(((c.score(self.weights), c) for c in found), key=lambda sc: (-sc[0], sc[1].doc_id))
+        return [NodeWithScore(node=c.node(), score=score) for score, c in scored[: self.top_k]]
 
 
 def dense_retriever(settings: Settings, embed_model: Any, similarity_top_k: int) -> BaseRetriever:
