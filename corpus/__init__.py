@@ -46,11 +46,11 @@ def load_source(source: str, report: LoadReport, show_progress: bool = False) ->
     )
 
 
-def load_corpus(sources: Iterable[str], report: LoadReport | None = None, show_progress: bool = False) -> tuple[list[Document], LoadReport]:
+def load_corpus(sources: str | Path | Iterable[str | Path], report: LoadReport | None = None, show_progress: bool = False) -> tuple[list[Document], LoadReport]:
     """Load and concatenate several sources.
 
     Args:
-        sources: Paths or dataset names (see :func:`load_source`).
+        sources: One path or dataset name, or several (see :func:`load_source`).
         report: Collects counts and problems; created when omitted.
         show_progress: Show progress bars while reading.
 
@@ -60,6 +60,8 @@ def load_corpus(sources: Iterable[str], report: LoadReport | None = None, show_p
     Raises:
         CorpusError: If no source is given or a source cannot be used.
     """
+    if isinstance(sources, (str, Path)):  # one source, not the characters of its name
+        sources = [sources]
     sources = [s for s in sources if str(s).strip()]
     if not sources:
         raise CorpusError("no corpus configured; run `python -m corpus.download medquad` or set MEDQA_CORPUS")

@@ -355,6 +355,14 @@ def _write_manifest(settings: Settings, stats: IndexStats, docstore: Any) -> Non
     tmp.replace(path)
 
 
+def index_version(settings: Settings) -> int | None:
+    """A value that changes whenever the index content changes: the manifest's modification time (ns), or None."""
+    try:
+        return (settings.storage_dir / "index_manifest.json").stat().st_mtime_ns
+    except OSError:
+        return None
+
+
 def index_status(settings: Settings) -> dict[str, Any]:
     """Documents, chunks, corpus and last build time of the index, or ``{"exists": False, ...}``."""
     try:

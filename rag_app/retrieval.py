@@ -11,7 +11,7 @@ import logging
 import re
 from collections import defaultdict
 from dataclasses import dataclass
-from typing import Any, List, Sequence
+from typing import Any, Callable, List, Sequence
 
 from llama_index.core.base.base_retriever import BaseRetriever
 from llama_index.core.schema import NodeWithScore, QueryBundle
@@ -120,16 +120,7 @@ class Candidate:
     overview: float  # 1 for an overview pair
     chunk_sentences: float = 0.0  # best cosine of its chunks with one sentence of the message (= chunk for one sentence)
     question_sentences: float = 0.0  # the same for its question vector
-    chunk_record: Any = None  # its best chunk (for the whole message): (id, text, Chroma metadata)
-
-    def node(self) -> Any:
-        """The best chunk as a LlamaIndex ``TextNode``."""
-        from llama_index.core.vector_stores.utils import metadata_dict_to_node
-
-        node_id, text, meta = self.chunk_record
-        node = metadata_dict_to_node(meta, text=text)
-        node.id_ = node_id
-        return node
+    chunk_id: str = ""  # its best chunk for the whole message (the one returned)
 
     def score(self, w: FusionWeights) -> float:
         chunk = (1 - w.sentences) * self.chunk + w.sentences * self.chunk_sentences
@@ -143,21 +134,102 @@ class Candidate:
         )
 
 
-#: Most sentences of a message embedded on their own (the rest still count through the whole message).
+#: Most sentences of a message embedded on their own when they need a pass each (see :func:`message_vectors`).
 MAX_SENTENCES = 8
 _SENTENCE_END = re.compile(r"(?<=[.?!])\s+|\n+")
 _WORD = re.compile(r"[A-Za-z]{2,}")
 
 
+def sentence_spans(text: str) -> list[tuple[int, int]]:
+    """Character spans ``(start, end)`` of the message's sentences with at least two words, in order.
+
+    A subject line ending in a full stop counts as one sentence.
+    """
+    spans = []
+    start = 0
+    for end, next_start in [(m.start(), m.end()) for m in _SENTENCE_END.finditer(text)] + [(len(text), len(text))]:
+        part = text[start:end]
+        if len(_WORD.findall(part)) >= 2:
+            lead = len(part) - len(part.lstrip())
+            spans.append((start + lead, start + len(part.rstrip())))
+        start = next_start
+    return spans
+
+
 def sentences(text: str, limit: int = MAX_SENTENCES) -> list[str]:
-    """The message's sentences with at least two words, at most ``limit`` (a subject line counts as one).
+    """The message's sentences with at least two words, at most ``limit`` (see :func:`sentence_spans`).
 
     Example:
         >>> sentences("lupus. Hi, I want to know about Lupus and its treatment. Best, [NAME]")
         ['Hi, I want to know about Lupus and its treatment.', 'Best, [NAME]']
     """
-    parts = [p.strip() for p in _SENTENCE_END.split(text)]
-    return [p for p in parts if len(_WORD.findall(p)) >= 2][:limit]
+    return [text[a:b] for a, b in sentence_spans(text)][:limit]
+
+
+def _mean_pooled_model(embed_model: Any) -> Any:
+    """The ``SentenceTransformer`` behind ``embed_model`` when it mean-pools its token embeddings, else None."""
+    model = getattr(embed_model, "_model", None)
+    if model is None or not hasattr(model, "tokenizer") or not hasattr(model, "forward"):
+        return None
+    modes = [getattr(module, "pooling_mode", None) for module in model]
+    return model if "mean" in modes and all(m in (None, "mean") for m in modes) else None
+
+
+def message_vectors(embed_model: Any, text: str, split: bool = True) -> Any:
+    """Query vectors of a message: row 0 the whole message, then one row per sentence when it has several.
+
+    With a mean-pooled sentence-transformers model (the default all-MiniLM-L6-v2), all rows come from one forward
+    pass: row 0 is the model's own embedding of the message, and each sentence's vector is the mean of its tokens'
+    contextual embeddings ("late chunking"), so a long message costs one pass, not two. Other models embed up to
+    :data:`MAX_SENTENCES` sentences in a second, batched pass.
+
+    Args:
+        embed_model: The LlamaIndex embedding model that built the index.
+        text: The message.
+        split: Whether to add sentence rows.
+
+    Returns:
+        A float32 array of shape ``(1 + sentences, dim)``, rows L2-normalised as the model normalises them.
+    """
+    import numpy as np
+
+    spans = sentence_spans(text) if split else []
+    model = _mean_pooled_model(embed_model)
+    if model is None:
+        whole = embed_model.get_query_embedding(text)
+        parts = _embed_queries(embed_model, [text[a:b] for a, b in spans][:MAX_SENTENCES]) if len(spans) > 1 else []
+        return np.asarray([whole, *parts], dtype=np.float32)
+
+    import torch
+
+    prompt = (getattr(model, "prompts", None) or {}).get("query") or ""
+    encoded = model.tokenizer(
+        prompt + text, return_offsets_mapping=True, truncation=True, max_length=model.max_seq_length, return_tensors="pt"
+    )
+    offsets = encoded.pop("offset_mapping")[0] - len(prompt)
+    with torch.inference_mode():
+        out = model.forward({key: value.to(model.device) for key, value in encoded.items()})
+    whole = out["sentence_embedding"][0].float().cpu()
+    rows = [torch.nn.functional.normalize(whole, dim=0) if getattr(embed_model, "normalize", True) else whole]
+    if len(spans) > 1:
+        tokens = out["token_embeddings"][0].float().cpu()
+        real = offsets[:, 1] > offsets[:, 0]  # not [CLS], [SEP] or the prompt's special tokens
+        for start, end in spans:
+            inside = real & (offsets[:, 0] >= start) & (offsets[:, 1] <= end)
+            if inside.any():  # a sentence past the model's length limit has no tokens
+                rows.append(torch.nn.functional.normalize(tokens[inside].mean(0), dim=0))
+    return torch.stack(rows).numpy()
+
+
+def _embed_queries(embed_model: Any, texts: list[str]) -> list[list[float]]:
+    # One batched forward pass (HuggingFaceEmbedding._embed with the query prompt); else one call per text.
+    embed = getattr(embed_model, "_embed", None)
+    if callable(embed):
+        try:
+            return [list(v) for v in embed(texts, prompt_name="query")]
+        except TypeError:
+            pass
+    return [embed_model.get_query_embedding(t) for t in texts]
 
 
 class FieldedRetriever(BaseRetriever):
@@ -168,6 +240,11 @@ class FieldedRetriever(BaseRetriever):
     vectors (:class:`Candidate`, :class:`FusionWeights`). Topics and types are read from the chunks' metadata.
     Without a question collection (an index built before it existed), it uses chunk vectors alone.
 
+    Chroma finds the nearest neighbours and holds the texts. The vectors, topics and types needed to score a
+    few hundred candidates are read once into memory (about 55 MB for all of MedQuAD), because fetching them
+    per query would cost more than the search itself. That copy is read again when ``version()`` changes (the
+    index manifest is rewritten whenever the content changes) or when a returned chunk has gone from the index.
+
     Args:
         chunks: The chunk collection (Chroma).
         questions: The question collection, or None.
@@ -176,6 +253,9 @@ class FieldedRetriever(BaseRetriever):
         top_k: QA pairs returned.
         candidate_k: Nearest chunks and nearest questions fetched.
         exclude: Source document ids never returned.
+        focus_min_score: Least :class:`FocusMatcher` score for a named topic to add candidates.
+        focus_limit: Most QA pairs a named topic adds.
+        version: Returns a value that changes when the index content changes (default: never re-read).
     """
 
     def __init__(
@@ -189,11 +269,8 @@ class FieldedRetriever(BaseRetriever):
         exclude: frozenset[str] = frozenset(),
         focus_min_score: float = 0.5,
         focus_limit: int = 100,
+        version: Callable[[], Any] | None = None,
     ) -> None:
-        from corpus.medquad import SYNONYM_SEPARATOR
-        from rag_app.focus import FocusMatcher
-        from rag_app.index import iter_records
-
         self.chunks = chunks
         self.questions = questions
         self.embed_model = embed_model
@@ -203,25 +280,47 @@ class FieldedRetriever(BaseRetriever):
         self.exclude = frozenset(exclude)
         self.focus_min_score = focus_min_score
         self.focus_limit = focus_limit
-        # One pass over the chunks' metadata (each chunk carries its QA pair's): the chunk ids of each pair, so
-        # that scoring fetches candidates by id (primary key) rather than by a metadata filter (pairs indexed
-        # after this retriever was built fall back to the filter), and each pair's topic, synonyms and type.
+        self._version = version or (lambda: None)
+        self.reload()
+        super().__init__()
+
+    def reload(self) -> None:
+        """Read the chunks' and questions' vectors and the pairs' topics and types from the index."""
+        import numpy as np
+
+        from corpus.medquad import SYNONYM_SEPARATOR
+        from rag_app.focus import FocusMatcher
+        from rag_app.index import iter_records
+
+        self._loaded_version = self._version()
         self._chunk_ids: dict[str, list[str]] = defaultdict(list)
         self._doc_of_chunk: dict[str, str] = {}
+        self._chunk_row: dict[str, int] = {}
+        vectors = []
         foci: dict[str, str] = {}
         synonyms: dict[str, list[str]] = {}
         self.question_type: dict[str, str] = {}
-        for node_id, meta in iter_records(chunks, ["metadatas"]):
+        # Each chunk carries its QA pair's metadata, so one pass gives every pair's topic, synonyms and type.
+        for node_id, meta, vector in iter_records(self.chunks, ["metadatas", "embeddings"]):
             meta = meta or {}
             doc_id = meta.get("ref_doc_id") or node_id
             self._chunk_ids[doc_id].append(node_id)
             self._doc_of_chunk[node_id] = doc_id
+            self._chunk_row[node_id] = len(vectors)
+            vectors.append(vector)
             if doc_id not in foci:
                 foci[doc_id] = str(meta.get("focus") or "")
                 synonyms[doc_id] = [n for n in str(meta.get("synonyms") or "").split(SYNONYM_SEPARATOR) if n.strip()]
                 self.question_type[doc_id] = str(meta.get("question_type") or "")
+        self._chunk_vectors = np.asarray(vectors, dtype=np.float32) if vectors else np.zeros((0, 0), np.float32)
+        self._question_row: dict[str, int] = {}
+        vectors = []
+        if self.questions is not None:
+            for doc_id, vector in iter_records(self.questions, ["embeddings"]):
+                self._question_row[doc_id] = len(vectors)
+                vectors.append(vector)
+        self._question_vectors = np.asarray(vectors, dtype=np.float32) if vectors else np.zeros((0, 0), np.float32)
         self.matcher = FocusMatcher(foci, synonyms)
-        super().__init__()
 
     # ---- evidence ------------------------------------------------------------------
     def candidates(self, query: str, embedding: Sequence[float] | None = None) -> list[Candidate]:
@@ -230,23 +329,23 @@ class FieldedRetriever(BaseRetriever):
 
         from rag_app.focus import OVERVIEW_TYPE, question_types
 
-        parts = sentences(query)
-        if embedding is None:
-            embedding = self.embed_model.get_query_embedding(query)
-        # The sentences in a batch of their own: batched with the whole message, each would be padded to its length.
-        vectors = [embedding, *(self._embed_queries(parts) if len(parts) > 1 and self.weights.sentences > 0 else [])]
-        q = np.asarray(vectors[0], dtype=np.float32)
-        # columns: the whole message, then each sentence when there are several
-        Q = np.asarray(vectors, dtype=np.float32).T
+        if self._version() != self._loaded_version:
+            logger.info("the index changed; re-reading its vectors and topics")
+            self.reload()
+        vectors = message_vectors(self.embed_model, query, split=self.weights.sentences > 0)
+        if embedding is not None:
+            vectors[0] = np.asarray(embedding, dtype=np.float32)
+        q = vectors[0].tolist()
+        Q = vectors.T  # columns: the whole message, then each sentence when there are several
         doc_ids: dict[str, None] = {}
-        near = self.chunks.query(query_embeddings=[q.tolist()], n_results=self.candidate_k, include=[])["ids"][0]
-        new_chunks = [c for c in near if c not in self._doc_of_chunk]  # indexed after this retriever was built
-        if new_chunks:
+        near = self.chunks.query(query_embeddings=[q], n_results=self.candidate_k, include=[])["ids"][0]
+        new_chunks = [c for c in near if c not in self._doc_of_chunk]
+        if new_chunks:  # indexed after the last read: score it (and its pair) from Chroma
             for node_id, meta in zip(new_chunks, self.chunks.get(ids=new_chunks, include=["metadatas"])["metadatas"]):
                 self._doc_of_chunk[node_id] = (meta or {}).get("ref_doc_id") or node_id
         doc_ids.update(dict.fromkeys(self._doc_of_chunk[c] for c in near))
         if self.questions is not None:
-            near_q = self.questions.query(query_embeddings=[q.tolist()], n_results=self.candidate_k, include=[])
+            near_q = self.questions.query(query_embeddings=[q], n_results=self.candidate_k, include=[])
             doc_ids.update(dict.fromkeys(near_q["ids"][0]))
         focus = self.matcher.doc_scores(query, self.focus_min_score, self.focus_limit)
         doc_ids.update(dict.fromkeys(focus))
@@ -254,38 +353,44 @@ class FieldedRetriever(BaseRetriever):
         if not wanted:
             return []
 
-        include = ["embeddings", "documents", "metadatas"]
-        known = [cid for d in wanted for cid in self._chunk_ids.get(d, ())]
-        got = self.chunks.get(ids=known, include=include) if known else {"ids": [], "embeddings": [], "documents": [], "metadatas": []}
+        chunk_ids = [cid for d in wanted for cid in self._chunk_ids.get(d, ())]
+        sims = self._chunk_vectors[[self._chunk_row[c] for c in chunk_ids]] @ Q if chunk_ids else np.zeros((0, Q.shape[1]))
         unknown = [d for d in wanted if d not in self._chunk_ids]
         if unknown:
-            more = self.chunks.get(where={"ref_doc_id": {"$in": unknown}}, include=include)
-            got = {key: list(got[key]) + list(more[key]) for key in ("ids", "embeddings", "documents", "metadatas")}
-        best: dict[str, tuple[float, Any]] = {}
+            more = self.chunks.get(where={"ref_doc_id": {"$in": unknown}}, include=["embeddings", "metadatas"])
+            for node_id, meta in zip(more["ids"], more["metadatas"]):
+                self._doc_of_chunk[node_id] = (meta or {}).get("ref_doc_id") or node_id
+            if len(more["ids"]):
+                chunk_ids += list(more["ids"])
+                sims = np.concatenate([sims, np.asarray(more["embeddings"], dtype=np.float32) @ Q])
+        best: dict[str, tuple[float, str]] = {}
         best_part: dict[str, float] = {}
-        if len(got["ids"]):
-            sims = np.asarray(got["embeddings"], dtype=np.float32) @ Q
-            for node_id, text, meta, row in zip(got["ids"], got["documents"], got["metadatas"], sims):
-                doc_id = (meta or {}).get("ref_doc_id") or node_id
-                sim, part = float(row[0]), float(row[1:].max()) if len(row) > 1 else float(row[0])
-                best_part[doc_id] = max(best_part.get(doc_id, -1.0), part)
-                if doc_id not in best or sim > best[doc_id][0]:
-                    best[doc_id] = (sim, (node_id, text, meta))
+        for node_id, row in zip(chunk_ids, sims):
+            doc_id = self._doc_of_chunk[node_id]
+            sim, part = float(row[0]), float(row[1:].max()) if len(row) > 1 else float(row[0])
+            best_part[doc_id] = max(best_part.get(doc_id, -1.0), part)
+            if doc_id not in best or sim > best[doc_id][0]:
+                best[doc_id] = (sim, node_id)
         question_sim: dict[str, tuple[float, float]] = {}
         if self.questions is not None:
-            got_q = self.questions.get(ids=wanted, include=["embeddings"])
-            if len(got_q["ids"]):
-                sims = np.asarray(got_q["embeddings"], dtype=np.float32) @ Q
-                question_sim = {
-                    doc_id: (float(row[0]), float(row[1:].max()) if len(row) > 1 else float(row[0]))
-                    for doc_id, row in zip(got_q["ids"], sims)
-                }
+            have = [d for d in wanted if d in self._question_row]
+            rows = self._question_vectors[[self._question_row[d] for d in have]] @ Q if have else np.zeros((0, Q.shape[1]))
+            missing = [d for d in wanted if d not in self._question_row]
+            if missing:
+                got = self.questions.get(ids=missing, include=["embeddings"])
+                if len(got["ids"]):
+                    have += list(got["ids"])
+                    rows = np.concatenate([rows, np.asarray(got["embeddings"], dtype=np.float32) @ Q])
+            question_sim = {
+                doc_id: (float(row[0]), float(row[1:].max()) if len(row) > 1 else float(row[0]))
+                for doc_id, row in zip(have, rows)
+            }
         asked = question_types(query)
         out = []
         for doc_id in wanted:
             if doc_id not in best:  # a question without chunks (index mid-update): nothing to show
                 continue
-            chunk_sim, record = best[doc_id]
+            chunk_sim, chunk_id = best[doc_id]
             q_sim, q_part = question_sim.get(doc_id, (chunk_sim, best_part[doc_id]))
             qtype = self.question_type.get(doc_id, "")
             out.append(
@@ -298,25 +403,38 @@ class FieldedRetriever(BaseRetriever):
                     overview=1.0 if qtype == OVERVIEW_TYPE else 0.0,
                     chunk_sentences=best_part[doc_id],
                     question_sentences=q_part,
-                    chunk_record=record,
+                    chunk_id=chunk_id,
                 )
             )
         return out
 
-    def _embed_queries(self, texts: list[str]) -> list[list[float]]:
-        # One batched forward pass (HuggingFaceEmbedding._embed with the query prompt); else one call per text.
-        embed = getattr(self.embed_model, "_embed", None)
-        if callable(embed):
-            try:
-                return [list(v) for v in embed(texts, prompt_name="query")]
-            except TypeError:
-                pass
-        return [self.embed_model.get_query_embedding(t) for t in texts]
+    def _nodes(self, chunk_ids: list[str]) -> dict[str, Any]:
+        """LlamaIndex ``TextNode``s of the given chunks that are still in the index, by id (one get)."""
+        from llama_index.core.vector_stores.utils import metadata_dict_to_node
+
+        if not chunk_ids:
+            return {}
+        got = self.chunks.get(ids=chunk_ids, include=["documents", "metadatas"])
+        nodes = {}
+        for node_id, text, meta in zip(got["ids"], got["documents"], got["metadatas"]):
+            node = metadata_dict_to_node(meta or {}, text=text)
+            node.id_ = node_id
+            nodes[node_id] = node
+        return nodes
+
+    def _rank(self, query_bundle: QueryBundle) -> list[tuple[float, Candidate]]:
+        found = self.candidates(query_bundle.query_str, query_bundle.embedding)
+        return sorted(((c.score(self.weights), c) for c in found), key=lambda sc: (-sc[0], sc[1].doc_id))[: self.top_k]
 
     def _retrieve(self, query_bundle: QueryBundle) -> List[NodeWithScore]:
-        found = self.candidates(query_bundle.query_str, query_bundle.embedding)
-        scored = sorted(((c.score(self.weights), c) for c in found), key=lambda sc: (-sc[0], sc[1].doc_id))
-        return [NodeWithScore(node=c.node(), score=score) for score, c in scored[: self.top_k]]
+        ranked = self._rank(query_bundle)
+        nodes = self._nodes([c.chunk_id for _, c in ranked])
+        if len(nodes) < len(ranked):  # a chunk was replaced or deleted since the last read: read again, rank again
+            logger.info("the index changed; re-reading its vectors and topics")
+            self.reload()
+            ranked = self._rank(query_bundle)
+            nodes = self._nodes([c.chunk_id for _, c in ranked])
+        return [NodeWithScore(node=nodes[c.chunk_id], score=score) for score, c in ranked if c.chunk_id in nodes]
 
 
 def dense_retriever(settings: Settings, embed_model: Any, similarity_top_k: int) -> BaseRetriever:
@@ -359,7 +477,7 @@ def build_retriever(
     Raises:
         IndexMissingError: If the index does not exist.
     """
-    from rag_app.index import IndexMissingError, get_collection, load_nodes, questions_collection_name
+    from rag_app.index import IndexMissingError, get_collection, index_version, load_nodes, questions_collection_name
     from rag_app.models import load_embed_model
 
     chunks = get_collection(settings)  # fail early, with the fix, when there is no index
@@ -380,6 +498,7 @@ def build_retriever(
             top_k=settings.top_k,
             candidate_k=settings.candidate_k,
             exclude=exclude,
+            version=lambda: index_version(settings),
         )
     dense = sparse = None
     if settings.retrieval_mode in {"hybrid", "dense"}:

@@ -31,6 +31,8 @@ def test_ids_are_stable_between_loads(medquad_dir: Path) -> None:
     second, _ = load_corpus([str(medquad_dir)])
     assert [d.id_ for d in first] == [d.id_ for d in second]
     assert [d.hash for d in first] == [d.hash for d in second]
+    # one source given as a plain string or path is that source, not a list of one-character paths
+    assert [d.id_ for d in load_corpus(str(medquad_dir))[0]] == [d.id_ for d in load_corpus(medquad_dir)[0]] == [d.id_ for d in first]
 
 
 def _load_one_file(tmp_path: Path, collection: str, xml: str):

@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 import math
 import os
+import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -398,9 +400,21 @@ def test_accelerate_launch_two_processes(workspace):
     # accelerate 1.15 runs `launch --cpu --num_processes 2` as ONE process (its simple launcher); `--multi_gpu`
     # uses the torchrun launcher, which on a machine without visible GPUs starts 2 gloo CPU processes.
     env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false", "CUDA_VISIBLE_DEVICES": ""}
+    with socket.socket() as sock:  # a free rendezvous port: a busy default one (29500) would stall the launch
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-           "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "finetune.train", *argv]  # fmt: skip
-    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=400)
+           "--main_process_port", str(port), "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "finetune.train",
+           *argv]  # fmt: skip
+    # Its own process group, so that a timeout stops both ranks and not only the launcher.
+    with subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True) as launched:
+        try:
+            stdout, stderr = launched.communicate(timeout=400)
+        except subprocess.TimeoutExpired:
+            os.killpg(launched.pid, signal.SIGKILL)
+            stdout, stderr = launched.communicate()
+            pytest.fail(f"two-process training did not finish in 400 s:\n{stderr[-4000:]}")
+    proc = subprocess.CompletedProcess(cmd, launched.returncode, stdout, stderr)
     assert proc.returncode == 0, proc.stderr[-4000:]
     summary = json.loads((out / "medqa_run.json").read_text())
     assert summary["world_size"] == 2 and summary["global_step"] == 2

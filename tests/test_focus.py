@@ -67,3 +67,35 @@ def test_a_long_message_is_split_into_its_sentences() -> None:
     assert sentences(message) == ["Hello, my name is [NAME].", "I have diabetes!!", "what can i do?"]
     assert sentences("glaucoma") == []  # one word: the whole message is the only query
     assert len(sentences(". ".join(f"sentence number {i}" for i in range(20)))) == 8
+
+
+def test_one_pass_gives_the_message_and_each_sentence_a_vector(embed_model) -> None:
+    """Row 0 is the model's own embedding of the message; each sentence row leans towards that sentence's topic."""
+    import numpy as np
+
+    from rag_app.retrieval import message_vectors
+
+    message = "Hello doctor. My knee swells and hurts after running. I also worry about my blood sugar and diabetes."
+    vectors = message_vectors(embed_model, message)
+    assert vectors.shape == (4, 384)
+    assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+    assert np.allclose(vectors[0], embed_model.get_query_embedding(message), atol=1e-5)
+    knee, sugar = (np.asarray(embed_model.get_query_embedding(t)) for t in ("knee pain", "diabetes"))
+    assert vectors[2] @ knee > vectors[2] @ sugar and vectors[3] @ sugar > vectors[3] @ knee
+    assert message_vectors(embed_model, message, split=False).shape == (1, 384)
+    assert message_vectors(embed_model, "glaucoma treatment").shape == (1, 384)  # one sentence: no extra row
+
+
+def test_models_without_mean_pooling_embed_each_sentence(embed_model) -> None:
+    import numpy as np
+
+    from rag_app.retrieval import message_vectors
+
+    class Plain:  # any LlamaIndex embedding model: no sentence-transformers model behind it
+        def get_query_embedding(self, text: str) -> list[float]:
+            return embed_model.get_query_embedding(text)
+
+    message = "Hello doctor. My knee swells and hurts after running."
+    vectors = message_vectors(Plain(), message)
+    assert vectors.shape == (3, 384)
+    assert np.allclose(vectors[2], embed_model.get_query_embedding("My knee swells and hurts after running."), atol=1e-5)

@@ -174,3 +174,25 @@ def test_fielded_retrieval_works_on_an_index_without_question_vectors(settings, 
         retriever = build_retriever(settings, embed_model=embed_model)
     assert "python -m rag_app.index" in caplog.text
     assert retriever.retrieve("What are the treatments for gout?")[0].node.metadata["focus"] == "Gout"
+
+
+def test_fielded_retriever_reads_the_index_again_when_it_changes(settings, embed_model, medquad_dir: Path) -> None:
+    """A long-lived retriever (the chat keeps one) serves replaced and new answers, never a deleted chunk."""
+    build_index(settings, embed_model=embed_model, show_progress=False)
+    retriever = build_retriever(settings.model_copy(update={"top_k": 2}), embed_model=embed_model)
+    assert "zyloprimix" not in retriever.retrieve("What are the treatments for gout?")[0].node.get_content()
+
+    gout = medquad_dir / "1_TestA_QA" / "0000002.xml"
+    gout.write_text(gout.read_text().replace("colchicine", "colchicine and a new drug called zyloprimix"))
+    build_index(settings, embed_model=embed_model, show_progress=False)
+    top = retriever.retrieve("What are the treatments for gout?")[0].node
+    assert top.metadata["focus"] == "Gout" and "zyloprimix" in top.get_content()
+
+    # Without a version stamp (say, the manifest could not be written), a chunk gone from the index still
+    # triggers a re-read instead of a missing or empty source.
+    retriever._version = lambda: None
+    retriever._loaded_version = None
+    gout.write_text(gout.read_text().replace("zyloprimix", "zyloprimax"))
+    build_index(settings, embed_model=embed_model, show_progress=False)
+    top = retriever.retrieve("What are the treatments for gout?")[0].node
+    assert "zyloprimax" in top.get_content() and "zyloprimix" not in top.get_content()
