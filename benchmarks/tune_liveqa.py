@@ -5,7 +5,8 @@
 
 Each question's candidates and their evidence (:meth:`rag_app.retrieval.FieldedRetriever.candidates`: best-chunk
 cosine, question cosine, topic match, question type, overview) are computed once over the index named by the
-environment; every weight combination of the grid then re-ranks them. With 67 tune questions the single best
+environment. The source prior (:func:`source_log_odds`: how much more often than average a candidate from each
+MedQuAD collection is relevant) is estimated over the tune half's candidates. Every weight combination of the grid then re-ranks them. With 67 tune questions the single best
 grid point overfits, so the choice is the point whose tune-half MRR@10 *averaged with its grid neighbours* (one
 step along each axis) is best. It is printed with its report-half figures, beside the current settings
 (``MEDQA_*``) and the ideas switched on one at a time, so the note can say what each adds. The report half is
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
+from dataclasses import replace
 import os
 import sys
 from pathlib import Path
@@ -33,7 +35,38 @@ GRID = {
     "type": (0.0, 0.02, 0.05, 0.1),
     "overview": (0.0, 0.02, 0.05, 0.1),
     "sentences": (0.0, 0.3, 0.5),
+    "source": (0.0, 0.02, 0.04, 0.06, 0.08, 0.1),
 }
+
+
+def source_log_odds(
+    ranked: dict[str, list[str]], labels: dict[str, set[str]], source_of: dict[str, str], alpha: float = 1.0
+) -> dict[str, float]:
+    """Log-odds, per source collection, that a candidate is relevant, against the average candidate.
+
+    ``log((relevant_s + alpha) / (candidates_s + alpha / p)) - log(p)`` with ``p`` the share of relevant candidates
+    overall: add-``alpha`` smoothing pulls a source seen rarely towards 0 (no preference).
+
+    Args:
+        ranked: The candidates (doc ids) of each question.
+        labels: The relevant doc ids of each question.
+        source_of: The source collection of each doc id.
+        alpha: Smoothing (pseudo-counts of relevant candidates).
+    """
+    import math
+    from collections import Counter
+
+    relevant: Counter[str] = Counter()
+    seen: Counter[str] = Counter()
+    for qid, ids in ranked.items():
+        for doc_id in ids:
+            seen[source_of.get(doc_id, "")] += 1
+            relevant[source_of.get(doc_id, "")] += doc_id in labels.get(qid, ())
+    total_relevant, total = sum(relevant.values()), sum(seen.values())
+    if not total_relevant:
+        return {}
+    p = total_relevant / total
+    return {s: round(math.log((relevant[s] + alpha) / (seen[s] + alpha / p)) - math.log(p), 2) for s in sorted(seen) if s}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -62,6 +95,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     retriever = build_retriever(settings)
     evidence = {qid: retriever.candidates(query) for qid, query in tqdm(sorted(queries.items()), desc="candidates", unit="q")}
 
+    # The source prior, estimated here on the tune half over all candidates, so that it depends on neither the
+    # weights nor the settings' table (the script never reads its own earlier output).
+    prior = source_log_odds({q: [c.doc_id for c in evidence[q]] for q in groups["tune"]}, labels, retriever.source_of)
+    for found in evidence.values():
+        for c in found:
+            c.source = prior.get(retriever.source_of.get(c.doc_id, ""), 0.0)
+
     def figures(w: FusionWeights, group: str) -> dict[str, float]:
         rankings = {
             qid: [c.doc_id for c in sorted(found, key=lambda c: (-c.score(w), c.doc_id))[:K]] for qid, found in evidence.items()
@@ -82,27 +122,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     best_single = weights_of(max(points, key=lambda p: (round(tune[p], 9), -sum(p))))
     grid = points
     rows = [
-        ("dense: best chunk only", FusionWeights(0.0, 0.0, 0.0, 0.0, 0.0)),
-        ("+ question vectors", FusionWeights(current.question, 0.0, 0.0, 0.0, 0.0)),
-        ("+ topic (focus) match", FusionWeights(current.question, current.focus, 0.0, 0.0, 0.0)),
-        ("+ question type cues", FusionWeights(current.question, current.focus, current.type, 0.0, 0.0)),
-        ("+ overview prior", FusionWeights(current.question, current.focus, current.type, current.overview, 0.0)),
-        ("+ sentences = current settings", current),
+        ("dense: best chunk only", FusionWeights(0.0, 0.0, 0.0, 0.0, 0.0, 0.0)),
+        ("+ question vectors", FusionWeights(current.question, 0.0, 0.0, 0.0, 0.0, 0.0)),
+        ("+ topic (focus) match", FusionWeights(current.question, current.focus, 0.0, 0.0, 0.0, 0.0)),
+        ("+ question type cues", FusionWeights(current.question, current.focus, current.type, 0.0, 0.0, 0.0)),
+        ("+ overview prior", FusionWeights(current.question, current.focus, current.type, current.overview, 0.0, 0.0)),
+        ("+ sentences", replace(current, source=0.0)),
+        ("+ source prior = current settings", current),
         ("best on tune, neighbour-averaged", best),
         ("best single grid point on tune", best_single),
     ]
     print(f"\nindex {settings.storage_dir}/{settings.collection}, embed {settings.embed_model}, candidate_k {settings.candidate_k}; "
           f"tune n={len(groups['tune'])}, report n={len(groups['report'])}; grid of {len(grid)}")
-    print(f"| {'fusion':<36} | {'question':>8} | {'focus':>5} | {'type':>4} | {'overview':>8} | {'sentences':>9} | {'tune MRR@10':>11} | {'report MRR@10':>13} | {'all MRR@10':>10} | {'all R@10':>8} |")
-    print(f"|{'-' * 38}|{'-' * 10}|{'-' * 7}|{'-' * 6}|{'-' * 10}|{'-' * 11}|{'-' * 13}|{'-' * 15}|{'-' * 12}|{'-' * 10}|")
+    print(f"| {'fusion':<36} | {'question':>8} | {'focus':>5} | {'type':>4} | {'overview':>8} | {'sentences':>9} | {'source':>6} | {'tune MRR@10':>11} | {'report MRR@10':>13} | {'all MRR@10':>10} | {'all R@10':>8} |")
+    print(f"|{'-' * 38}|{'-' * 10}|{'-' * 7}|{'-' * 6}|{'-' * 10}|{'-' * 11}|{'-' * 8}|{'-' * 13}|{'-' * 15}|{'-' * 12}|{'-' * 10}|")
     for name, w in rows:
         t, r, a = (figures(w, g) for g in ("tune", "report", "all"))
-        print(f"| {name:<36} | {w.question:>8.2f} | {w.focus:>5.2f} | {w.type:>4.2f} | {w.overview:>8.2f} | {w.sentences:>9.2f} | "
+        print(f"| {name:<36} | {w.question:>8.2f} | {w.focus:>5.2f} | {w.type:>4.2f} | {w.overview:>8.2f} | {w.sentences:>9.2f} | {w.source:>6.2f} | "
               f"{t[f'mrr@{K}']:>11.3f} | {r[f'mrr@{K}']:>13.3f} | {a[f'mrr@{K}']:>10.3f} | {a[f'recall@{K}']:>8.3f} |")
     print("\nthe five best on tune, neighbour-averaged:")
     for p in sorted(points, key=lambda p: -smoothed(p))[:5]:
         w = weights_of(p)
         print(f"  tune {tune[p]:.3f} (neighbours {smoothed(p):.3f})  report {figures(w, 'report')[f'mrr@{K}']:.3f}  {w}")
+    print(f"\nsource prior (log-odds over the tune half's candidates; rag_app.config.MEDQUAD_SOURCE_PRIOR):\n{prior}")
     return 0
 
 

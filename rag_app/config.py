@@ -28,6 +28,20 @@ from pydantic_settings import (
 DEFAULT_LLM = "Qwen/Qwen2.5-0.5B-Instruct"
 DEFAULT_EMBED_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 BUNDLED_LLM = "bundled:smollm2-135m-instruct"
+#: Log-odds that a candidate from each MedQuAD collection is relevant to a real patient message, against the
+#: average candidate: estimated over the LiveQA tune half's candidates by ``benchmarks/tune_liveqa.py`` (which
+#: prints this table). NIH answers to patients drew on MedlinePlus, NIHSeniorHealth and NINDS more than on GARD.
+MEDQUAD_SOURCE_PRIOR: dict[str, float] = {
+    "1_CancerGov_QA": -0.84,
+    "2_GARD_QA": -1.62,
+    "3_GHR_QA": -0.24,
+    "4_MPlus_Health_Topics_QA": 0.62,
+    "5_NIDDK_QA": -1.12,
+    "6_NINDS_QA": 0.62,
+    "7_SeniorHealth_QA": 1.0,
+    "8_NHLBI_QA_XML": -0.37,
+    "9_CDC_QA": -0.27,
+}
 
 
 class Settings(BaseSettings):
@@ -81,12 +95,18 @@ class Settings(BaseSettings):
         "fielded",
         description="'fielded' (chunk + question vectors, topic and question-type match), 'hybrid' (dense + BM25, RRF), 'dense' or 'bm25'.",
     )
-    question_weight: float = Field(0.3, ge=0.0, le=1.0, description="fielded: share of the question-only cosine in the dense score.")
+    question_weight: float = Field(0.4, ge=0.0, le=1.0, description="fielded: share of the question-only cosine in the dense score.")
     focus_weight: float = Field(0.15, ge=0.0, description="fielded: weight of the topic (focus) named in the message.")
     type_weight: float = Field(0.1, ge=0.0, description="fielded: bonus of a QA pair whose question type the message asks for.")
     overview_weight: float = Field(0.1, ge=0.0, description="fielded: bonus of overview ('information') QA pairs.")
     sentence_weight: float = Field(
-        0.3, ge=0.0, le=1.0, description="fielded: share of the best single-sentence cosine (long messages) in each cosine."
+        0.5, ge=0.0, le=1.0, description="fielded: share of the best single-sentence cosine (long messages) in each cosine."
+    )
+    source_weight: float = Field(0.06, ge=0.0, description="fielded: weight of the source prior (source_prior).")
+    source_prior: dict[str, float] = Field(
+        default_factory=lambda: dict(MEDQUAD_SOURCE_PRIOR),
+        description="fielded: log-odds that a candidate from each source collection answers a real patient message "
+        "(JSON object; collections not named count 0).",
     )
 
     max_new_tokens: int = Field(256, ge=1)

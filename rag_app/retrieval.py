@@ -1,17 +1,17 @@
 """Retrieval over the Chroma index, one chunk per QA pair.
 
 ``fielded`` (the default) fuses, per QA pair, the dense similarity of its best chunk, of its question alone, the
-topic named in the message and the question type asked for (:class:`FieldedRetriever`). ``hybrid`` fuses dense
-and BM25 by reciprocal rank; ``dense`` and ``bm25`` use one of them.
+topic named in the message, the question type asked for and a prior for its source (:class:`FieldedRetriever`).
+``hybrid`` fuses dense and BM25 by reciprocal rank; ``dense`` and ``bm25`` use one of them.
 """
 
 from __future__ import annotations
 
 import logging
 import re
-from collections import defaultdict
-from dataclasses import dataclass
-from typing import Any, Callable, List, Sequence
+import threading
+from dataclasses import dataclass, field
+from typing import Any, Callable, List, Mapping, Sequence
 
 from llama_index.core.base.base_retriever import BaseRetriever
 from llama_index.core.schema import NodeWithScore, QueryBundle
@@ -90,21 +90,28 @@ class FusionWeights:
     """Weights of :class:`FieldedRetriever`'s score (chosen on the LiveQA tune half; see ``benchmarks/tune_liveqa.py``).
 
     score = (1 - question) * chunk + question * question-only + focus * topic match
-    + type * [its question type was asked for] + overview * [it is an overview ("information") pair],
+    + type * [its question type was asked for] + overview * [it is an overview ("information") pair]
+    + source * [the log-odds that a pair from its source collection answers a real message (``source_prior``)],
     where chunk and question-only are cosines, each ``(1 - sentences) * cos(whole message)
     + sentences * max over the message's sentences of cos(sentence)``.
     """
 
-    question: float = 0.3
+    question: float = 0.4
     focus: float = 0.15
     type: float = 0.1
     overview: float = 0.1
-    sentences: float = 0.3
+    sentences: float = 0.5
+    source: float = 0.06
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "FusionWeights":
         return cls(
-            settings.question_weight, settings.focus_weight, settings.type_weight, settings.overview_weight, settings.sentence_weight
+            settings.question_weight,
+            settings.focus_weight,
+            settings.type_weight,
+            settings.overview_weight,
+            settings.sentence_weight,
+            settings.source_weight,
         )
 
 
@@ -121,6 +128,7 @@ class Candidate:
     chunk_sentences: float = 0.0  # best cosine of its chunks with one sentence of the message (= chunk for one sentence)
     question_sentences: float = 0.0  # the same for its question vector
     chunk_id: str = ""  # its best chunk for the whole message (the one returned)
+    source: float = 0.0  # the prior log-odds of its source collection
 
     def score(self, w: FusionWeights) -> float:
         chunk = (1 - w.sentences) * self.chunk + w.sentences * self.chunk_sentences
@@ -131,6 +139,7 @@ class Candidate:
             + w.focus * self.focus
             + w.type * self.type
             + w.overview * self.overview
+            + w.source * self.source
         )
 
 
@@ -232,6 +241,22 @@ def _embed_queries(embed_model: Any, texts: list[str]) -> list[list[float]]:
     return [embed_model.get_query_embedding(t) for t in texts]
 
 
+@dataclass
+class _Snapshot:
+    """What :class:`FieldedRetriever` reads from the index once: vectors, and each pair's chunks, topic and type."""
+
+    version: Any = None
+    chunk_ids: dict[str, list[str]] = field(default_factory=dict)  # doc id -> its chunk ids
+    doc_of_chunk: dict[str, str] = field(default_factory=dict)
+    chunk_row: dict[str, int] = field(default_factory=dict)  # chunk id -> row of chunk_vectors
+    chunk_vectors: Any = None
+    question_row: dict[str, int] = field(default_factory=dict)  # doc id -> row of question_vectors
+    question_vectors: Any = None
+    question_type: dict[str, str] = field(default_factory=dict)
+    source_of: dict[str, str] = field(default_factory=dict)
+    matcher: Any = None
+
+
 class FieldedRetriever(BaseRetriever):
     """Fuses chunk vectors, question-only vectors, topic names and question types, one result per QA pair.
 
@@ -256,6 +281,7 @@ class FieldedRetriever(BaseRetriever):
         focus_min_score: Least :class:`FocusMatcher` score for a named topic to add candidates.
         focus_limit: Most QA pairs a named topic adds.
         version: Returns a value that changes when the index content changes (default: never re-read).
+        source_prior: Prior log-odds per source collection (the pairs' ``collection`` metadata); others count 0.
     """
 
     def __init__(
@@ -270,6 +296,7 @@ class FieldedRetriever(BaseRetriever):
         focus_min_score: float = 0.5,
         focus_limit: int = 100,
         version: Callable[[], Any] | None = None,
+        source_prior: Mapping[str, float] | None = None,
     ) -> None:
         self.chunks = chunks
         self.questions = questions
@@ -281,46 +308,64 @@ class FieldedRetriever(BaseRetriever):
         self.focus_min_score = focus_min_score
         self.focus_limit = focus_limit
         self._version = version or (lambda: None)
+        self.source_prior = dict(source_prior or {})
+        self._reload_lock = threading.Lock()
         self.reload()
         super().__init__()
 
     def reload(self) -> None:
-        """Read the chunks' and questions' vectors and the pairs' topics and types from the index."""
+        """Read the chunks' and questions' vectors and the pairs' topics and types from the index.
+
+        The new copy replaces the old one in a single assignment, so a query running meanwhile (the chat serves
+        several tabs from one retriever) reads one consistent copy.
+        """
         import numpy as np
 
         from corpus.medquad import SYNONYM_SEPARATOR
         from rag_app.focus import FocusMatcher
         from rag_app.index import iter_records
 
-        self._loaded_version = self._version()
-        self._chunk_ids: dict[str, list[str]] = defaultdict(list)
-        self._doc_of_chunk: dict[str, str] = {}
-        self._chunk_row: dict[str, int] = {}
+        snap = _Snapshot(version=self._version())
         vectors = []
         foci: dict[str, str] = {}
         synonyms: dict[str, list[str]] = {}
-        self.question_type: dict[str, str] = {}
         # Each chunk carries its QA pair's metadata, so one pass gives every pair's topic, synonyms and type.
         for node_id, meta, vector in iter_records(self.chunks, ["metadatas", "embeddings"]):
             meta = meta or {}
             doc_id = meta.get("ref_doc_id") or node_id
-            self._chunk_ids[doc_id].append(node_id)
-            self._doc_of_chunk[node_id] = doc_id
-            self._chunk_row[node_id] = len(vectors)
+            snap.chunk_ids.setdefault(doc_id, []).append(node_id)
+            snap.doc_of_chunk[node_id] = doc_id
+            snap.chunk_row[node_id] = len(vectors)
             vectors.append(vector)
             if doc_id not in foci:
                 foci[doc_id] = str(meta.get("focus") or "")
                 synonyms[doc_id] = [n for n in str(meta.get("synonyms") or "").split(SYNONYM_SEPARATOR) if n.strip()]
-                self.question_type[doc_id] = str(meta.get("question_type") or "")
-        self._chunk_vectors = np.asarray(vectors, dtype=np.float32) if vectors else np.zeros((0, 0), np.float32)
-        self._question_row: dict[str, int] = {}
+                snap.question_type[doc_id] = str(meta.get("question_type") or "")
+                snap.source_of[doc_id] = str(meta.get("collection") or "")
+        snap.chunk_vectors = np.asarray(vectors, dtype=np.float32) if vectors else np.zeros((0, 0), np.float32)
         vectors = []
         if self.questions is not None:
             for doc_id, vector in iter_records(self.questions, ["embeddings"]):
-                self._question_row[doc_id] = len(vectors)
+                snap.question_row[doc_id] = len(vectors)
                 vectors.append(vector)
-        self._question_vectors = np.asarray(vectors, dtype=np.float32) if vectors else np.zeros((0, 0), np.float32)
-        self.matcher = FocusMatcher(foci, synonyms)
+        snap.question_vectors = np.asarray(vectors, dtype=np.float32) if vectors else np.zeros((0, 0), np.float32)
+        snap.matcher = FocusMatcher(foci, synonyms)
+        self._snapshot = snap
+
+    @property
+    def source_of(self) -> dict[str, str]:
+        """The source collection of each QA pair (as last read from the index)."""
+        return self._snapshot.source_of
+
+    def _current(self) -> "_Snapshot":
+        snap = self._snapshot
+        if self._version() != snap.version:
+            with self._reload_lock:
+                if self._snapshot is snap:  # not re-read by another thread meanwhile
+                    logger.info("the index changed; re-reading its vectors and topics")
+                    self.reload()
+            snap = self._snapshot
+        return snap
 
     # ---- evidence ------------------------------------------------------------------
     def candidates(self, query: str, embedding: Sequence[float] | None = None) -> list[Candidate]:
@@ -329,9 +374,7 @@ class FieldedRetriever(BaseRetriever):
 
         from rag_app.focus import OVERVIEW_TYPE, question_types
 
-        if self._version() != self._loaded_version:
-            logger.info("the index changed; re-reading its vectors and topics")
-            self.reload()
+        snap = self._current()
         vectors = message_vectors(self.embed_model, query, split=self.weights.sentences > 0)
         if embedding is not None:
             vectors[0] = np.asarray(embedding, dtype=np.float32)
@@ -339,43 +382,43 @@ class FieldedRetriever(BaseRetriever):
         Q = vectors.T  # columns: the whole message, then each sentence when there are several
         doc_ids: dict[str, None] = {}
         near = self.chunks.query(query_embeddings=[q], n_results=self.candidate_k, include=[])["ids"][0]
-        new_chunks = [c for c in near if c not in self._doc_of_chunk]
+        new_chunks = [c for c in near if c not in snap.doc_of_chunk]
         if new_chunks:  # indexed after the last read: score it (and its pair) from Chroma
             for node_id, meta in zip(new_chunks, self.chunks.get(ids=new_chunks, include=["metadatas"])["metadatas"]):
-                self._doc_of_chunk[node_id] = (meta or {}).get("ref_doc_id") or node_id
-        doc_ids.update(dict.fromkeys(self._doc_of_chunk[c] for c in near))
+                snap.doc_of_chunk[node_id] = (meta or {}).get("ref_doc_id") or node_id
+        doc_ids.update(dict.fromkeys(snap.doc_of_chunk[c] for c in near))
         if self.questions is not None:
             near_q = self.questions.query(query_embeddings=[q], n_results=self.candidate_k, include=[])
             doc_ids.update(dict.fromkeys(near_q["ids"][0]))
-        focus = self.matcher.doc_scores(query, self.focus_min_score, self.focus_limit)
+        focus = snap.matcher.doc_scores(query, self.focus_min_score, self.focus_limit)
         doc_ids.update(dict.fromkeys(focus))
         wanted = [d for d in doc_ids if d not in self.exclude]
         if not wanted:
             return []
 
-        chunk_ids = [cid for d in wanted for cid in self._chunk_ids.get(d, ())]
-        sims = self._chunk_vectors[[self._chunk_row[c] for c in chunk_ids]] @ Q if chunk_ids else np.zeros((0, Q.shape[1]))
-        unknown = [d for d in wanted if d not in self._chunk_ids]
+        chunk_ids = [cid for d in wanted for cid in snap.chunk_ids.get(d, ())]
+        sims = snap.chunk_vectors[[snap.chunk_row[c] for c in chunk_ids]] @ Q if chunk_ids else np.zeros((0, Q.shape[1]))
+        unknown = [d for d in wanted if d not in snap.chunk_ids]
         if unknown:
             more = self.chunks.get(where={"ref_doc_id": {"$in": unknown}}, include=["embeddings", "metadatas"])
             for node_id, meta in zip(more["ids"], more["metadatas"]):
-                self._doc_of_chunk[node_id] = (meta or {}).get("ref_doc_id") or node_id
+                snap.doc_of_chunk[node_id] = (meta or {}).get("ref_doc_id") or node_id
             if len(more["ids"]):
                 chunk_ids += list(more["ids"])
                 sims = np.concatenate([sims, np.asarray(more["embeddings"], dtype=np.float32) @ Q])
         best: dict[str, tuple[float, str]] = {}
         best_part: dict[str, float] = {}
         for node_id, row in zip(chunk_ids, sims):
-            doc_id = self._doc_of_chunk[node_id]
+            doc_id = snap.doc_of_chunk[node_id]
             sim, part = float(row[0]), float(row[1:].max()) if len(row) > 1 else float(row[0])
             best_part[doc_id] = max(best_part.get(doc_id, -1.0), part)
             if doc_id not in best or sim > best[doc_id][0]:
                 best[doc_id] = (sim, node_id)
         question_sim: dict[str, tuple[float, float]] = {}
         if self.questions is not None:
-            have = [d for d in wanted if d in self._question_row]
-            rows = self._question_vectors[[self._question_row[d] for d in have]] @ Q if have else np.zeros((0, Q.shape[1]))
-            missing = [d for d in wanted if d not in self._question_row]
+            have = [d for d in wanted if d in snap.question_row]
+            rows = snap.question_vectors[[snap.question_row[d] for d in have]] @ Q if have else np.zeros((0, Q.shape[1]))
+            missing = [d for d in wanted if d not in snap.question_row]
             if missing:
                 got = self.questions.get(ids=missing, include=["embeddings"])
                 if len(got["ids"]):
@@ -392,7 +435,7 @@ class FieldedRetriever(BaseRetriever):
                 continue
             chunk_sim, chunk_id = best[doc_id]
             q_sim, q_part = question_sim.get(doc_id, (chunk_sim, best_part[doc_id]))
-            qtype = self.question_type.get(doc_id, "")
+            qtype = snap.question_type.get(doc_id, "")
             out.append(
                 Candidate(
                     doc_id=doc_id,
@@ -404,6 +447,7 @@ class FieldedRetriever(BaseRetriever):
                     chunk_sentences=best_part[doc_id],
                     question_sentences=q_part,
                     chunk_id=chunk_id,
+                    source=self.source_prior.get(snap.source_of.get(doc_id, ""), 0.0),
                 )
             )
         return out
@@ -499,6 +543,7 @@ def build_retriever(
             candidate_k=settings.candidate_k,
             exclude=exclude,
             version=lambda: index_version(settings),
+            source_prior=settings.source_prior,
         )
     dense = sparse = None
     if settings.retrieval_mode in {"hybrid", "dense"}:

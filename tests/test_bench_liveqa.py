@@ -89,3 +89,17 @@ def test_answers_of_takes_the_answer_part(bench) -> None:
 
     docs = [Document(id_="d1", text="Question: What is gout?\nAnswer: Gout is arthritis.\nMore."), Document(id_="d2", text="no answer")]
     assert bench.answers_of(docs) == {"d1": "Gout is arthritis.\nMore.", "d2": "no answer"}
+
+
+def test_source_log_odds_on_a_hand_made_case(bench) -> None:
+    spec = importlib.util.spec_from_file_location("tune_liveqa", REPO / "benchmarks" / "tune_liveqa.py")
+    tune = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tune)
+    source_of = {"a1": "A", "a2": "A", "b1": "B", "b2": "B", "c1": "C"}
+    ranked = {"q1": ["a1", "b1", "c1"], "q2": ["a2", "b2"], "q3": ["b1", "a1"]}
+    labels = {"q1": {"a1"}, "q2": {"a2"}, "q3": {"a1"}}  # A: 3 of 3 seen are relevant, B: 0 of 3, C: 0 of 1
+    odds = tune.source_log_odds(ranked, labels, source_of, alpha=1.0)
+    p = 3 / 7
+    assert odds["A"] == round(math.log((3 + 1) / (3 + 1 / p)) - math.log(p), 2) > 0
+    assert odds["B"] < odds["C"] < 0  # C, seen once, is pulled towards 0 by the smoothing
+    assert tune.source_log_odds(ranked, {}, source_of) == {}

@@ -21,6 +21,9 @@ def test_env_variables(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     assert s.llm == "my/model"
     assert s.server_mode and s.chroma_port == 8123
     assert s.chroma_dir == tmp_path / "chroma"
+    assert s.source_prior["2_GARD_QA"] < 0 < s.source_prior["4_MPlus_Health_Topics_QA"]  # the MedQuAD table
+    monkeypatch.setenv("MEDQA_SOURCE_PRIOR", '{"my_notes": 0.5}')
+    assert Settings().source_prior == {"my_notes": 0.5}
 
 
 def test_yaml_and_toml_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

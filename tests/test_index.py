@@ -191,8 +191,22 @@ def test_fielded_retriever_reads_the_index_again_when_it_changes(settings, embed
     # Without a version stamp (say, the manifest could not be written), a chunk gone from the index still
     # triggers a re-read instead of a missing or empty source.
     retriever._version = lambda: None
-    retriever._loaded_version = None
+    retriever.reload()
     gout.write_text(gout.read_text().replace("zyloprimix", "zyloprimax"))
     build_index(settings, embed_model=embed_model, show_progress=False)
     top = retriever.retrieve("What are the treatments for gout?")[0].node
     assert "zyloprimax" in top.get_content() and "zyloprimix" not in top.get_content()
+
+
+def test_source_prior_favours_the_sources_that_answer_patients(settings, embed_model) -> None:
+    """The per-collection prior moves pairs of a favoured source up, and of a disfavoured one down."""
+    build_index(settings, embed_model=embed_model, show_progress=False)
+    message = "a question. What treatments are there for it?"
+
+    def top_collections(prior: dict[str, float]) -> list[str]:
+        tuned = settings.model_copy(update={"top_k": 4, "source_weight": 1.0, "source_prior": prior})
+        return [n.node.metadata["collection"] for n in build_retriever(tuned, embed_model=embed_model).retrieve(message)]
+
+    assert top_collections({"1_TestA_QA": 2.0})[:2] == ["1_TestA_QA"] * 2
+    assert top_collections({"1_TestA_QA": -2.0})[:2] == ["2_TestB_QA"] * 2
+    assert top_collections({"2_TestB_QA": 2.0, "1_TestA_QA": 0.0})[:2] == ["2_TestB_QA"] * 2
