@@ -96,12 +96,13 @@ class FusionWeights:
     + sentences * max over the message's sentences of cos(sentence)``.
     """
 
-    question: float = 0.4
-    focus: float = 0.15
-    type: float = 0.1
-    overview: float = 0.1
-    sentences: float = 0.5
-    source: float = 0.06
+    # No defaults here: the settings (``MEDQA_*_WEIGHT``) hold the chosen values; see :meth:`from_settings`.
+    question: float
+    focus: float
+    type: float
+    overview: float
+    sentences: float
+    source: float
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "FusionWeights":
