@@ -156,10 +156,9 @@ def baseline_index(documents: Sequence[Any], embed_model: Any, embed_name: str, 
     from chromadb.config import Settings as ChromaSettings
     from llama_index.core import Settings as LlamaSettings
     from llama_index.core import StorageContext, VectorStoreIndex
-    from llama_index.core.vector_stores.utils import metadata_dict_to_node
     from llama_index.vector_stores.chroma import ChromaVectorStore
 
-    from rag_app.index import iter_records
+    from rag_app.index import iter_records, record_node
 
     splitter = LlamaSettings.node_parser  # LlamaIndex's default SentenceSplitter (1024 / 200)
     expected = {
@@ -214,11 +213,7 @@ def baseline_index(documents: Sequence[Any], embed_model: Any, embed_name: str, 
         marker.write_text(json.dumps(info, indent=2))  # written last: a half-built index is never reused
         print(f"baseline: built {info['chunks']} chunks in {info['build_seconds']:.0f} s", flush=True)
 
-    chunks = []
-    for node_id, text, metadata in iter_records(client.get_collection(BASELINE_COLLECTION), ["documents", "metadatas"]):
-        node = metadata_dict_to_node(metadata, text=text)
-        node.id_ = node_id
-        chunks.append(node)
+    chunks = [record_node(*r) for r in iter_records(client.get_collection(BASELINE_COLLECTION), ["documents", "metadatas"])]
     chunks.sort(key=lambda n: n.id_)
     return index, chunks, info
 

@@ -6,8 +6,8 @@
 Each question's candidates and their evidence (:meth:`rag_app.retrieval.FieldedRetriever.candidates`: best-chunk
 cosine, question cosine, topic match, question type, overview) are computed once over the index named by the
 environment. The source prior (:func:`source_log_odds`: how much more often than average a candidate from each
-MedQuAD collection is relevant) is estimated over the tune half's candidates. Every weight combination of the grid then re-ranks them. With 67 tune questions the single best
-grid point overfits, so the choice is the point whose tune-half MRR@10 *averaged with its grid neighbours* (one
+MedQuAD collection is relevant) is estimated over the tune half's candidates. Every weight combination of the
+grid then re-ranks them. With 67 tune questions the single best grid point overfits, so the choice is the point whose tune-half MRR@10 *averaged with its grid neighbours* (one
 step along each axis) is best. It is printed with its report-half figures, beside the current settings
 (``MEDQA_*``) and the ideas switched on one at a time, so the note can say what each adds. The report half is
 never used to choose.
@@ -17,9 +17,9 @@ from __future__ import annotations
 
 import argparse
 import itertools
-from dataclasses import replace
 import os
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Sequence
 
@@ -111,16 +111,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     current = FusionWeights.from_settings(settings)
     axes = list(GRID.values())
     points = list(itertools.product(*(range(len(a)) for a in axes)))
-    tune = {p: figures(FusionWeights(*(a[i] for a, i in zip(axes, p))), "tune")[f"mrr@{K}"] for p in tqdm(points, desc="grid", unit="weights")}
+    weights_of = lambda p: FusionWeights(*(a[i] for a, i in zip(axes, p)))  # noqa: E731
+    tune = {p: figures(weights_of(p), "tune")[f"mrr@{K}"] for p in tqdm(points, desc="grid", unit="weights")}
 
     def smoothed(p: tuple[int, ...]) -> float:
         near = [p] + [p[:d] + (p[d] + s,) + p[d + 1 :] for d in range(len(p)) for s in (-1, 1) if 0 <= p[d] + s < len(axes[d])]
         return sum(tune[n] for n in near) / len(near)
 
-    weights_of = lambda p: FusionWeights(*(a[i] for a, i in zip(axes, p)))  # noqa: E731
     best = weights_of(max(points, key=lambda p: (round(smoothed(p), 9), -sum(p))))
     best_single = weights_of(max(points, key=lambda p: (round(tune[p], 9), -sum(p))))
-    grid = points
     rows = [
         ("dense: best chunk only", FusionWeights(0.0, 0.0, 0.0, 0.0, 0.0, 0.0)),
         ("+ question vectors", FusionWeights(current.question, 0.0, 0.0, 0.0, 0.0, 0.0)),
@@ -133,7 +132,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         ("best single grid point on tune", best_single),
     ]
     print(f"\nindex {settings.storage_dir}/{settings.collection}, embed {settings.embed_model}, candidate_k {settings.candidate_k}; "
-          f"tune n={len(groups['tune'])}, report n={len(groups['report'])}; grid of {len(grid)}")
+          f"tune n={len(groups['tune'])}, report n={len(groups['report'])}; grid of {len(points)}")
     print(f"| {'fusion':<36} | {'question':>8} | {'focus':>5} | {'type':>4} | {'overview':>8} | {'sentences':>9} | {'source':>6} | {'tune MRR@10':>11} | {'report MRR@10':>13} | {'all MRR@10':>10} | {'all R@10':>8} |")
     print(f"|{'-' * 38}|{'-' * 10}|{'-' * 7}|{'-' * 6}|{'-' * 10}|{'-' * 11}|{'-' * 8}|{'-' * 13}|{'-' * 15}|{'-' * 12}|{'-' * 10}|")
     for name, w in rows:

@@ -136,15 +136,18 @@ def iter_records(collection: Any, include: Sequence[str], page: int = 5000) -> I
         yield from zip(got["ids"], *(got[field] for field in include))
 
 
-def load_nodes(settings: Settings) -> list["TextNode"]:
-    """Every chunk stored in the collection, as LlamaIndex nodes (text and metadata), in id order."""
+def record_node(node_id: str, text: str, metadata: dict[str, Any] | None) -> "TextNode":
+    """The LlamaIndex node of one Chroma record (as ``ChromaVectorStore`` stores it), under its record id."""
     from llama_index.core.vector_stores.utils import metadata_dict_to_node
 
-    nodes: list[TextNode] = []
-    for node_id, text, metadata in iter_records(get_collection(settings), ["documents", "metadatas"]):
-        node = metadata_dict_to_node(metadata, text=text)
-        node.id_ = node_id
-        nodes.append(node)
+    node = metadata_dict_to_node(metadata or {}, text=text)
+    node.id_ = node_id
+    return node
+
+
+def load_nodes(settings: Settings) -> list["TextNode"]:
+    """Every chunk stored in the collection, as LlamaIndex nodes (text and metadata), in id order."""
+    nodes = [record_node(*record) for record in iter_records(get_collection(settings), ["documents", "metadatas"])]
     nodes.sort(key=lambda n: n.id_)
     return nodes
 

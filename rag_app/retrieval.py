@@ -242,6 +242,13 @@ def _embed_queries(embed_model: Any, texts: list[str]) -> list[list[float]]:
     return [embed_model.get_query_embedding(t) for t in texts]
 
 
+def _whole_and_best_part(sims: Any) -> tuple[list[float], list[float]]:
+    """Per row of cosines (column 0 the whole message, then its sentences): that cosine, and the best sentence's
+    (the whole message's when there are no sentence columns)."""
+    whole = sims[:, 0]
+    return whole.tolist(), (sims[:, 1:].max(axis=1) if sims.shape[1] > 1 else whole).tolist()
+
+
 @dataclass
 class _Snapshot:
     """What :class:`FieldedRetriever` reads from the index once: vectors, and each pair's chunks, topic and type."""
@@ -358,15 +365,18 @@ class FieldedRetriever(BaseRetriever):
         """The source collection of each QA pair (as last read from the index)."""
         return self._snapshot.source_of
 
+    def _reread(self, stale: "_Snapshot") -> None:
+        """Re-read the index in place of ``stale``, unless another thread already has."""
+        with self._reload_lock:
+            if self._snapshot is stale:
+                logger.info("the index changed; re-reading its vectors and topics")
+                self.reload()
+
     def _current(self) -> "_Snapshot":
         snap = self._snapshot
         if self._version() != snap.version:
-            with self._reload_lock:
-                if self._snapshot is snap:  # not re-read by another thread meanwhile
-                    logger.info("the index changed; re-reading its vectors and topics")
-                    self.reload()
-            snap = self._snapshot
-        return snap
+            self._reread(snap)
+        return self._snapshot
 
     # ---- evidence ------------------------------------------------------------------
     def candidates(self, query: str, embedding: Sequence[float] | None = None) -> list[Candidate]:
@@ -409,9 +419,8 @@ class FieldedRetriever(BaseRetriever):
                 sims = np.concatenate([sims, np.asarray(more["embeddings"], dtype=np.float32) @ Q])
         best: dict[str, tuple[float, str]] = {}
         best_part: dict[str, float] = {}
-        for node_id, row in zip(chunk_ids, sims):
+        for node_id, sim, part in zip(chunk_ids, *_whole_and_best_part(sims)):
             doc_id = snap.doc_of_chunk[node_id]
-            sim, part = float(row[0]), float(row[1:].max()) if len(row) > 1 else float(row[0])
             best_part[doc_id] = max(best_part.get(doc_id, -1.0), part)
             if doc_id not in best or sim > best[doc_id][0]:
                 best[doc_id] = (sim, node_id)
@@ -425,10 +434,7 @@ class FieldedRetriever(BaseRetriever):
                 if len(got["ids"]):
                     have += list(got["ids"])
                     rows = np.concatenate([rows, np.asarray(got["embeddings"], dtype=np.float32) @ Q])
-            question_sim = {
-                doc_id: (float(row[0]), float(row[1:].max()) if len(row) > 1 else float(row[0]))
-                for doc_id, row in zip(have, rows)
-            }
+            question_sim = {doc_id: (sim, part) for doc_id, sim, part in zip(have, *_whole_and_best_part(rows))}
         asked = question_types(query)
         out = []
         for doc_id in wanted:
@@ -455,17 +461,12 @@ class FieldedRetriever(BaseRetriever):
 
     def _nodes(self, chunk_ids: list[str]) -> dict[str, Any]:
         """LlamaIndex ``TextNode``s of the given chunks that are still in the index, by id (one get)."""
-        from llama_index.core.vector_stores.utils import metadata_dict_to_node
+        from rag_app.index import record_node
 
         if not chunk_ids:
             return {}
         got = self.chunks.get(ids=chunk_ids, include=["documents", "metadatas"])
-        nodes = {}
-        for node_id, text, meta in zip(got["ids"], got["documents"], got["metadatas"]):
-            node = metadata_dict_to_node(meta or {}, text=text)
-            node.id_ = node_id
-            nodes[node_id] = node
-        return nodes
+        return {r[0]: record_node(*r) for r in zip(got["ids"], got["documents"], got["metadatas"])}
 
     def _rank(self, query_bundle: QueryBundle) -> list[tuple[float, Candidate]]:
         found = self.candidates(query_bundle.query_str, query_bundle.embedding)
@@ -473,10 +474,10 @@ class FieldedRetriever(BaseRetriever):
 
     def _retrieve(self, query_bundle: QueryBundle) -> List[NodeWithScore]:
         ranked = self._rank(query_bundle)
+        ranked_on = self._snapshot
         nodes = self._nodes([c.chunk_id for _, c in ranked])
         if len(nodes) < len(ranked):  # a chunk was replaced or deleted since the last read: read again, rank again
-            logger.info("the index changed; re-reading its vectors and topics")
-            self.reload()
+            self._reread(ranked_on)
             ranked = self._rank(query_bundle)
             nodes = self._nodes([c.chunk_id for _, c in ranked])
         return [NodeWithScore(node=nodes[c.chunk_id], score=score) for score, c in ranked if c.chunk_id in nodes]
