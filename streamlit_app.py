@@ -178,65 +178,107 @@ def render_turn(turn: Turn) -> None:
         render_sources(turn.sources)
         if turn.meta:
             st.caption(turn.meta)
+        if turn.role == "assistant" and turn.content:
+            feedback_widgets(turn)
 
 
-def answer(turn: Turn, question: str, base: Any, llm: Any, retriever: Any, options: ChatOptions) -> None:
+def _save_feedback(turn: Turn) -> None:
+    rating = st.session_state.get(f"fb-{turn.id}")
+    comment = st.session_state.get(f"fbc-{turn.id}", "")
+    chat.record_feedback(Settings(), turn, None if rating is None else ("up" if rating == 1 else "down"), comment)
+    st.toast("Thanks for the feedback!")
+
+
+def feedback_widgets(turn: Turn) -> None:
+    """Thumbs up/down on an answer and, once rated, an optional comment; both go to <storage>/feedback.jsonl."""
+    st.feedback("thumbs", key=f"fb-{turn.id}", on_change=_save_feedback, args=(turn,))
+    if st.session_state.get(f"fb-{turn.id}") is not None:
+        st.text_input("Comment (optional)", key=f"fbc-{turn.id}", on_change=_save_feedback, args=(turn,),
+                      placeholder="What was good or wrong about this answer? Press Enter to send.")
+
+
+def answer(turn: Turn, question: str, base: Any, llm: Any, retriever: Any, options: ChatOptions, history: list[Turn]) -> None:
     """Show emergency guidance first when needed, then stream the answer and its sources into ``turn``.
 
-    ``turn`` is already in the history, so an answer cut short (the user changes a setting or asks
-    again while it streams) keeps what it had.
+    ``turn`` is already in the history, so an answer cut short (Stop, a changed setting, a new question)
+    keeps what it had, and its generation stops too. ``history`` holds the earlier turns: a follow-up ("How
+    is it treated?") is searched as a standalone question (``rag_app.conversation``), shown under the answer.
     """
-    from rag_app.index import IndexMissingError
-
     turn.emergency = safety.emergency_markdown(safety.detect_red_flags(question))
-    turn.meta = "(interrupted)"
+    turn.question = question
+    turn.meta = "(stopped before the end)"
+    stop = threading.Event()
     with st.chat_message("assistant"):
         if turn.emergency:
             st.error(turn.emergency, icon="🚨")
-        engine = chat.request_engine(base, options, llm, retriever)
-        config = chat.engine_config(engine)
-        st.session_state["engine_config"] = config
-        slot = st.empty()
-        started = time.perf_counter()
-        first_token = None
-        response = None
+        engine = chat.request_engine(base, options, llm, retriever, stop)
+        turn.config = chat.engine_config(engine)
+        st.session_state["engine_config"] = turn.config
+        stop_slot = st.empty()
+        stop_slot.button("⏹ Stop", key=f"stop-{turn.id}", help="Stop this answer")
         try:
-            with st.spinner("Looking up NIH sources…" if engine.use_rag else "Thinking…"):
-                response = engine.query(question)  # retrieval; generation starts in the background
-                turn.sources = [v.to_dict() for v in chat.source_views(response.source_nodes)]
-                deltas = iter(response.response_gen)
-                turn.content = next(deltas, "")  # wait for the first token under the spinner
-                first_token = time.perf_counter() - started
+            stream_answer(turn, question, engine, history)
+        finally:
+            stop.set()  # a run that ends early (Stop reruns the script) leaves the generation nothing to do
+        stop_slot.empty()
+        feedback_widgets(turn)
+
+
+def stream_answer(turn: Turn, question: str, engine: Any, history: list[Turn]) -> None:
+    """Stream one answer and fill in ``turn``: content, sources, what was searched for, timing."""
+    from rag_app.conversation import MedQAChatEngine
+    from rag_app.index import IndexMissingError
+
+    config = turn.config
+    slot = st.empty()
+    started = time.perf_counter()
+    first_token = None
+    response = None
+    try:
+        with st.spinner("Looking up NIH sources…" if engine.use_rag else "Thinking…"):
+            # Retrieval of the standalone question; generation starts in the background.
+            response = MedQAChatEngine(engine).stream_chat(question, chat_history=chat.chat_history(history))
+            if (response.metadata or {}).get("rewritten"):
+                turn.searched_for = response.metadata["searched_for"]
+            turn.sources = [v.to_dict() for v in chat.source_views(response.source_nodes)]
+            deltas = iter(response.response_gen)
+            turn.content = next(deltas, "")  # wait for the first token under the spinner
+            first_token = time.perf_counter() - started
+        slot.markdown(turn.content + " ▌")
+        for delta in deltas:
+            turn.content += delta
             slot.markdown(turn.content + " ▌")
-            for delta in deltas:
-                turn.content += delta
-                slot.markdown(turn.content + " ▌")
-        except IndexMissingError as err:
-            turn.error = f"The source index changed or disappeared while answering: {err}"
-        except Exception as err:  # one bad answer must not take the session down
-            logger.exception("answering failed")
-            turn.error = f"Sorry, something went wrong while answering ({type(err).__name__}: {err})."
-        total = time.perf_counter() - started
-        if response is not None:
-            turn.sources = [v.to_dict() for v in chat.source_views(response.source_nodes, turn.content)]
-            for warning in (response.metadata or {}).get("warnings", []):
-                st.caption(f"⚠️ {warning}")
-        slot.markdown(chat.link_citations(turn.content, turn.sources) if turn.content else "")
-        if turn.error:
-            st.error(turn.error)
-        render_sources(turn.sources)
-        rag = f"RAG on, top {config['top_k']}" if config["use_rag"] else "RAG off (model only, no sources)"
-        first = f"first token {first_token:.1f} s · " if first_token is not None else ""
-        model = Path(str(config["model"])).name or config["model"]
-        turn.meta = f"{model} · {rag} · temperature {config['temperature'] or 0:g} · ≤{config['max_new_tokens']} tokens · {first}total {total:.1f} s"
-        st.session_state["last_timing"] = {"first_token_s": first_token, "total_s": total}
-        st.caption(turn.meta)
+    except IndexMissingError as err:
+        turn.error = f"The source index changed or disappeared while answering: {err}"
+    except Exception as err:  # one bad answer must not take the session down
+        logger.exception("answering failed")
+        turn.error = f"Sorry, something went wrong while answering ({type(err).__name__}: {err})."
+    total = time.perf_counter() - started
+    if response is not None:
+        turn.sources = [v.to_dict() for v in chat.source_views(response.source_nodes, turn.content)]
+        for warning in (response.metadata or {}).get("warnings", []):
+            st.caption(f"⚠️ {warning}")
+    slot.markdown(chat.link_citations(turn.content, turn.sources) if turn.content else "")
+    if turn.error:
+        st.error(turn.error)
+    render_sources(turn.sources)
+    rag = f"RAG on, top {config['top_k']}" if config["use_rag"] else "RAG off (model only, no sources)"
+    first = f"first token {first_token:.1f} s · " if first_token is not None else ""
+    model = Path(str(config["model"])).name or config["model"]
+    searched = f"Searched for: {turn.searched_for} · " if turn.searched_for and config["use_rag"] else ""
+    turn.meta = (
+        f"{searched}{model} · {rag} · temperature {config['temperature'] or 0:g} · ≤{config['max_new_tokens']} tokens · "
+        f"{first}total {total:.1f} s"
+    )
+    st.session_state["last_timing"] = {"first_token_s": first_token, "total_s": total}
+    st.caption(turn.meta)
 
 
 # ---- page -----------------------------------------------------------------------------------
 
 
-def sidebar(settings: Settings, status: dict[str, Any]) -> ChatOptions:
+def sidebar(settings: Settings, status: dict[str, Any]) -> tuple[ChatOptions, Any, Any]:
+    """The sidebar's controls, a slot under the model choice (what actually answers) and one for the download."""
     defaults = ChatOptions.from_settings(settings)
     with st.sidebar:
         st.header("⚙️ Settings")
@@ -244,8 +286,9 @@ def sidebar(settings: Settings, status: dict[str, Any]) -> ChatOptions:
         labels = [c.label for c in choices]
         label = st.radio("Model", labels, key="model")
         choice = choices[labels.index(label)] if label in labels else choices[0]
-        if len(choices) == 1:
-            st.caption("No fine-tuned model yet (train one with `python -m finetune.train`).")
+        model_slot = st.container()
+        if not any(c.finetuned for c in choices):
+            st.caption("No fine-tuned model (train one with `python -m finetune.train`).")
         use_rag = st.toggle("Answer from NIH sources (RAG)", value=True, key="use_rag")
         top_k = st.slider("Sources per answer", 1, max(10, defaults.top_k), defaults.top_k, key="top_k", disabled=not use_rag)
         temperature = st.slider(
@@ -268,8 +311,24 @@ def sidebar(settings: Settings, status: dict[str, Any]) -> ChatOptions:
         st.divider()
         if st.button("Clear conversation", key="clear"):
             st.session_state["messages"] = []
+        download_slot = st.empty()
         st.caption(safety.DISCLAIMER)
-    return ChatOptions(llm=choice.llm, use_rag=use_rag, top_k=top_k, temperature=temperature, max_new_tokens=max_new_tokens)
+    options = ChatOptions(llm=choice.llm, use_rag=use_rag, top_k=top_k, temperature=temperature, max_new_tokens=max_new_tokens)
+    return options, model_slot, download_slot
+
+
+def show_model(slot: Any, llm: Any, options: ChatOptions) -> None:
+    """Name the model that actually answers; say once why a configured model fell back."""
+    from rag_app.models import describe_llm, llm_info
+
+    info = llm_info(llm)
+    with slot:
+        st.caption(f"Answering with **{_escape(describe_llm(llm).split(';')[0])}**")
+        if info.get("fallback") and not st.session_state.get(f"fallback_shown:{options.llm}"):
+            st.session_state[f"fallback_shown:{options.llm}"] = True
+            st.warning(f"{info.get('reason')}; the bundled {info.get('name')} answers instead.", icon="⚠️")
+        if not options.use_rag and info.get("kind") == "retrieval-aware fine-tune":
+            st.warning("This model is trained to answer from NIH sources; with RAG off it often says it doesn't know.", icon="ℹ️")
 
 
 def main() -> None:
@@ -289,7 +348,7 @@ def main() -> None:
     st.session_state.setdefault("messages", [])
 
     status = index_status(settings)
-    options = sidebar(settings, status)
+    options, model_slot, download_slot = sidebar(settings, status)
     if options.use_rag and not status.get("exists"):
         no_index_screen(settings, status)
         st.stop()
@@ -305,18 +364,24 @@ def main() -> None:
     except IndexMissingError as err:
         no_index_screen(settings, {"exists": False, "error": str(err)})
         st.stop()
+    show_model(model_slot, llm, options)
 
     for turn in st.session_state["messages"]:
         render_turn(turn)
     question = st.chat_input("Ask a health question, e.g. “What are the treatments for glaucoma?”")
-    if question is None or not question.strip():
-        return  # nothing asked (or only whitespace): ignore
-    user = Turn("user", question.strip())
-    st.session_state["messages"].append(user)
-    render_turn(user)
-    reply = Turn("assistant", "")
-    st.session_state["messages"].append(reply)
-    answer(reply, user.content, base, llm, retriever, options)
+    if question is not None and question.strip():
+        earlier = list(st.session_state["messages"])
+        user = Turn("user", question.strip())
+        st.session_state["messages"].append(user)
+        render_turn(user)
+        reply = Turn("assistant", "")
+        st.session_state["messages"].append(reply)
+        answer(reply, user.content, base, llm, retriever, options, earlier)
+    messages = st.session_state["messages"]
+    download_slot.download_button(
+        "⬇️ Download conversation", data=chat.conversation_markdown(messages), file_name="medqa-conversation.md",
+        mime="text/markdown", key="download", disabled=not messages, on_click="ignore",
+    )
 
 
 main()

@@ -43,9 +43,9 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from benchmarks._rows import emit_rows  # noqa: E402
+from corpus.liveqa import HALVES, answers_of, half_of, split_halves  # noqa: E402,F401
 
 K = 10
-HALVES = ("tune", "report")
 BASELINE_COLLECTION = "baseline"
 MARKER = "baseline.json"
 MRR_TARGET = "≥1.5× (0.62)"
@@ -53,21 +53,6 @@ LATENCY_TARGET = "<= 50"
 
 
 # ---- pure helpers (tested in tests/test_bench_liveqa.py) ----------------------------------------------------
-
-
-def half_of(qid: str) -> str:
-    """``"tune"`` or ``"report"``: a fixed function of the question id (SHA-1 parity)."""
-    return HALVES[int(hashlib.sha1(qid.encode("utf-8")).hexdigest(), 16) % 2]
-
-
-def split_halves(qids: Iterable[str]) -> dict[str, list[str]]:
-    """``{"tune": [...], "report": [...], "all": [...]}``, each sorted; the halves are disjoint and cover all."""
-    qids = sorted(set(qids))
-    out: dict[str, list[str]] = {name: [] for name in HALVES}
-    for qid in qids:
-        out[half_of(qid)].append(qid)
-    out["all"] = qids
-    return out
 
 
 def dedupe_sources(source_ids: Iterable[str], k: int = K) -> list[str]:
@@ -119,15 +104,6 @@ def percentile(values: Sequence[float], q: float) -> float:
     pos = q * (len(ordered) - 1)
     lo, hi = math.floor(pos), math.ceil(pos)
     return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)
-
-
-def answers_of(documents: Iterable[Any]) -> dict[str, str]:
-    """``{doc id: answer text}`` of MedQuAD Documents (text ``"Question: ...\\nAnswer: ..."``)."""
-    out = {}
-    for doc in documents:
-        _, sep, answer = doc.text.partition("\nAnswer: ")
-        out[doc.id_] = answer if sep else doc.text
-    return out
 
 
 def fmt_ratio(value: float, base: float) -> str:

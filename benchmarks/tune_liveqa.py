@@ -27,7 +27,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
-from bench_liveqa import K, _default_corpus, aggregate, answers_of, split_halves  # noqa: E402
+from bench_liveqa import K, _default_corpus, aggregate  # noqa: E402
+from corpus.liveqa import answers_of, split_halves  # noqa: E402
 
 GRID = {
     "question": (0.0, 0.2, 0.3, 0.4, 0.5),

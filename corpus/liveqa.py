@@ -9,14 +9,17 @@ a MedQuAD QA pair is relevant to a question when its answer contains at least 80
 
 from __future__ import annotations
 
+import hashlib
 import re
 import xml.etree.ElementTree as ET
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Any, Iterable, Sequence
 
 _TOKEN = re.compile(r"[a-z0-9]+")
+#: The two fixed halves of the questions: ``tune`` (to choose settings on) and ``report`` (held out).
+HALVES = ("tune", "report")
 
 
 @dataclass
@@ -118,3 +121,27 @@ def derive_labels(
         if relevant:
             labels[q.qid] = relevant
     return labels
+
+
+def half_of(qid: str) -> str:
+    """``"tune"`` or ``"report"``: a fixed function of the question id (SHA-1 parity)."""
+    return HALVES[int(hashlib.sha1(qid.encode("utf-8")).hexdigest(), 16) % 2]
+
+
+def split_halves(qids: Iterable[str]) -> dict[str, list[str]]:
+    """``{"tune": [...], "report": [...], "all": [...]}``, each sorted; the halves are disjoint and cover all."""
+    qids = sorted(set(qids))
+    out: dict[str, list[str]] = {name: [] for name in HALVES}
+    for qid in qids:
+        out[half_of(qid)].append(qid)
+    out["all"] = qids
+    return out
+
+
+def answers_of(documents: Iterable[Any]) -> dict[str, str]:
+    """``{doc id: answer text}`` of MedQuAD Documents (text ``"Question: ...\\nAnswer: ..."``)."""
+    out = {}
+    for doc in documents:
+        _, sep, answer = doc.text.partition("\nAnswer: ")
+        out[doc.id_] = answer if sep else doc.text
+    return out

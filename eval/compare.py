@@ -1,12 +1,16 @@
-"""Score base, fine-tuned and retrieval-augmented systems on the held-out test split.
+"""Score base, fine-tuned and retrieval-augmented systems on held-out questions.
 
-    python -m eval.compare                                   # base, ft, base+rag, ft+rag on 200 test questions
+    python -m eval.compare                                   # base, ft, base+rag, ft+rag, raft, raft+rag on 200 test questions
+    python -m eval.compare --questions liveqa --systems base,base+rag,extractive,raft,raft+rag   # real consumer questions
     python -m eval.compare --limit 50 --exclude_test_from_index
     python -m eval.compare --ft_model runs/smollm2-135m-lora/merged --systems base,ft,ft+rag
     python -m eval.compare --config eval/recipes/smollm2-cpu.yaml
 
 The test questions come from exactly ``<storage>/splits/test.jsonl`` written by ``python -m finetune.data``
-(its manifest hash goes in the report). Generation is greedy and batched over the query engine's own
+(its manifest hash goes in the report). ``--questions liveqa`` scores real consumer messages instead: the
+TREC 2017 LiveQA training questions with their NLM reference answers (evaluation only, never trained on), in
+the fixed half ``--half`` (``report`` is held out; ``tune`` is the one to choose settings on), split into
+*answerable* (a MedQuAD pair is relevant, :func:`corpus.liveqa.derive_labels`) and *rest*. Generation is greedy and batched over the query engine's own
 prompts. Writes ``<storage>/reports/<timestamp>/`` with report.md, metrics.json, details.jsonl and plots,
 and prints the table.
 """
@@ -39,6 +43,8 @@ PAIRS = [
     ("raft+rag", "ft"),
     ("raft+rag", "base"),
     ("raft+rag", "raft"),
+    ("raft+rag", "base+rag"),
+    ("raft+rag", "extractive"),
 ]
 #: Systems whose model is a fine-tune this project trains: a missing model is reported and skipped.
 FINETUNED_SYSTEMS = {"ft", "ft+rag", "raft", "raft+rag"}
@@ -56,18 +62,27 @@ class CompareArguments:
         default=DEFAULT_SYSTEMS,
         metadata={
             "help": "Comma-separated systems: base, ft, base+rag, ft+rag, raft, raft+rag (the retrieval-aware fine-tune), "
-            "reference (returns the reference answer: a sanity upper bound)."
+            "reference (returns the reference answer: a sanity upper bound), extractive (the top source's answer "
+            "text cut to the answer budget, citing [1])."
         },
     )
     extra_systems: list[str] = field(
         default_factory=list,
         metadata={"help": "More systems as NAME=MODEL[:rag][:k=N], e.g. raft+rag=runs/raft/merged:rag:k=3."},
     )
-    base_model: Optional[str] = field(default=None, metadata={"help": "Base model (default: MEDQA_LLM)."})
+    base_model: Optional[str] = field(default=None, metadata={"help": "Base model (default: the bundled SmolLM2-135M-Instruct)."})
     ft_model: str = field(default=DEFAULT_FT_MODEL, metadata={"help": "Merged question->answer fine-tune (finetune/recipes/smollm2-135m-lora-cpu.yaml)."})
     raft_model: Optional[str] = field(
         default=None, metadata={"help": "Merged retrieval-aware (RAFT) fine-tune (default: MEDQA_FINETUNED_LLM, what the chat offers)."}
     )
+    questions: str = field(
+        default="medquad",
+        metadata={"help": "Question set: medquad (the held-out test split) or liveqa (real consumer questions, TREC 2017 LiveQA train)."},
+    )
+    liveqa: Optional[str] = field(
+        default=None, metadata={"help": "LiveQA training XML folder (default: ../shared/data/liveqa-train, else data/liveqa-train)."}
+    )
+    half: str = field(default="report", metadata={"help": "liveqa: the half to score: report (held out), tune or all."})
     split_dir: Optional[str] = field(default=None, metadata={"help": "Folder with test.jsonl + manifest.json (default: <storage>/splits)."})
     limit: int = field(default=200, metadata={"help": "Number of test questions (a seeded random sample)."})
     seed: int = field(default=0, metadata={"help": "Seed for the question sample and bootstrap."})
@@ -97,9 +112,10 @@ class SystemSpec:
     """One system under evaluation."""
 
     name: str
-    model: Optional[str]  # None for the reference system
+    model: Optional[str]  # None for the reference and extractive systems
     rag: bool
     top_k: int
+    kind: str = "llm"  # "llm", "reference" or "extractive"
 
 
 def parse_args(argv: Sequence[str] | None = None) -> CompareArguments:
@@ -134,7 +150,9 @@ def system_specs(args: CompareArguments, settings: Any) -> list[SystemSpec]:
         EvalError: For an unknown system name or a malformed spec.
     """
     top_k = args.top_k or settings.top_k
-    base = args.base_model or settings.llm
+    from rag_app.config import BUNDLED_LLM
+
+    base = args.base_model or BUNDLED_LLM
     ft = args.ft_model or DEFAULT_FT_MODEL
     raft = args.raft_model or settings.finetuned_llm
     builtin = {
@@ -144,7 +162,8 @@ def system_specs(args: CompareArguments, settings: Any) -> list[SystemSpec]:
         "ft+rag": SystemSpec("ft+rag", ft, True, top_k),
         "raft": SystemSpec("raft", raft, False, top_k),
         "raft+rag": SystemSpec("raft+rag", raft, True, top_k),
-        "reference": SystemSpec("reference", None, False, top_k),
+        "reference": SystemSpec("reference", None, False, top_k, kind="reference"),
+        "extractive": SystemSpec("extractive", None, True, top_k, kind="extractive"),
     }
     specs = []
     for name in [s.strip() for s in args.systems.split(",") if s.strip()]:
@@ -189,19 +208,90 @@ def load_test_split(args: CompareArguments, settings: Any) -> tuple[list[dict[st
         raise EvalError(f"--limit must be positive, got {args.limit}")
     rows = sorted(rows, key=lambda r: r["doc_id"])
     rows = random.Random(args.seed).sample(rows, min(args.limit, len(rows)))
+    rows = [{**r, "references": [r["answer"]], "relevant": [r["doc_id"]], "subset": None} for r in rows]
     return rows, manifest
 
 
-def _focus_key(text: str) -> str:
-    return " ".join(str(text or "").lower().split())
+def default_liveqa_dir() -> Path:
+    """``../shared/data/liveqa-train`` when it exists (beside a checkout), else ``data/liveqa-train``."""
+    shared = Path("..") / "shared" / "data" / "liveqa-train"
+    return shared if shared.is_dir() else Path("data") / "liveqa-train"
+
+
+def load_liveqa_rows(args: CompareArguments, settings: Any) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """The LiveQA training questions of ``--half`` as evaluation rows, with their relevant MedQuAD pairs.
+
+    Each row: ``question`` (``SUBJECT. MESSAGE`` as written), ``references`` (NLM's answers; ROUGE scores the
+    best-matching one), ``relevant`` (MedQuAD pair ids holding >= 80% of a reference's 5-grams), ``subset``
+    (``answerable`` when there is one, else ``rest``).
+
+    Raises:
+        EvalError: For an unknown half or a missing LiveQA folder.
+    """
+    import hashlib
+
+    from corpus import load_corpus
+    from corpus.liveqa import answers_of, derive_labels, half_of, load_liveqa
+
+    if args.half not in ("tune", "report", "all"):
+        raise EvalError(f"--half {args.half!r} is not one of tune, report, all")
+    path = Path(args.liveqa) if args.liveqa else default_liveqa_dir()
+    if not path.exists():
+        raise EvalError(f"no LiveQA questions at {path}; get them with `python -m corpus.download liveqa-train` or pass --liveqa")
+    questions = load_liveqa([path])
+    documents, _ = load_corpus(settings.corpus)
+    labels = derive_labels(questions, answers_of(documents))
+    rows = [
+        {
+            "question": q.query,
+            "answer": q.answers[0] if q.answers else "",
+            "references": q.answers,
+            "relevant": sorted(labels.get(q.qid, ())),
+            "subset": "answerable" if q.qid in labels else "rest",
+            "doc_id": q.qid,
+            "focus": "; ".join(f for f in q.focus if f),
+        }
+        for q in questions
+        if q.answers and (args.half == "all" or half_of(q.qid) == args.half)
+    ]
+    if args.limit <= 0:
+        raise EvalError(f"--limit must be positive, got {args.limit}")
+    rows = sorted(rows, key=lambda r: r["doc_id"])
+    if args.limit < len(rows):
+        rows = sorted(random.Random(args.seed).sample(rows, args.limit), key=lambda r: r["doc_id"])
+    digest = hashlib.sha256(json.dumps([[r["doc_id"], r["relevant"]] for r in rows]).encode()).hexdigest()[:12]
+    return rows, {"content_hash": digest, "source": f"LiveQA {args.half} half ({path})"}
 
 
 def exclusion_set(rows: Sequence[dict[str, Any]], nodes: Sequence[Any]) -> frozenset[str]:
-    """Ids of the test questions' own pairs and of every indexed pair sharing a test question's focus."""
-    focuses = {_focus_key(r.get("focus", "")) for r in rows} - {""}
+    """Ids of the test questions' own pairs and of every indexed pair sharing a test question's focus.
+
+    Topics are compared with the splits' own normaliser (:func:`finetune.data.normalize_focus`), so a topic
+    the splits hold out as one group is excluded as one.
+    """
+    from finetune.data import normalize_focus
+
+    focuses = {normalize_focus(str(r.get("focus") or "")) for r in rows} - {""}
     ids = {r["doc_id"] for r in rows}
-    ids |= {n.ref_doc_id for n in nodes if _focus_key(n.metadata.get("focus", "")) in focuses}
+    ids |= {n.ref_doc_id for n in nodes if normalize_focus(str(n.metadata.get("focus") or "")) in focuses}
     return frozenset(ids)
+
+
+def extractive_answer(nodes: Sequence[Any], max_tokens: int, count: Any) -> str:
+    """The top source's answer text cut to ``max_tokens`` at a sentence end, citing ``[1]`` (a baseline).
+
+    Args:
+        nodes: Retrieved sources in rank order.
+        max_tokens: The answer budget.
+        count: Token counter of the model's tokenizer.
+    """
+    from finetune.raft import cited_answer
+
+    if not nodes:
+        return ""
+    text = nodes[0].node.get_content()
+    _, sep, answer = text.partition("Answer: ")
+    return cited_answer(answer if sep else text, 1, count, max_tokens)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -233,16 +323,26 @@ def run(args: CompareArguments) -> int:
 
     from eval import metrics as M
     from rag_app.config import Settings
+    from rag_app.decoding import citation_to_add, repeats
     from rag_app.engine import build_query_engine
     from rag_app.models import llm_info, load_llm
 
     settings = Settings(**({"storage_dir": args.storage_dir} if args.storage_dir else {}))
     specs = system_specs(args, settings)
-    rows, manifest = load_test_split(args, settings)
+    if args.questions == "medquad":
+        rows, manifest = load_test_split(args, settings)
+    elif args.questions == "liveqa":
+        if args.exclude_test_from_index:
+            raise EvalError("--exclude_test_from_index applies to the MedQuAD test split only")
+        rows, manifest = load_liveqa_rows(args, settings)
+    else:
+        raise EvalError(f"--questions {args.questions!r} is not one of medquad, liveqa")
     started = time.time()
     questions = [r["question"] for r in rows]
     references = [r["answer"] for r in rows]
-    gold_ids = [r["doc_id"] for r in rows]
+    # ROUGE against the best-matching reference when a question has several (LiveQA).
+    scored_refs: list[Any] = [r["references"] if len(r["references"]) > 1 else r["answer"] for r in rows]
+    relevant = [set(r["relevant"]) for r in rows]
     notes: list[str] = []
 
     # ---- retrieval, once for all RAG systems -------------------------------------------------
@@ -255,7 +355,7 @@ def run(args: CompareArguments) -> int:
 
         nodes = load_nodes(settings)
         indexed = {n.ref_doc_id for n in nodes}
-        present = sum(g in indexed for g in gold_ids)
+        present = sum(bool(rel & indexed) for rel in relevant)
         exclude = exclusion_set(rows, nodes) if args.exclude_test_from_index else frozenset()
         ret_settings = settings.model_copy(update={"top_k": max(rag_k, 10), "candidate_k": max(settings.candidate_k, 60 if exclude else 20)})
         retriever = build_retriever(ret_settings, nodes=nodes, exclude=exclude)
@@ -264,6 +364,8 @@ def run(args: CompareArguments) -> int:
                 f"knowledge absent: {present}/{len(rows)} test QA pairs are in the index, but retrieval excludes them and "
                 f"every pair sharing a test question's focus ({len(exclude)} pairs excluded)"
             )
+        elif args.questions == "liveqa":
+            index_note = f"{present}/{len(rows)} questions have a relevant MedQuAD pair in the index"
         else:
             index_note = f"open book: {present}/{len(rows)} test questions' own QA pairs are in the index"
         engine = build_query_engine(settings, llm=_NullLLM(), retriever=retriever)
@@ -276,14 +378,21 @@ def run(args: CompareArguments) -> int:
     model_info: dict[str, Any] = {}
     llm_cache: dict[str, Any] = {}
     for spec in specs:
-        if spec.model is None:
+        if spec.kind == "reference":
             answers[spec.name] = list(references)
             used_sources[spec.name] = [[] for _ in rows]
             model_info[spec.name] = {"name": "reference answers"}
             continue
+        if spec.kind == "extractive":
+            from rag_app.prompts import _default_counter
+
+            used_sources[spec.name] = [s[: spec.top_k] for s in sources]
+            answers[spec.name] = [extractive_answer(s, args.max_new_tokens, _default_counter) for s in used_sources[spec.name]]
+            model_info[spec.name] = {"name": "top source's answer text, cut to the answer budget"}
+            continue
         if spec.name in FINETUNED_SYSTEMS or spec.model == settings.finetuned_llm:
             path = Path(spec.model)
-            if not spec.model.lower().endswith(".gguf") and not (path / "config.json").is_file():
+            if not spec.model.lower().endswith(".gguf") and not any((path / f).is_file() for f in ("config.json", "adapter_config.json")):
                 recipe = "smollm2-135m-raft-cpu" if spec.name.startswith("raft") else "smollm2-135m-lora-cpu"
                 notes.append(
                     f"system {spec.name!r} skipped: no fine-tuned model at {spec.model} "
@@ -296,15 +405,18 @@ def run(args: CompareArguments) -> int:
             llm_cache[spec.model] = load_llm(settings.model_copy(update={"llm": spec.model}), max_new_tokens=args.max_new_tokens)
         llm = llm_cache[spec.model]
         model_info[spec.name] = llm_info(llm)
-        engine = build_query_engine(settings, use_rag=spec.rag, llm=llm, retriever=None if not spec.rag else _Unused())
-        prompts, per_q_sources = [], []
+        # The real retriever: sources were retrieved once above, but the engine reads its topic names from it.
+        engine = build_query_engine(settings, use_rag=spec.rag, llm=llm, retriever=retriever if spec.rag else None)
+        prompts, per_q_sources, coverage = [], [], []
         for q, srcs in zip(questions, sources):
             clean, _ = engine.clean_question(q)
             chosen = srcs[: spec.top_k] if spec.rag else []
             per_q_sources.append(chosen)
             prompts.append(engine.messages(clean, chosen))
-        cache = AnswerCache(settings.storage_dir / "cache" / "eval-answers.jsonl", llm, args.max_new_tokens) if args.cache else None
-        answers[spec.name] = generate_all(llm, prompts, args.batch_size, args.max_new_tokens, cache, desc=f"Generating {spec.name}")
+            coverage.append(engine.coverage(clean, chosen))
+        texts = generate_as_engine(llm, prompts, coverage, args, settings, desc=f"Generating {spec.name}")
+        # As the engine finishes an answer: the source it was taken from is cited when the model left the number out.
+        answers[spec.name] = [t + citation_to_add(t, [n.node.get_content() for n in srcs]) for t, srcs in zip(texts, per_q_sources)]
         used_sources[spec.name] = per_q_sources
     llm_cache.clear()
     ran = [s for s in specs if s.name in answers]
@@ -314,28 +426,34 @@ def run(args: CompareArguments) -> int:
     # ---- metrics ------------------------------------------------------------------------
     per_q: dict[str, dict[str, list[float]]] = {}
     for spec in ran:
-        scores: dict[str, list[float]] = dict(M.rouge_scores(answers[spec.name], references))
+        scores: dict[str, list[float]] = dict(M.rouge_scores(answers[spec.name], scored_refs))
         scores["abstention"] = [float(M.is_abstention(a)) for a in answers[spec.name]]
+        scores["words"] = [float(len(a.split())) for a in answers[spec.name]]
+        scores["repetition"] = [float(repeats(a)) for a in answers[spec.name]]
         if spec.rag:
             srcs = used_sources[spec.name]
             scores["grounding"] = [M.grounding_score(a, [n.node.get_content() for n in s]) for a, s in zip(answers[spec.name], srcs)]
-            golds = [next((i for i, n in enumerate(s, start=1) if n.node.ref_doc_id == g), None) for s, g in zip(srcs, gold_ids)]
+            golds = [[i for i, n in enumerate(s, start=1) if n.node.ref_doc_id in rel] for s, rel in zip(srcs, relevant)]
             scores["citation_accuracy"] = [M.citation_correct(a, p) for a, p in zip(answers[spec.name], golds)]
         per_q[spec.name] = scores
 
+    subsets = {name: [i for i, r in enumerate(rows) if r["subset"] == name] for name in dict.fromkeys(r["subset"] for r in rows) if name}
     retrieval: dict[str, dict[str, Any]] = {}
     if rag_k:
         k = rag_k
-        ranked = [[n.node.ref_doc_id for n in s] for s in sources]
-        doc_key = lambda meta: f"{meta.get('collection', '')}/{meta.get('document_id', '')}"  # noqa: E731
-        ranked_docs = [[doc_key(n.node.metadata) for n in s] for s in sources]
-        gold_docs = [[f"{r.get('collection', '')}/{r.get('document_id', '')}"] for r in rows]
-        ret = {f"pair_{m}": v for m, v in M.ranking_metrics(ranked, [[g] for g in gold_ids], k).items()}
-        ret.update({f"pair_{m}": v for m, v in M.ranking_metrics(ranked, [[g] for g in gold_ids], 10).items() if m.startswith("mrr")})
-        ret.update({f"document_{m}": v for m, v in M.ranking_metrics(ranked_docs, gold_docs, k).items()})
-        ctx = [[n.node.get_content() for n in s[:k]] for s in sources]
-        ref_ctx = [[f"Question: {r['question']}\nAnswer: {r['answer']}"] for r in rows]
-        ret.update(M.ragas_context_scores(ctx, ref_ctx, [r[:k] for r in ranked], [[g] for g in gold_ids]))
+        scored = [i for i, rel in enumerate(relevant) if rel]  # LiveQA: the answerable questions
+        ranked = [[n.node.ref_doc_id for n in sources[i]] for i in scored]
+        gold = [sorted(relevant[i]) for i in scored]
+        ret = {f"pair_{m}": v for m, v in M.ranking_metrics(ranked, gold, k).items()}
+        ret.update({f"pair_{m}": v for m, v in M.ranking_metrics(ranked, gold, 10).items() if m.startswith("mrr")})
+        if args.questions == "medquad":
+            doc_key = lambda meta: f"{meta.get('collection', '')}/{meta.get('document_id', '')}"  # noqa: E731
+            ranked_docs = [[doc_key(n.node.metadata) for n in s] for s in sources]
+            gold_docs = [[f"{r.get('collection', '')}/{r.get('document_id', '')}"] for r in rows]
+            ret.update({f"document_{m}": v for m, v in M.ranking_metrics(ranked_docs, gold_docs, k).items()})
+            ctx = [[n.node.get_content() for n in s[:k]] for s in sources]
+            ref_ctx = [[f"Question: {r['question']}\nAnswer: {r['answer']}"] for r in rows]
+            ret.update(M.ragas_context_scores(ctx, ref_ctx, [r[:k] for r in ranked], gold))
         retrieval = {name: M.summarize(vals, seed=args.seed) for name, vals in ret.items()}
 
     judge_scores = _judge(args, ran, questions, answers, used_sources, notes)
@@ -343,6 +461,10 @@ def run(args: CompareArguments) -> int:
         per_q[name].update(extra)
 
     summary = {name: {m: M.summarize(v, seed=args.seed) for m, v in scores.items()} for name, scores in per_q.items()}
+    by_subset = {
+        subset: {name: {m: M.summarize([v[i] for i in idx], seed=args.seed) for m, v in scores.items()} for name, scores in per_q.items()}
+        for subset, idx in subsets.items()
+    }
     tests = []
     for a, b in PAIRS:
         if a in per_q and b in per_q:
@@ -358,6 +480,13 @@ def run(args: CompareArguments) -> int:
         "args": vars(args),
         "manifest_hash": manifest.get("content_hash"),
         "n_questions": len(rows),
+        "question_note": (
+            f"{len(rows)} test questions from `test.jsonl` (split manifest hash `{manifest.get('content_hash')}`)"
+            if args.questions == "medquad"
+            else f"{len(rows)} questions from the {manifest['source']} (" + ", ".join(f"{n} {k}" for k, n in ((k, len(v)) for k, v in subsets.items()))
+            + f"; question set hash `{manifest.get('content_hash')}`)"
+        ),
+        "subsets": by_subset,
         "index_note": index_note,
         "notes": notes,
         "models": model_info,
@@ -371,6 +500,8 @@ def run(args: CompareArguments) -> int:
                 "question": r["question"],
                 "reference": r["answer"],
                 "doc_id": r["doc_id"],
+                "relevant": r["relevant"],
+                "subset": r["subset"],
                 "answers": {s.name: answers[s.name][i] for s in ran},
                 "sources": [
                     {"rank": j, "doc_id": n.node.ref_doc_id, "focus": n.node.metadata.get("focus"), "url": n.node.metadata.get("url"), "score": n.score}
@@ -393,10 +524,13 @@ class AnswerCache:
     its weight files, so retraining into the same folder invalidates its answers.
     """
 
-    def __init__(self, path: Path, llm: Any, max_new_tokens: int) -> None:
+    def __init__(self, path: Path, llm: Any, max_new_tokens: int, variant: str = "") -> None:
         self.path = path
         self.model_key = self._fingerprint(llm)
         self.max_new_tokens = max_new_tokens
+        # Decoding that changes answers is part of the key (older entries, made without it, keep theirs).
+        stop = "stop_on_repeat" if getattr(llm, "_medqa_info", {}).get("stop_on_repeat") else ""
+        self.decoding = "+".join(p for p in (stop, variant) if p)
         self.answers: dict[str, str] = {}
         if path.is_file():
             for line in path.read_text(encoding="utf-8").splitlines():
@@ -417,7 +551,7 @@ class AnswerCache:
         """The cache key of one prompt for this model and budget."""
         import hashlib
 
-        blob = json.dumps([self.model_key, conversation, self.max_new_tokens], sort_keys=True)
+        blob = json.dumps([self.model_key, conversation, self.max_new_tokens] + ([self.decoding] if self.decoding else []), sort_keys=True)
         return hashlib.sha256(blob.encode("utf-8")).hexdigest()
 
     def get(self, conversation: list[dict[str, str]]) -> Optional[str]:
@@ -434,10 +568,35 @@ class AnswerCache:
                 handle.write(json.dumps({"key": key, "answer": out}) + "\n")
 
 
-def generate_all(
-    llm: Any, prompts: Sequence[list[dict[str, str]]], batch_size: int, max_new_tokens: int, cache: Optional[AnswerCache], desc: str
+def generate_as_engine(
+    llm: Any, prompts: Sequence[list[dict[str, str]]], coverage: Sequence[str], args: CompareArguments, settings: Any, desc: str
 ) -> list[str]:
-    """Answers for every prompt: cached ones reused, the rest generated in batches of similar length."""
+    """Answers as the query engine gives them: declined without generating where no source is about the
+    question's topic, generated without a leading decline where one is, generated plainly otherwise."""
+    from rag_app.engine import decline_start_ids
+    from rag_app.prompts import ABSTAIN_ANSWER
+
+    out = [ABSTAIN_ANSWER if c == "uncovered" else "" for c in coverage]
+    path = settings.storage_dir / "cache" / "eval-answers.jsonl"
+    for kind, extra in (("unknown", {}), ("covered", {"begin_suppress_tokens": decline_start_ids(llm._tokenizer)})):
+        idx = [i for i, c in enumerate(coverage) if c == kind]
+        if not idx:
+            continue
+        cache = AnswerCache(path, llm, args.max_new_tokens, variant=kind if extra else "") if args.cache else None
+        texts = generate_all(llm, [prompts[i] for i in idx], args.batch_size, args.max_new_tokens, cache, desc=f"{desc} ({kind})", **extra)
+        for i, text in zip(idx, texts):
+            out[i] = text
+    return out
+
+
+def generate_all(
+    llm: Any, prompts: Sequence[list[dict[str, str]]], batch_size: int, max_new_tokens: int, cache: Optional[AnswerCache], desc: str,
+    **generate_kwargs: Any,
+) -> list[str]:
+    """Answers for every prompt: cached ones reused, the rest generated in batches of similar length.
+
+    ``generate_kwargs`` go to ``model.generate`` (e.g. ``begin_suppress_tokens``); the cache must be keyed for them.
+    """
     from tqdm.auto import tqdm
 
     from eval.generate import generate_batch
@@ -451,7 +610,7 @@ def generate_all(
     for start in tqdm(range(0, len(todo), batch_size), desc=desc, unit="batch"):
         idx = todo[start : start + batch_size]
         batch = [prompts[i] for i in idx]
-        generated = generate_batch(llm, batch, max_new_tokens)
+        generated = generate_batch(llm, batch, max_new_tokens, **generate_kwargs)
         if cache:
             cache.put_many(batch, generated)
         for i, text in zip(idx, generated):
@@ -477,13 +636,6 @@ class _NullLLM:
     """Stands in for an LLM where the engine is only used to retrieve."""
 
     metadata = None
-
-
-class _Unused:
-    """Placeholder retriever: sources are retrieved once up front and passed in."""
-
-    def retrieve(self, *_: Any) -> list:
-        raise RuntimeError("retrieval happens once, before generation")
 
 
 if __name__ == "__main__":

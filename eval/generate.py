@@ -5,18 +5,21 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 
-def generate_batch(llm: Any, conversations: Sequence[list[dict[str, str]]], max_new_tokens: int) -> list[str]:
+def generate_batch(llm: Any, conversations: Sequence[list[dict[str, str]]], max_new_tokens: int, **generate_kwargs: Any) -> list[str]:
     """Generate one answer per conversation in a single left-padded batch, greedily.
 
     Args:
         llm: A ``HuggingFaceLLM`` from :func:`rag_app.models.load_llm` (its model and tokenizer are used).
         conversations: Chat messages per example, as built by the engine (``engine.messages``).
         max_new_tokens: Generation budget per answer.
+        generate_kwargs: More ``model.generate`` arguments (e.g. ``begin_suppress_tokens``).
 
     Returns:
         The decoded answers, special tokens removed.
     """
     import torch
+
+    from rag_app.decoding import repetition_stop, trim_repetition
 
     tokenizer, model = llm._tokenizer, llm._model
     prompts = [tokenizer.apply_chat_template(c, tokenize=False, add_generation_prompt=True) for c in conversations]
@@ -26,9 +29,17 @@ def generate_batch(llm: Any, conversations: Sequence[list[dict[str, str]]], max_
         batch = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
     finally:
         tokenizer.padding_side = side
+    extra: dict[str, Any] = {}
+    stop_on_repeat = getattr(llm, "_medqa_info", {}).get("stop_on_repeat", False)
+    if stop_on_repeat:
+        from transformers import StoppingCriteriaList
+
+        extra["stopping_criteria"] = StoppingCriteriaList([repetition_stop(tokenizer)])
     with torch.inference_mode():
         out = model.generate(
             **batch,
+            **extra,
+            **generate_kwargs,
             max_new_tokens=max_new_tokens,
             do_sample=False,
             temperature=None,
@@ -37,4 +48,6 @@ def generate_batch(llm: Any, conversations: Sequence[list[dict[str, str]]], max_
             pad_token_id=tokenizer.pad_token_id,
         )
     new = out[:, batch["input_ids"].shape[1] :]
-    return [t.strip() for t in tokenizer.batch_decode(new, skip_special_tokens=True)]
+    # The stop ends a row once it repeats itself; the repeat is cut off, as the engine does.
+    texts = [t.strip() for t in tokenizer.batch_decode(new, skip_special_tokens=True)]
+    return [trim_repetition(t) for t in texts] if stop_on_repeat else texts

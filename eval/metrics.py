@@ -34,8 +34,13 @@ _STOP = frozenset(
 # ---- ROUGE -------------------------------------------------------------------------
 
 
-def rouge_scores(predictions: Sequence[str], references: Sequence[str]) -> dict[str, list[float]]:
+def rouge_scores(predictions: Sequence[str], references: Sequence[str | Sequence[str]]) -> dict[str, list[float]]:
     """Per-example ROUGE-1/2/L F1 with Porter stemming (``rouge-score``, the reference implementation).
+
+    Args:
+        predictions: The answers.
+        references: One reference per answer, or a list of references: each ROUGE type then scores
+            against the best-matching one (``RougeScorer.score_multi``).
 
     Returns:
         ``{"rouge1": [...], "rouge2": [...], "rougeL": [...]}`` aligned with the inputs.
@@ -47,7 +52,7 @@ def rouge_scores(predictions: Sequence[str], references: Sequence[str]) -> dict[
     scorer = rouge_scorer.RougeScorer(list(ROUGE_TYPES), use_stemmer=True)
     out: dict[str, list[float]] = {t: [] for t in ROUGE_TYPES}
     for pred, ref in zip(predictions, references):
-        scores = scorer.score(ref, pred)
+        scores = scorer.score(ref, pred) if isinstance(ref, str) else scorer.score_multi(list(ref), pred)
         for t in ROUGE_TYPES:
             out[t].append(scores[t].fmeasure)
     return out
@@ -172,15 +177,17 @@ def cited_numbers(answer: str) -> list[int]:
     return seen
 
 
-def citation_correct(answer: str, gold_position: int | None) -> float:
-    """1.0 when the first citation in ``answer`` is the gold source's number (1-based), else 0.0.
+def citation_correct(answer: str, gold_position: int | Iterable[int] | None) -> float:
+    """1.0 when the first citation in ``answer`` is a gold source's number (1-based), else 0.0.
 
-    NaN when the gold source was not retrieved (no correct citation was possible).
+    ``gold_position`` is one number, or the numbers of every relevant source. NaN when no gold source
+    was retrieved (no correct citation was possible).
     """
-    if gold_position is None:
+    golds = {gold_position} if isinstance(gold_position, int) else set(gold_position or ())
+    if not golds:
         return math.nan
     cited = cited_numbers(answer)
-    return 1.0 if cited and cited[0] == gold_position else 0.0
+    return 1.0 if cited and cited[0] in golds else 0.0
 
 
 def content_words(text: str) -> list[str]:

@@ -9,7 +9,9 @@ from typing import Any, Sequence
 
 #: Per-question ROUGE-L scatter plots (x system, y system, file), drawn when both systems ran.
 SCATTERS = (("ft", "ft+rag", "scatter_ft_vs_ft_rag.png"), ("ft+rag", "raft+rag", "scatter_ft_rag_vs_raft_rag.png"))
-ANSWER_METRICS = ("rouge1", "rouge2", "rougeL", "grounding", "citation_accuracy", "abstention", "ragas_faithfulness", "ragas_response_relevancy")
+ANSWER_METRICS = (
+    "rouge1", "rouge2", "rougeL", "grounding", "citation_accuracy", "abstention", "repetition", "words", "ragas_faithfulness", "ragas_response_relevancy",
+)
 
 
 def _fmt(x: float | None, digits: int = 3) -> str:
@@ -77,7 +79,7 @@ def write_report(
     lines = [
         "# medqa evaluation",
         "",
-        f"- Test questions: {context['n_questions']} from `test.jsonl` (split manifest hash `{context['manifest_hash']}`), "
+        f"- Questions: {context['question_note']}, "
         f"seed {context['args']['seed']}, greedy decoding, max {context['args']['max_new_tokens']} new tokens.",
         f"- Index: {context['index_note']}.",
         f"- Wall time: {context['seconds']:.0f} s.",
@@ -92,6 +94,8 @@ def write_report(
         model = info.get("name", s["model"]) + (" (fallback: configured model unavailable)" if info.get("fallback") else "")
         lines.append(f"| {s['name']} | {model} | {'yes' if s['rag'] else 'no'} | {s['top_k'] if s['rag'] else '–'} |")
     lines += ["", "## Answers", "", "Mean (change vs the first system) [95% bootstrap CI].", "", table, ""]
+    for subset, sub_summary in context.get("subsets", {}).items():
+        lines += [f"### Subset: {subset} ({next(iter(sub_summary.values()))['abstention']['n']} questions)", "", metric_table(sub_summary), ""]
     if tests:
         lines += ["## Paired bootstrap tests", "", "| A vs B | metric | mean(A) − mean(B) | p |", "|---|---|---|---|"]
         lines += [f"| {t['a']} vs {t['b']} | {t['metric']} | {t['diff']:+.4f} | {t['p']:.4f} |" for t in tests]
@@ -103,12 +107,16 @@ def write_report(
     lines += [
         "## How the metrics are computed",
         "",
-        "- ROUGE-1/2/L: F1 from `rouge-score` with Porter stemming, answer vs reference answer.",
+        "- ROUGE-1/2/L: F1 from `rouge-score` with Porter stemming, answer vs reference answer (vs the best-matching "
+        "one where a question has several).",
+        "- words: answer length in whitespace-separated words.",
+        "- repetition: share of answers that repeat themselves: a complete sentence of 4+ words said again (case and "
+        "punctuation aside), or a run of 12 words said twice in a row (`rag_app.decoding.repeats`).",
         "- grounding (RAG systems, no judge): the answer, citation markers removed, is split into sentences; for each "
         "sentence with 3+ content words (lower-case alphanumeric tokens of 3+ characters, minus stop words), support "
         "is the share of its content words found in the passages shown to the model; the score is the mean support.",
-        "- citation_accuracy: share of answers whose first cited [n] is the test question's own QA pair, among "
-        "questions where that pair was retrieved.",
+        "- citation_accuracy: share of answers whose first cited [n] is a relevant QA pair (the test question's own "
+        "pair; for LiveQA, a pair holding a reference answer), among questions where one was retrieved.",
         "- abstention: share of answers that decline (\"I don't know\", \"the sources don't cover ...\").",
         "- Retrieval: hit/MRR/nDCG@k of the question's own QA pair (`pair_`) and of any pair from its source "
         "document (`document_`); ragas judge-free context precision/recall (string similarity to the reference "
@@ -121,7 +129,10 @@ def write_report(
         lines += ["## Plots", "", "![ROUGE](rouge.png)", ""]
         lines += [f"![{x} vs {y}]({name})\n" for x, y, name in SCATTERS if x in per_q and y in per_q]
     (out_dir / "report.md").write_text("\n".join(lines), encoding="utf-8")
-    (out_dir / "metrics.json").write_text(json.dumps(flat_metrics(summary, retrieval, tests), indent=2), encoding="utf-8")
+    flat = flat_metrics(summary, retrieval, tests)
+    for subset, sub_summary in context.get("subsets", {}).items():
+        flat.update({f"{subset}/{k}": v for k, v in flat_metrics(sub_summary, {}, []).items()})
+    (out_dir / "metrics.json").write_text(json.dumps(flat, indent=2), encoding="utf-8")
     with (out_dir / "details.jsonl").open("w", encoding="utf-8") as handle:
         for row in details:
             handle.write(json.dumps(row, ensure_ascii=False, default=_nan_to_none) + "\n")

@@ -30,7 +30,7 @@ import shutil
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 from finetune import UserError
 
@@ -290,12 +290,27 @@ def read_split(path: str | Path, required: Sequence[str] = ("question", "answer"
 # ---- orchestration -------------------------------------------------------------------------------------------
 
 
-def sample_rows(rows: list[dict[str, Any]], limit: int | None, seed: int) -> list[dict[str, Any]]:
-    """A seeded sample of at most ``limit`` rows, in ``doc_id`` order; all rows when ``limit`` is None."""
+def sample_rows(
+    rows: list[dict[str, Any]], limit: int | None, seed: int, weight: Callable[[dict[str, Any]], float] | None = None
+) -> list[dict[str, Any]]:
+    """A seeded sample of at most ``limit`` rows, in ``doc_id`` order; all rows when ``limit`` is None.
+
+    Args:
+        rows: Split rows.
+        limit: Sample size.
+        seed: Seed of the draw.
+        weight: Optional positive weight per row: rows are drawn without replacement with probability
+            proportional to it (Efraimidis-Spirakis keys); uniform when omitted.
+    """
     if limit is None or limit >= len(rows):
         return rows
     rng = random.Random(seed)
-    return sorted(rng.sample(rows, limit), key=lambda r: r.get("doc_id", ""))
+    if weight is None:
+        chosen = rng.sample(rows, limit)
+    else:
+        keyed = sorted(rows, key=lambda r: -(rng.random() ** (1.0 / max(weight(r), 1e-9))))
+        chosen = keyed[:limit]
+    return sorted(chosen, key=lambda r: r.get("doc_id", ""))
 
 
 def resolve_dirs(args: SplitArguments) -> tuple[list[str], Path, Path]:

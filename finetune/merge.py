@@ -6,9 +6,16 @@ the generation config and a ``README.md`` model card (base model, data manifest 
 final train/validation loss, taken from ``medqa_run.json`` when present). The folder is written under a
 temporary name and renamed into place, so an interrupted merge never leaves a half model behind.
 
+``--ship DIR`` instead exports the adapter itself for committing: its weights in 16 bits (about 10 MB for
+SmolLM2-135M at r=16), ``adapter_config.json``, the run record ``medqa_run.json`` (recipe, split manifest
+hash, the retrieval settings that built its prompts, losses, and the evaluation figures of ``--reports``)
+and a model card. medqa merges such a folder onto its base on first use (``rag_app.models``).
+
 Example::
 
     python -m finetune.merge --adapter runs/smollm2-lora                 # -> runs/smollm2-lora/merged
+    python -m finetune.merge --adapter runs/smollm2-135m-raft --ship finetune/adapters/smollm2-135m-raft \
+        --recipe finetune/recipes/smollm2-135m-raft-cpu.yaml --reports liveqa=storage/reports/liveqa
     python -m finetune.merge --adapter runs/smollm2-lora/checkpoint-400 --output storage/models/medqa-smollm2
     MEDQA_LLM=runs/smollm2-lora/merged python -m rag_app ask "What is glaucoma?"
 """
@@ -17,7 +24,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import shutil
 import sys
 from dataclasses import dataclass, field
@@ -46,6 +52,9 @@ class MergeArguments:
     base: str | None = field(default=None, metadata={"help": "Base model; default: recorded with the adapter."})
     storage_dir: str | None = field(default=None, metadata={"help": "Storage folder; default MEDQA_STORAGE_DIR."})
     dtype: str = field(default="float32", metadata={"help": "Saved dtype: float32, bfloat16 or float16."})
+    ship: str | None = field(default=None, metadata={"help": "Export the adapter (16-bit) with its run record to this folder instead of merging."})
+    recipe: str | None = field(default=None, metadata={"help": "With --ship: the recipe file that trained it (recorded; its values are checked)."})
+    reports: list[str] = field(default_factory=list, metadata={"help": "With --ship: NAME=REPORT_DIR evaluation reports to record."})
 
 
 def find_run_summary(adapter_dir: Path) -> dict[str, Any]:
@@ -66,13 +75,38 @@ def _fmt(value: Any) -> str:
     return f"{value:.4f}" if isinstance(value, (int, float)) else "n/a"
 
 
+#: Figures of an evaluation report shown on a model card, per system (see ``eval/report.py``).
+CARD_METRICS = ("rougeL", "citation_accuracy", "abstention", "repetition", "grounding")
+
+
+def _evaluation_section(evaluation: dict[str, dict[str, Any]]) -> str:
+    lines = []
+    for name, metrics in evaluation.items():
+        systems = sorted({k.split("/")[0] for k in metrics if k.count("/") == 1 and not k.startswith(("p/", "retrieval/"))})
+        lines += [f"### {name}", "", "| system | " + " | ".join(CARD_METRICS) + " |", "|---|" + "---|" * len(CARD_METRICS)]
+        for system in systems:
+            cells = [_fmt(metrics.get(f"{system}/{m}")) if metrics.get(f"{system}/{m}") is not None else "–" for m in CARD_METRICS]
+            lines.append(f"| {system} | " + " | ".join(cells) + " |")
+        lines.append("")
+    return "\n".join(lines)
+
+
 def model_card(summary: dict[str, Any], base_name: str, adapter_dir: Path) -> str:
-    """A README.md for the merged model."""
+    """A README.md for a merged model or a shipped adapter (its run record, recipe, data and evaluation figures)."""
     data = summary.get("data", {})
     hp = summary.get("hyperparameters", {})
     rows = "\n".join(f"| {k} | {v} |" for k, v in hp.items())
     counts = data.get("manifest_counts") or {}
     train = data.get("train", {})
+    raft = data.get("raft") or {}
+    extra = ""
+    if summary.get("recipe"):
+        extra += f"\n## Recipe\n`{summary['recipe']['path']}`; reproduce with `{' '.join(summary.get('command') or ['python', '-m', 'finetune.train', '--config', summary['recipe']['path']])}`.\n"
+    if raft.get("retrieval"):
+        settings = ", ".join(f"{k}={v}" for k, v in raft["retrieval"].items() if k != "source_prior")
+        extra += f"\n## Retrieval-aware prompts\nBuilt with the project's retriever: {settings}; train examples {raft.get('train', {})}.\n"
+    if summary.get("evaluation"):
+        extra += "\n## Evaluation (`python -m eval.compare`)\n\n" + _evaluation_section(summary["evaluation"])
     return f"""---
 base_model: {base_name}
 library_name: transformers
@@ -83,8 +117,10 @@ datasets: [MedQuAD]
 
 # medqa fine-tune of {base_name}
 
-A LoRA adapter trained with TRL's `SFTTrainer` on MedQuAD question/answer pairs and merged into the
-full-precision base weights. Prompts use medqa's shared chat format (`rag_app.prompts.build_messages`).
+A LoRA adapter trained with TRL's `SFTTrainer` on MedQuAD question/answer pairs (with `raft: true`, on the
+query engine's own prompts: a question and numbered retrieved sources), merged into the full-precision base
+weights by `python -m finetune.merge` or, for an adapter folder, by medqa on first use. Prompts use medqa's
+shared chat format (`rag_app.prompts`).
 
 Use it as the medqa LLM: `MEDQA_LLM={{this folder}} python -m rag_app ask "What is glaucoma?"`
 
@@ -111,7 +147,7 @@ Use it as the medqa LLM: `MEDQA_LLM={{this folder}} python -m rag_app ask "What 
 - Wall time: {summary.get("wall_time_s", "n/a")} s
 
 Adapter: `{adapter_dir}`
-"""
+{extra}"""
 
 
 def merge_adapter(
@@ -136,12 +172,9 @@ def merge_adapter(
     Raises:
         UserError: If the adapter or base model can't be found.
     """
-    import torch
-    from peft import PeftModel
-    from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
-
     from finetune.train import resolve_base
     from rag_app.config import Settings
+    from rag_app.models import merge_lora
 
     adapter_dir = Path(adapter_dir)
     config_path = adapter_dir / "adapter_config.json"
@@ -167,38 +200,71 @@ def merge_adapter(
         raise error  # type: ignore[misc]
     base_name = summary.get("base_model") or resolved.name
 
-    model = AutoModelForCausalLM.from_pretrained(resolved.path, dtype=torch.float32)
-    model = PeftModel.from_pretrained(model, adapter_dir).merge_and_unload()
-    model = model.to(getattr(torch, dtype))
-    tok_dir = adapter_dir if (adapter_dir / "tokenizer_config.json").is_file() else resolved.path
-    tokenizer = AutoTokenizer.from_pretrained(tok_dir)
-    try:
-        generation_config = GenerationConfig.from_pretrained(resolved.path)
-    except OSError:
-        generation_config = GenerationConfig.from_model_config(model.config)
-    if tokenizer.eos_token_id is not None and generation_config.eos_token_id is None:
-        generation_config.eos_token_id = tokenizer.eos_token_id
-    if generation_config.pad_token_id is None:
-        generation_config.pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    model.generation_config = generation_config
-    model.config.name_or_path = f"medqa-{resolved.name}"
-
     output_dir = Path(output_dir) if output_dir else adapter_dir / "merged"
-    tmp = output_dir.with_name(output_dir.name + f".tmp-{os.getpid()}")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    model.save_pretrained(tmp, safe_serialization=True)
-    tokenizer.save_pretrained(tmp)
-    if not (tmp / "chat_template.jinja").is_file() and tokenizer.chat_template and "chat_template" not in json.loads(
-        (tmp / "tokenizer_config.json").read_text(encoding="utf-8")
-    ):
-        (tmp / "chat_template.jinja").write_text(tokenizer.chat_template, encoding="utf-8")
-    (tmp / "README.md").write_text(model_card(summary, base_name, adapter_dir), encoding="utf-8")
-    if output_dir.exists():
-        shutil.rmtree(output_dir)
-    tmp.rename(output_dir)
+    merge_lora(resolved.path, adapter_dir, output_dir, dtype, card=model_card(summary, base_name, adapter_dir))
     logger.info("merged %s into %s -> %s", adapter_dir, resolved.name, output_dir)
     return output_dir
+
+
+def ship_adapter(adapter_dir: str | Path, dest: str | Path, recipe: str | None = None, reports: Sequence[str] = ()) -> Path:
+    """Export an adapter for committing: 16-bit weights, config, run record and model card.
+
+    Args:
+        adapter_dir: Training output folder (``adapter_config.json``, ``adapter_model.safetensors``, ``medqa_run.json``).
+        dest: Destination folder (replaced).
+        recipe: The recipe file that trained it, recorded with its values.
+        reports: ``NAME=REPORT_DIR`` evaluation reports whose ``metrics.json`` is recorded under ``evaluation``.
+
+    Returns:
+        ``dest``.
+
+    Raises:
+        UserError: If the adapter, recipe or a report is missing.
+    """
+    import torch
+    import yaml
+    from safetensors.torch import load_file, save_file
+
+    adapter_dir, dest = Path(adapter_dir), Path(dest)
+    weights = adapter_dir / "adapter_model.safetensors"
+    if not weights.is_file() or not (adapter_dir / "adapter_config.json").is_file():
+        raise UserError(f"{str(adapter_dir)!r} holds no adapter_model.safetensors/adapter_config.json; point --adapter at a training output")
+    summary = find_run_summary(adapter_dir)
+    summary.pop("log_history", None)
+    summary.pop("merged_dir", None)
+    raft = summary.get("data", {}).get("raft")
+    if raft is not None and "retrieval" not in raft:  # runs recorded before the retrieval settings were
+        from finetune.raft import prompt_settings
+        from rag_app.config import Settings
+
+        raft["retrieval"] = prompt_settings(Settings())
+    if recipe:
+        if not Path(recipe).is_file():
+            raise UserError(f"recipe file {recipe!r} does not exist")
+        summary["recipe"] = {"path": str(recipe), "values": yaml.safe_load(Path(recipe).read_text(encoding="utf-8"))}
+    evaluation = {}
+    for spec in reports:
+        name, sep, folder = spec.partition("=")
+        path = Path(folder) / "metrics.json"
+        if not sep or not path.is_file():
+            raise UserError(f"--reports {spec!r}: expected NAME=REPORT_DIR with a metrics.json")
+        evaluation[name] = json.loads(path.read_text(encoding="utf-8"))
+    if evaluation:
+        summary["evaluation"] = evaluation
+    tmp = dest.with_name(dest.name + ".tmp")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    save_file({k: v.to(torch.float16) for k, v in load_file(weights).items()}, tmp / "adapter_model.safetensors", metadata={"format": "pt"})
+    config = json.loads((adapter_dir / "adapter_config.json").read_text(encoding="utf-8"))
+    config["base_model_name_or_path"] = summary.get("base_model") or config.get("base_model_name_or_path")
+    (tmp / "adapter_config.json").write_text(json.dumps(config, indent=2), encoding="utf-8")
+    (tmp / "medqa_run.json").write_text(json.dumps(summary, indent=2, default=str), encoding="utf-8")
+    (tmp / "README.md").write_text(model_card(summary, summary.get("base_model_name", "base"), dest), encoding="utf-8")
+    if dest.exists():
+        shutil.rmtree(dest)
+    tmp.rename(dest)
+    return dest
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -209,6 +275,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         (args,) = parse_or_exit([MergeArguments], argv, prog="python -m finetune.merge")
         if not args.adapter:
             raise UserError("pass --adapter <training output dir or checkpoint>")
+        if args.ship:
+            out = ship_adapter(args.adapter, args.ship, args.recipe, args.reports)
+            print(f"adapter exported to {out}; use it with MEDQA_LLM={out}")
+            return 0
         out = merge_adapter(args.adapter, args.output, args.base, args.storage_dir, args.dtype)
         print(f"merged model saved to {out}; use it with MEDQA_LLM={out}")
         return 0

@@ -34,7 +34,7 @@ from finetune import UserError
 
 logger = logging.getLogger("finetune")
 
-RAFT_FORMAT_VERSION = 1
+RAFT_FORMAT_VERSION = 2
 _SENTENCE_END = re.compile(r"(?<=[A-Za-z0-9)\]%])([.!?])(?=\s|$)")
 _STATEMENT_END = re.compile(r"(?<=[A-Za-z0-9)\]%])(\.)(?=\s|$)")
 _TOKEN = re.compile(r"[a-z0-9]+")
@@ -50,6 +50,14 @@ class RaftArguments:
         raft_oracle_fraction: Share of examples whose prompt holds the question's own QA pair.
         raft_answer_tokens: Token budget of an oracle target (cut at a sentence end).
         raft_candidate_k: Candidates each retriever returns before fusion and the train-only filter.
+        raft_consumer_fraction: Share of questions rewritten the way people write them
+            (:func:`finetune.consumer.consumer_question`).
+        raft_sibling_fraction: Share of questions replaced by another NIH collection's question on the same
+            topic and type, where there is one.
+        raft_retrieved_order: When the retriever puts the question's own pair in the top k, keep the sources
+            exactly as it ranks them (chunks, order), as at inference; otherwise insert the pair at random.
+        raft_weight_by_source: Sample the training pairs with weights ``exp(source prior)`` of their collection,
+            so the collections that answer people's questions most often are seen most.
     """
 
     raft: bool = field(default=False, metadata={"help": "Retrieval-aware (RAFT) training prompts with sources."})
@@ -57,11 +65,20 @@ class RaftArguments:
     raft_oracle_fraction: float = field(default=0.8, metadata={"help": "Share of examples that contain the gold passage."})
     raft_answer_tokens: int = field(default=128, metadata={"help": "Token budget of an oracle answer target."})
     raft_candidate_k: int = field(default=40, metadata={"help": "Retrieval candidates before filtering to train pairs."})
+    raft_consumer_fraction: float = field(default=0.0, metadata={"help": "Share of questions rewritten in consumer style."})
+    raft_sibling_fraction: float = field(default=0.0, metadata={"help": "Share of questions replaced by a same-topic question of another collection."})
+    raft_retrieved_order: bool = field(default=False, metadata={"help": "Keep the retriever's sources and order when it finds the gold pair."})
+    raft_weight_by_source: bool = field(default=False, metadata={"help": "Sample train pairs weighted by their collection's source prior."})
 
     def validate(self) -> None:
         """Raise :class:`UserError` for out-of-range values."""
         if self.raft_top_k < 1:
             raise UserError(f"raft_top_k={self.raft_top_k} must be at least 1 (the engine shows 3 sources by default)")
+        for name in ("raft_consumer_fraction", "raft_sibling_fraction"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise UserError(f"{name}={getattr(self, name)} must be between 0 and 1, e.g. 0.5")
+        if self.raft_consumer_fraction + self.raft_sibling_fraction > 1.0:
+            raise UserError("raft_consumer_fraction + raft_sibling_fraction must not exceed 1 (the rest keep MedQuAD's question)")
         if not 0.0 <= self.raft_oracle_fraction <= 1.0:
             raise UserError(f"raft_oracle_fraction={self.raft_oracle_fraction} must be between 0 and 1, e.g. 0.8")
         if self.raft_answer_tokens < 16:
@@ -79,6 +96,7 @@ class RaftExample:
     answer: str
     source_ids: list[str]
     source_nodes: list[str] = field(default_factory=list)  # chunk ids, in citation order
+    style: str = "medquad"  # how the question is worded: "medquad", "sibling" or "consumer"
 
 
 def focus_key(text: Any) -> str:
@@ -169,16 +187,19 @@ def build_examples(
     builder: PromptBuilder,
     args: RaftArguments,
     seed: int,
+    topic_rows: Sequence[dict[str, Any]] | None = None,
 ) -> tuple[list[RaftExample], dict[str, int]]:
     """RAFT examples for split rows.
 
     Args:
-        rows: Split rows (``question``, ``answer``, ``doc_id``, ``focus``).
+        rows: Split rows (``question``, ``answer``, ``doc_id``, ``focus``, ``question_type``).
         retrieve: Returns ranked nodes (one per QA pair) from the train-only index for a question.
         gold_nodes: The first chunk of each row's own QA pair, by ``doc_id``.
         builder: The engine-backed prompt builder.
         args: RAFT options.
-        seed: Seed of the oracle/distractor draw and the gold positions.
+        seed: Seed of the oracle/distractor draw, the question wording and the gold positions.
+        topic_rows: Every row of the split (default ``rows``): where same-topic questions of other
+            collections and a topic's other question types are looked up.
 
     Returns:
         ``(examples, stats)``; rows without an indexed gold chunk, or with too few distractors, are
@@ -186,20 +207,41 @@ def build_examples(
     """
     from llama_index.core.schema import NodeWithScore
 
+    from finetune.consumer import consumer_question, sibling_questions, topic_types
+    from finetune.data import normalize_focus
+    from rag_app.prompts import ABSTAIN_ANSWER
+
     rng = random.Random(seed)
     k = args.raft_top_k
+    siblings = sibling_questions(topic_rows or rows, normalize_focus)
+    types = topic_types(topic_rows or rows, normalize_focus)
     examples: list[RaftExample] = []
-    stats = {"oracle": 0, "distractor": 0, "skipped_no_gold": 0, "skipped_few_distractors": 0, "gold_retrieved": 0}
+    stats = {
+        "oracle": 0, "distractor": 0, "skipped_no_gold": 0, "skipped_few_distractors": 0, "gold_retrieved": 0,
+        "gold_in_top_k": 0, "medquad": 0, "sibling": 0, "consumer": 0,
+    }
     for row in rows:
         gold = gold_nodes.get(row["doc_id"])
         if gold is None:
             stats["skipped_no_gold"] += 1
             continue
-        question = builder.question(row["question"])
-        oracle = rng.random() < args.raft_oracle_fraction
         focus = focus_key(row.get("focus"))
+        draw = rng.random()
+        if draw < args.raft_consumer_fraction and row.get("focus"):
+            style = "consumer"
+            others = sorted(types.get(focus, set()) - {row.get("question_type")})
+            question = consumer_question(str(row["focus"]), str(row.get("question_type") or ""), rng, others)
+        elif draw < args.raft_consumer_fraction + args.raft_sibling_fraction and row["doc_id"] in siblings:
+            style, question = "sibling", rng.choice(siblings[row["doc_id"]])
+        else:
+            style, question = "medquad", row["question"]
+        question = builder.question(question)
+        oracle = rng.random() < args.raft_oracle_fraction
         found = list(retrieve(question))
         stats["gold_retrieved"] += any(n.node.ref_doc_id == row["doc_id"] for n in found)
+        top = found[:k]
+        gold_rank = next((i for i, n in enumerate(top, start=1) if n.node.ref_doc_id == row["doc_id"]), None)
+        stats["gold_in_top_k"] += gold_rank is not None
         # Distractor-only prompts must really lack the answer: no pair on the same topic, and no passage
         # repeating the answer's opening (MedQuAD copies text across related topics).
         distractors = [
@@ -207,19 +249,19 @@ def build_examples(
             if n.node.ref_doc_id != row["doc_id"]
             and (oracle or ((not focus or focus_key(n.node.metadata.get("focus")) != focus) and not covers(n.node.get_content(), row["answer"])))
         ]
-        need = k - 1 if oracle else k
-        if len(distractors) < need:
-            stats["skipped_few_distractors"] += 1
-            continue
-        chosen = list(distractors[:need])
-        if oracle:
-            position = rng.randint(1, k)
-            chosen.insert(position - 1, NodeWithScore(node=gold, score=None))
-            answer = cited_answer(row["answer"], position, builder.count, args.raft_answer_tokens)
+        if oracle and args.raft_retrieved_order and gold_rank is not None:
+            chosen, position = top, gold_rank  # exactly what the engine would show
         else:
-            from rag_app.prompts import ABSTAIN_ANSWER
-
-            position, answer = None, ABSTAIN_ANSWER
+            need = k - 1 if oracle else k
+            if len(distractors) < need:
+                stats["skipped_few_distractors"] += 1
+                continue
+            chosen = list(distractors[:need])
+            position = None
+            if oracle:
+                position = rng.randint(1, k)
+                chosen.insert(position - 1, NodeWithScore(node=gold, score=None))
+        answer = cited_answer(row["answer"], position, builder.count, args.raft_answer_tokens) if oracle else ABSTAIN_ANSWER
         examples.append(
             RaftExample(
                 doc_id=row["doc_id"],
@@ -229,10 +271,25 @@ def build_examples(
                 answer=answer,
                 source_ids=[n.node.ref_doc_id for n in chosen],
                 source_nodes=[n.node.node_id for n in chosen],
+                style=style,
             )
         )
         stats["oracle" if oracle else "distractor"] += 1
+        stats[style] += 1
     return examples, stats
+
+
+#: The settings that shape a RAFT prompt: retrieval (which sources, in which order) and the engine's budgets.
+PROMPT_SETTINGS = (
+    "retrieval_mode", "top_k", "candidate_k", "embed_model", "chunk_size", "chunk_overlap", "question_weight", "focus_weight",
+    "type_weight", "overview_weight", "sentence_weight", "source_weight", "source_prior", "source_tokens", "context_window",
+    "max_new_tokens", "max_question_tokens",
+)
+
+
+def prompt_settings(settings: Any) -> dict[str, Any]:
+    """The values of :data:`PROMPT_SETTINGS` (recorded with a RAFT run, so its prompts can be rebuilt)."""
+    return {name: getattr(settings, name) for name in PROMPT_SETTINGS if hasattr(settings, name)}
 
 
 def cache_key(manifest_hash: str, split: str, n_rows: int, args: RaftArguments, seed: int, tokenizer_name: str, settings: Any) -> str:
@@ -321,6 +378,7 @@ def load_or_build(
     storage_dir: Path,
     show_progress: bool = True,
     settings: Any = None,
+    topic_rows: dict[str, Sequence[dict[str, Any]]] | None = None,
 ) -> tuple[dict[str, list[RaftExample]], dict[str, Any]]:
     """RAFT examples for each split in ``split_rows`` (e.g. train and val), from the cache when it has them.
 
@@ -335,6 +393,7 @@ def load_or_build(
         storage_dir: Storage folder with the index; the cache goes to ``<storage_dir>/raft``.
         show_progress: Show a progress bar.
         settings: Engine and index settings (default: from the environment, with ``storage_dir``).
+        topic_rows: Every row of each split, where same-topic questions are looked up (default: ``split_rows``).
 
     Raises:
         UserError: If the index is missing or doesn't hold the train pairs.
@@ -347,7 +406,7 @@ def load_or_build(
     args.validate()
     settings = settings or Settings(storage_dir=storage_dir)
     out: dict[str, list[RaftExample]] = {}
-    stats: dict[str, Any] = {}
+    stats: dict[str, Any] = {"retrieval": prompt_settings(settings)}
     retriever: TrainOnlyRetriever | None = None
     builder = PromptBuilder(tokenizer, settings)
     for split, rows in split_rows.items():
@@ -368,7 +427,9 @@ def load_or_build(
                 raise UserError(f"RAFT prompts need the index: {err}") from None
             gold = retriever.gold_nodes()
         rows_iter = tqdm(rows, desc=f"RAFT prompts ({split})", unit="q", disable=not show_progress)
-        examples, counts = build_examples(rows_iter, retriever.retrieve, gold, builder, args, seed + (0 if split == "train" else 1))
+        examples, counts = build_examples(
+            rows_iter, retriever.retrieve, gold, builder, args, seed + (0 if split == "train" else 1), (topic_rows or {}).get(split)
+        )
         write_examples(path, examples)
         out[split] = examples
         stats[split] = {"cache": str(path), "from_cache": False, **counts}
@@ -392,10 +453,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         training_args, model_args, data_args = parse_args(argv)
         if not data_args.raft:
             raise UserError("this recipe does not set `raft: true`; pass --raft true to build retrieval-aware prompts")
-        split_rows, train_ids, manifest, storage_dir = select_rows(data_args, training_args.seed)
+        split_rows, train_ids, manifest, storage_dir, full_rows = select_rows(data_args, training_args.seed)
         resolved = resolve_base(model_args.model_name_or_path, storage_dir)
         tokenizer = AutoTokenizer.from_pretrained(resolved.path)
-        _, stats = load_or_build(split_rows, train_ids, manifest, tokenizer, resolved.name, data_args, training_args.seed, storage_dir)
+        _, stats = load_or_build(
+            split_rows, train_ids, manifest, tokenizer, resolved.name, data_args, training_args.seed, storage_dir, topic_rows=full_rows
+        )
         print(json.dumps(stats, indent=2))
         return 0
 

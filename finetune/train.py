@@ -237,21 +237,33 @@ def build_datasets(
     return out[0], out[1], stats
 
 
-def select_rows(data_args: TrainDataArguments, seed: int) -> tuple[dict[str, list[dict[str, Any]]], set[str], dict[str, Any], Path]:
-    """The (sampled) train and validation rows, every train pair id, the split manifest and the storage dir.
+def select_rows(
+    data_args: TrainDataArguments, seed: int
+) -> tuple[dict[str, list[dict[str, Any]]], set[str], dict[str, Any], Path, dict[str, list[dict[str, Any]]]]:
+    """The (sampled) train and validation rows, every train pair id, the split manifest, the storage dir and
+    every row of both splits.
 
-    The same seeded sample as :func:`build_datasets` takes for bare pairs.
+    The same seeded sample as :func:`build_datasets` takes for bare pairs; with ``raft_weight_by_source`` the
+    train pairs are drawn with weights ``exp(source prior)`` of their collection (MEDQA_SOURCE_PRIOR).
     """
+    import math
+
     from finetune.data import read_manifest, read_split
 
     _, storage_dir, split_dir = resolve_dirs_checked(data_args)
     manifest = read_manifest(split_dir) or {}
-    train = read_split(split_dir / "train.jsonl")
+    full = {"train": read_split(split_dir / "train.jsonl"), "val": read_split(split_dir / "val.jsonl")}
+    weight = None
+    if data_args.raft and data_args.raft_weight_by_source:
+        from rag_app.config import Settings
+
+        prior = Settings(storage_dir=storage_dir).source_prior
+        weight = lambda row: math.exp(prior.get(str(row.get("collection", "")), 0.0))  # noqa: E731
     rows = {
-        "train": sample_rows(train, data_args.max_train_samples, seed),
-        "val": sample_rows(read_split(split_dir / "val.jsonl"), data_args.max_eval_samples, seed),
+        "train": sample_rows(full["train"], data_args.max_train_samples, seed, weight),
+        "val": sample_rows(full["val"], data_args.max_eval_samples, seed),
     }
-    return rows, {r["doc_id"] for r in train}, manifest, storage_dir
+    return rows, {r["doc_id"] for r in full["train"]}, manifest, storage_dir, full
 
 
 def resolve_dirs_checked(data_args: TrainDataArguments) -> tuple[list[str], Path, Path]:
@@ -452,10 +464,10 @@ def run(argv: Sequence[str] | None = None, callbacks: Sequence[Any] | None = Non
         from finetune.raft import load_or_build
 
         with state.main_process_first():  # rank 0 retrieves and caches the prompts; the others read the cache
-            split_rows, train_ids, _, _ = select_rows(data_args, training_args.seed)
+            split_rows, train_ids, _, _, full_rows = select_rows(data_args, training_args.seed)
             raft_examples, raft_stats = load_or_build(
                 split_rows, train_ids, manifest, tokenizer, resolved.name, data_args, training_args.seed, storage_dir,
-                show_progress=state.is_main_process,
+                show_progress=state.is_main_process, topic_rows=full_rows,
             )
     train_ds, eval_ds, data_stats = build_datasets(
         tokenizer, split_dir, training_args.max_length, data_args, training_args.seed, verbose=state.is_main_process,
@@ -514,6 +526,7 @@ def run(argv: Sequence[str] | None = None, callbacks: Sequence[Any] | None = Non
     if eval_before is None:  # a resumed run: the "before" figure is in the restored history
         eval_before = next((h["eval_loss"] for h in history if "eval_loss" in h and h.get("step") == 0), None)
     summary = {
+        "command": ["python", "-m", "finetune.train", *(sys.argv[1:] if argv is None else argv)],
         "base_model": model_args.model_name_or_path,
         "base_model_name": resolved.name,
         "base_model_path": str(resolved.path),

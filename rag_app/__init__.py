@@ -6,6 +6,10 @@
     print(response)                               # answer with [n] citations
     for n in response.source_nodes:               # [1] is source_nodes[0]
         print(n.score, n.node.metadata["focus"], n.node.metadata["url"])
+
+    from rag_app import build_chat_engine
+    chat = build_chat_engine()                    # a conversation: follow-ups are searched as standalone questions
+    chat.chat("What is gout?"); print(chat.chat("How is it treated?").metadata["searched_for"])
 """
 
 from __future__ import annotations
@@ -22,6 +26,8 @@ __all__ = [
     "Settings",
     "get_settings",
     "build_query_engine",
+    "build_chat_engine",
+    "standalone_question",
     "build_retriever",
     "build_index",
     "load_llm",
@@ -29,6 +35,7 @@ __all__ = [
     "IndexMissingError",
     "ModelUnavailableError",
     "MedQAQueryEngine",
+    "MedQAChatEngine",
 ]
 
 
@@ -38,6 +45,10 @@ def __getattr__(name: str):
         from rag_app import engine
 
         return getattr(engine, name)
+    if name in {"build_chat_engine", "standalone_question", "MedQAChatEngine"}:
+        from rag_app import conversation
+
+        return getattr(conversation, name)
     if name == "build_retriever":
         from rag_app.retrieval import build_retriever
 

@@ -9,8 +9,12 @@ each other's configuration.
 from __future__ import annotations
 
 import copy
+import json
 import re
 import shlex
+import threading
+import time
+import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -22,12 +26,12 @@ from rag_app.config import Settings
 
 
 def finetuned_model_dir(settings: Settings) -> Path | None:
-    """The merged fine-tuned model, when one exists (a Hugging Face model folder with ``config.json``).
+    """The fine-tuned model, when one exists: a merged model folder (``config.json``) or a LoRA adapter folder.
 
-    Its location is ``settings.finetuned_llm`` (``MEDQA_FINETUNED_LLM``), where training writes it.
+    Its location is ``settings.finetuned_llm`` (``MEDQA_FINETUNED_LLM``; default: the shipped adapter).
     """
     path = Path(settings.finetuned_llm).expanduser()
-    return path if (path / "config.json").is_file() else None
+    return path if any((path / name).is_file() for name in ("config.json", "adapter_config.json")) else None
 
 
 @dataclass(frozen=True)
@@ -39,13 +43,43 @@ class ModelChoice:
     finetuned: bool = False
 
 
+def model_label(llm: str, finetuned: bool = False) -> ModelChoice:
+    """The sidebar entry of a ``MEDQA_LLM`` value: base, fine-tune (with its kind) or another configured model.
+
+    Args:
+        llm: The value.
+        finetuned: It is the configured fine-tune (``MEDQA_FINETUNED_LLM``), even without a run record.
+    """
+    from rag_app.config import BUNDLED_LLM
+    from rag_app.models import BUNDLED_LLM_NAME, model_kind
+
+    if llm == BUNDLED_LLM:
+        return ModelChoice(f"Base: {BUNDLED_LLM_NAME}", llm)
+    path = Path(llm).expanduser()
+    kind = model_kind(path) if path.exists() else "base"
+    if kind != "base" or finetuned:
+        return ModelChoice(f"Fine-tuned: {path.name} ({'fine-tune' if kind == 'base' else kind})", llm, finetuned=True)
+    return ModelChoice(f"Configured: {path.name or llm}", llm)
+
+
 def model_choices(settings: Settings) -> list[ModelChoice]:
-    """Base model first; the fine-tuned model too when :func:`finetuned_model_dir` finds one."""
-    choices = [ModelChoice(f"Base ({Path(settings.llm).name or settings.llm})", settings.llm)]
+    """The configured model first (the default), then the fine-tune and the bundled base model when they differ."""
+    from rag_app.config import BUNDLED_LLM
+
     merged = finetuned_model_dir(settings)
+    values = [(settings.llm, merged is not None and _same(settings.llm, str(merged)))]
     if merged is not None:
-        choices.append(ModelChoice("Fine-tuned (MedQuAD)", str(merged), finetuned=True))
+        values.append((str(merged), True))
+    values.append((BUNDLED_LLM, False))
+    choices: list[ModelChoice] = []
+    for value, finetuned in values:
+        if not any(_same(value, c.llm) for c in choices):
+            choices.append(model_label(value, finetuned))
     return choices
+
+
+def _same(a: str, b: str) -> bool:
+    return a == b or (":" not in a and ":" not in b and Path(a).expanduser().absolute() == Path(b).expanduser().absolute())
 
 
 @dataclass
@@ -69,15 +103,31 @@ class ChatOptions:
         )
 
 
-def request_llm(llm: Any, temperature: float, max_new_tokens: int) -> Any:
-    """A shallow copy of a loaded ``HuggingFaceLLM`` with its own decoding settings (weights are shared)."""
+def request_llm(llm: Any, temperature: float, max_new_tokens: int, stop: threading.Event | None = None) -> Any:
+    """A shallow copy of a loaded ``HuggingFaceLLM`` with its own decoding settings (weights are shared).
+
+    Args:
+        llm: The shared model.
+        temperature: 0 for greedy decoding.
+        max_new_tokens: Answer budget.
+        stop: Setting this event ends the generation at the next token (the chat's Stop button).
+    """
     from rag_app.models import generation_kwargs
 
     tokenizer = getattr(llm, "_tokenizer", None)
     if tokenizer is None or not hasattr(llm, "generate_kwargs"):
         return llm  # not a HuggingFaceLLM (e.g. a mock in tests): use as is
     decoding = generation_kwargs(Settings.model_construct(temperature=temperature), tokenizer)
-    return llm.model_copy(update={"max_new_tokens": max_new_tokens, "generate_kwargs": {**llm.generate_kwargs, **decoding}})
+    mine = llm.model_copy(update={"max_new_tokens": max_new_tokens, "generate_kwargs": {**llm.generate_kwargs, **decoding}})
+    if stop is not None:
+        from transformers import StoppingCriteria, StoppingCriteriaList
+
+        class StopEvent(StoppingCriteria):
+            def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> bool:
+                return stop.is_set()
+
+        mine._stopping_criteria = StoppingCriteriaList([*llm._stopping_criteria, StopEvent()])
+    return mine
 
 
 def request_retriever(retriever: Any, top_k: int) -> Any:
@@ -91,12 +141,12 @@ def request_retriever(retriever: Any, top_k: int) -> Any:
     return mine
 
 
-def request_engine(base: Any, options: ChatOptions, llm: Any, retriever: Any = None) -> Any:
+def request_engine(base: Any, options: ChatOptions, llm: Any, retriever: Any = None, stop: threading.Event | None = None) -> Any:
     """The engine for one question: ``base`` (from ``build_query_engine``) with the sidebar's choices."""
     use_rag = options.use_rag and retriever is not None
     return base.model_copy(
         update={
-            "llm": request_llm(llm, options.temperature, options.max_new_tokens),
+            "llm": request_llm(llm, options.temperature, options.max_new_tokens, stop),
             "retriever": request_retriever(retriever, options.top_k) if use_rag else None,
             "use_rag": use_rag,
             "streaming": True,
@@ -258,3 +308,77 @@ class Turn:
     emergency: str = ""
     meta: str = ""
     error: str = ""
+    searched_for: str = ""  # the standalone question retrieval used, when it differs from the message
+    question: str = ""  # for an answer: the message it answers
+    config: dict[str, Any] = field(default_factory=dict)  # for an answer: the engine settings that produced it
+    id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
+
+
+def chat_history(turns: Sequence[Turn]) -> list[Any]:
+    """The session's turns as LlamaIndex chat messages (for ``MedQAChatEngine``), without empty or failed ones."""
+    from llama_index.core.llms import ChatMessage
+
+    return [ChatMessage(role=t.role, content=t.content) for t in turns if t.content and not t.error]
+
+
+# ---- feedback and export ----------------------------------------------------------------
+
+
+def feedback_path(settings: Settings) -> Path:
+    """Where thumbs up/down and comments are kept: ``<storage>/feedback.jsonl`` (the next evaluation set's raw material)."""
+    return Path(settings.storage_dir) / "feedback.jsonl"
+
+
+_feedback_lock = threading.Lock()
+
+
+def record_feedback(settings: Settings, turn: Turn, rating: str | None, comment: str = "") -> dict[str, Any]:
+    """Append one feedback line for an answer: rating, comment, question, answer, sources and settings.
+
+    Lines are only ever appended (a later line for the same ``turn_id`` supersedes an earlier one), so
+    nothing recorded is lost or rewritten.
+
+    Args:
+        settings: Settings (the storage folder).
+        turn: The answer's turn.
+        rating: ``"up"``, ``"down"`` or None (a comment alone).
+        comment: Optional free text.
+
+    Returns:
+        The record written.
+    """
+    record = {
+        "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "turn_id": turn.id,
+        "rating": rating,
+        "comment": comment.strip(),
+        "question": turn.question,
+        "searched_for": turn.searched_for or turn.question,
+        "answer": turn.content,
+        "sources": [{k: s.get(k) for k in ("number", "title", "collection", "url", "score", "cited")} for s in turn.sources],
+        "settings": turn.config,
+    }
+    path = feedback_path(settings)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with _feedback_lock, path.open("a", encoding="utf-8") as handle:
+        handle.write(json.dumps(record, ensure_ascii=False, default=str) + "\n")
+    return record
+
+
+def conversation_markdown(turns: Sequence[Turn]) -> str:
+    """The conversation as Markdown: each question, each answer with what was searched for and its sources."""
+    from rag_app.prompts import MEDICAL_NOTICE
+
+    lines = ["# medqa conversation", "", f"_Exported {time.strftime('%Y-%m-%d %H:%M')}. {MEDICAL_NOTICE}_", ""]
+    for turn in turns:
+        if turn.role == "user":
+            lines += [f"**You:** {turn.content}", ""]
+            continue
+        lines += [f"**medqa:** {turn.content.replace(MEDICAL_NOTICE, '').strip()}", ""]
+        if turn.searched_for:
+            lines += [f"_Searched for: {turn.searched_for}_", ""]
+        for s in turn.sources:
+            lines.append(f"- [{s['number']}] {s['title']} ({s.get('collection') or 'source'}): {s.get('url') or 'no link'}")
+        if turn.sources:
+            lines.append("")
+    return "\n".join(lines)

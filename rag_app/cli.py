@@ -30,8 +30,13 @@ def cmd_ask(args: argparse.Namespace) -> int:
     """Answer one question and print it with its sources."""
     from rag_app.engine import build_query_engine
 
+    from rag_app.models import describe_llm, llm_info
+
     settings = _settings(args)
     engine = build_query_engine(settings, use_rag=not args.no_rag, streaming=args.stream)
+    print(f"model: {describe_llm(engine.llm)}", file=sys.stderr)
+    if args.no_rag and llm_info(engine.llm).get("kind") == "retrieval-aware fine-tune":
+        print("note: this model is trained to answer from sources; without them (--no-rag) it often declines", file=sys.stderr)
     response = engine.query(args.question)
     if args.stream:
         for token in response.response_gen:
@@ -86,7 +91,9 @@ def build_parser() -> argparse.ArgumentParser:
     ask.add_argument("--no-rag", action="store_true", help="answer from the model alone")
     ask.add_argument("--stream", action="store_true", help="print tokens as they are generated")
     ask.add_argument("--top-k", dest="top_k", type=int, help="number of sources (MEDQA_TOP_K)")
-    ask.add_argument("--llm", help="model: hub id, local directory or .gguf (MEDQA_LLM)")
+    ask.add_argument(
+        "--llm", help="model (MEDQA_LLM; default: the shipped fine-tune): bundled:smollm2-135m-instruct for the base, a directory or .gguf"
+    )
     ask.add_argument("--max-new-tokens", dest="max_new_tokens", type=int)
     ask.add_argument("--temperature", type=float)
     ask.set_defaults(func=cmd_ask)

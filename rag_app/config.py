@@ -25,7 +25,10 @@ from pydantic_settings import (
     YamlConfigSettingsSource,
 )
 
-DEFAULT_LLM = "Qwen/Qwen2.5-0.5B-Instruct"
+#: The retrieval-aware fine-tune of the bundled model that this repository ships (a LoRA adapter, merged onto
+#: the bundled SmolLM2-135M-Instruct on first use; ``finetune/adapters/smollm2-135m-raft/README.md`` says how it was made).
+SHIPPED_LLM = str(Path(__file__).resolve().parents[1] / "finetune" / "adapters" / "smollm2-135m-raft")
+DEFAULT_LLM = SHIPPED_LLM
 DEFAULT_EMBED_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 BUNDLED_LLM = "bundled:smollm2-135m-instruct"
 #: Log-odds that a candidate from each MedQuAD collection is relevant to a real patient message, against the
@@ -63,12 +66,16 @@ class Settings(BaseSettings):
         description="Corpus sources: MedQuAD folders, seed-format CSV/Parquet files, dataset names or document folders; comma-separated in the environment.",
     )
     embed_model: str = Field(DEFAULT_EMBED_MODEL, description="sentence-transformers model name or local path.")
-    llm: str = Field(DEFAULT_LLM, description="Hub id, local HF model directory, or .gguf file.")
+    llm: str = Field(
+        DEFAULT_LLM,
+        description="The model that answers: the shipped retrieval-aware fine-tune (default), 'bundled:smollm2-135m-instruct' "
+        "(the base model), a hub id, a local HF model or LoRA adapter directory, or a .gguf file.",
+    )
     finetuned_llm: str = Field(
-        "runs/smollm2-135m-raft/merged",
+        SHIPPED_LLM,
         description=(
-            "Merged fine-tuned model directory, offered as 'fine-tuned' when it exists; the default is where the "
-            "retrieval-aware recipe (finetune/recipes/smollm2-135m-raft-cpu.yaml) writes it."
+            "The fine-tuned model the chat offers beside the base model and evaluation's `raft` system: a merged model "
+            "or adapter folder (default: the shipped one; training writes runs/smollm2-135m-raft/merged)."
         ),
     )
     llm_api_base: Optional[str] = Field(
@@ -114,6 +121,13 @@ class Settings(BaseSettings):
     context_window: int = Field(2048, ge=256, description="Prompt + answer token budget.")
     max_question_tokens: int = Field(256, ge=8, description="Longer questions are truncated with a warning.")
     medical_notice: bool = Field(True, description="Append the not-medical-advice notice to answers.")
+    decline_by_topic: bool = Field(
+        True,
+        description="Decline when the question names a topic and no source is about it; otherwise never start by declining.",
+    )
+    stop_on_repeat: bool = Field(
+        True, description="Stop an answer once it repeats a sentence and drop the repeat (rag_app.decoding); never loops."
+    )
 
     @field_validator("corpus", mode="before")
     @classmethod

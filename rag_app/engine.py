@@ -15,12 +15,39 @@ from rag_app.config import Settings
 logger = logging.getLogger("rag_app")
 
 
+def source_coverage(question: str, nodes: list[NodeWithScore], matcher: Any) -> str:
+    """Whether the sources are about what the question asks about, by the index's topic names.
+
+    Returns:
+        ``"covered"`` when the question names a topic (or a synonym) in full and a source is a QA pair about it;
+        ``"uncovered"`` when it names topics and no source is about any of them; ``"unknown"`` when it names
+        none, or there is no topic matcher (retrieval modes other than ``fielded``).
+    """
+    names = matcher.named(question) if matcher is not None else []
+    if not names:
+        return "unknown"
+    about = {doc for name in names for doc in matcher.doc_ids(name)}
+    return "covered" if any(n.node.ref_doc_id in about for n in nodes) else "uncovered"
+
+
+def decline_start_ids(tokenizer: Any) -> list[int]:
+    """The first token of the abstain answer: kept from starting an answer whose sources are about the question."""
+    return tokenizer(prompts.ABSTAIN_ANSWER, add_special_tokens=False)["input_ids"][:1]
+
+
 class MedQAQueryEngine(CustomQueryEngine):
     """Answers a question from numbered retrieved sources (or from the model alone when ``use_rag`` is off).
 
     ``query(q)`` returns a ``Response`` (``StreamingResponse`` when ``streaming``) whose
     ``source_nodes`` are the sources shown to the model, in citation order: ``[1]`` is
     ``source_nodes[0]``. ``retrieve(q)`` returns those sources without generating.
+
+    An answer that cites nothing but is taken from one source gets that source's number
+    (:func:`rag_app.decoding.citation_to_add`). With ``decline_by_topic`` the engine, not the model, decides
+    whether to decline: when the question names
+    a topic and no source is about it, it answers :data:`rag_app.prompts.ABSTAIN_ANSWER` without generating;
+    when a source is about it, the model may not start with that answer (:func:`source_coverage`). A small
+    model's own decline decision follows the question's wording more than the sources' topics.
     """
 
     llm: Any
@@ -32,6 +59,8 @@ class MedQAQueryEngine(CustomQueryEngine):
     max_question_tokens: int = 256
     source_tokens: int = 160
     medical_notice: bool = True
+    stop_on_repeat: bool = True  # drop a repeated sentence (the LLM's stop ends generation there)
+    decline_by_topic: bool = True
 
     # ---- helpers ------------------------------------------------------------
     def _count(self, text: str) -> int:
@@ -49,9 +78,9 @@ class MedQAQueryEngine(CustomQueryEngine):
         Raises:
             ValueError: If the question is empty or only whitespace.
         """
-        if not isinstance(question, str) or not question.strip():
+        question = prompts.clean_text(question) if isinstance(question, str) else ""
+        if not question:
             raise ValueError("the question is empty; ask something, e.g. 'What are the symptoms of glaucoma?'")
-        question = " ".join(question.split())
         warnings: list[str] = []
         if self._count(question) > self.max_question_tokens:
             question = prompts.truncate_to_tokens(question, self.max_question_tokens, self._count)
@@ -81,25 +110,61 @@ class MedQAQueryEngine(CustomQueryEngine):
             source_tokens=self.source_tokens,
         )
 
+    def coverage(self, question: str, nodes: list[NodeWithScore]) -> str:
+        """:func:`source_coverage` of a clean question's sources; ``"unknown"`` without RAG or ``decline_by_topic``."""
+        if not (self.use_rag and self.decline_by_topic):
+            return "unknown"
+        from rag_app.retrieval import topic_matcher
+
+        return source_coverage(question, nodes, topic_matcher(self.retriever))
+
+    def answering_llm(self, coverage: str) -> Any:
+        """The LLM for one answer: when the sources cover the question, one that can't start by declining."""
+        tokenizer = getattr(self.llm, "_tokenizer", None)
+        if coverage != "covered" or tokenizer is None or not hasattr(self.llm, "generate_kwargs"):
+            return self.llm
+        kwargs = {**self.llm.generate_kwargs, "begin_suppress_tokens": decline_start_ids(tokenizer)}
+        return self.llm.model_copy(update={"generate_kwargs": kwargs})
+
     # ---- CustomQueryEngine ----------------------------------------------------
     def custom_query(self, query_str: str) -> Response | StreamingResponse:
         question, warnings = self.clean_question(query_str)
         nodes = self.retriever.retrieve(question) if self.use_rag and self.retriever is not None else []
+        coverage = self.coverage(question, nodes)
         chat = prompts.messages_to_llama(self.messages(question, nodes))
-        metadata = {"question": question, "warnings": warnings, "use_rag": self.use_rag}
+        metadata = {"question": question, "warnings": warnings, "use_rag": self.use_rag, "coverage": coverage}
+        llm = self.answering_llm(coverage)
+        passages = [n.node.get_content() for n in nodes]
         if self.streaming:
-            return StreamingResponse(response_gen=self._stream(chat), source_nodes=nodes, metadata=metadata)
-        text = self.llm.chat(chat).message.content or ""
-        return Response(response=self._finish(text), source_nodes=nodes, metadata=metadata)
+            tokens = iter([prompts.ABSTAIN_ANSWER]) if coverage == "uncovered" else self._stream(llm, chat, passages)
+            return StreamingResponse(response_gen=self._with_notice(tokens), source_nodes=nodes, metadata=metadata)
+        text = prompts.ABSTAIN_ANSWER if coverage == "uncovered" else (llm.chat(chat).message.content or "")
+        return Response(response=self._finish(text, passages), source_nodes=nodes, metadata=metadata)
 
-    def _finish(self, text: str) -> str:
-        text = text.strip()
+    def _finish(self, text: str, passages: list[str]) -> str:
+        from rag_app.decoding import citation_to_add, trim_repetition
+
+        text = trim_repetition(text.strip()) if self.stop_on_repeat else text.strip()
+        text += citation_to_add(text, passages)
         return f"{text}\n\n{prompts.MEDICAL_NOTICE}" if self.medical_notice else text
 
-    def _stream(self, chat: list[Any]) -> Generator[str, None, None]:
-        for chunk in self.llm.stream_chat(chat):
-            if chunk.delta:
-                yield chunk.delta
+    def _stream(self, llm: Any, chat: list[Any], passages: list[str]) -> Generator[str, None, None]:
+        from rag_app.decoding import StreamTrimmer, citation_to_add
+
+        trimmer = StreamTrimmer()  # never shows a repeated sentence (the generation stop ends the answer there)
+        text = ""
+        for chunk in llm.stream_chat(chat):
+            shown = trimmer.feed(chunk.delta or "") if self.stop_on_repeat else chunk.delta
+            if shown:
+                text += shown
+                yield shown
+        rest = trimmer.finish() if self.stop_on_repeat else ""
+        rest += citation_to_add(text + rest, passages)
+        if rest:
+            yield rest
+
+    def _with_notice(self, tokens: Any) -> Generator[str, None, None]:
+        yield from tokens
         if self.medical_notice:
             yield f"\n\n{prompts.MEDICAL_NOTICE}"
 
@@ -151,4 +216,6 @@ def build_query_engine(
         max_question_tokens=settings.max_question_tokens,
         source_tokens=settings.source_tokens,
         medical_notice=settings.medical_notice,
+        stop_on_repeat=settings.stop_on_repeat,
+        decline_by_topic=settings.decline_by_topic,
     )

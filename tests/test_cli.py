@@ -50,3 +50,19 @@ def test_ask_prints_answer_and_sources(settings, embed_model, bundled_llm_dir: P
     assert "Sources:" in result.stdout
     assert "[1] Asthma (2_TestB_QA) — https://www.nih.gov/test/asthma" in result.stdout
     assert "not medical advice" in result.stdout
+
+
+def test_odd_bytes_in_a_question_are_cleaned_not_a_traceback(settings, embed_model, bundled_llm_dir: Path) -> None:
+    """A pasted terminal line with an undecodable byte is answered (the byte dropped), naming the model that answers."""
+    build_index(settings, embed_model=embed_model, show_progress=False)
+    env = {"MEDQA_LLM": str(bundled_llm_dir), "MEDQA_MAX_NEW_TOKENS": "8", "MEDQA_CHUNK_SIZE": str(settings.chunk_size),
+           "MEDQA_CHUNK_OVERLAP": str(settings.chunk_overlap)}
+    result = subprocess.run(
+        [sys.executable, "-m", "rag_app", "--storage-dir", str(settings.storage_dir), "--corpus", settings.corpus[0], "ask",
+         b"Was ist Diabetes? \xe2\x80\x94 \xff"],
+        cwd=REPO, env={**os.environ, "HF_HUB_OFFLINE": "1", **env}, capture_output=True, timeout=600,
+    )
+    stderr = result.stderr.decode("utf-8", "replace")
+    assert result.returncode == 0 and "Traceback" not in stderr, stderr
+    assert f"model: {bundled_llm_dir.name} (base)" in stderr
+    assert "Sources:" in result.stdout.decode()

@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.test_liveqa import XML as LIVEQA_XML
+
 REPO = Path(__file__).resolve().parents[1]
 DVC = shutil.which("dvc") or str(Path(sys.executable).parent / "dvc")
 
@@ -36,12 +38,20 @@ def test_dvc_repro_tiny_pipeline(tmp_path: Path, medquad_dir: Path, tiny_model_d
     params["corpus"] = str(medquad_dir)
     params["prepare"].update(val_fraction=0.25, test_fraction=0.25)
     params["train"].update(recipe="finetune/recipes/tiny.yaml", base_model=str(tiny_model_dir))
+    params["raft"].update(recipe="finetune/recipes/tiny.yaml", base_model=str(tiny_model_dir))
     params["eval"].update(limit=3, max_new_tokens=8)
+    params["eval_liveqa"].update(half="all", limit=2)
+    liveqa = tmp_path / "liveqa"
+    liveqa.mkdir()
+    (liveqa / "TREC-2017-LiveQA-Medical-Train-2.xml").write_text(LIVEQA_XML, encoding="utf-8")
+    params["liveqa"] = str(liveqa)
     (repo / "params.yaml").write_text(yaml.safe_dump(params))
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
     run = lambda *cmd: subprocess.run(cmd, cwd=repo, env=env, capture_output=True, text=True, timeout=1200)  # noqa: E731
     assert run("git", "init", "-q").returncode == 0
-    assert run(DVC, "init", "-q").returncode == 0
+    assert (repo / ".dvc" / "config").is_file()  # a DVC repository as cloned: no `dvc init` needed
+    dry = run(DVC, "repro", "--dry", "--force")
+    assert dry.returncode == 0 and "Running stage 'ship'" in dry.stdout, dry.stderr[-2000:]
 
     first = run(DVC, "repro")
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
@@ -55,6 +65,10 @@ def test_dvc_repro_tiny_pipeline(tmp_path: Path, medquad_dir: Path, tiny_model_d
         "storage/reports/dvc/report.md",
         "storage/reports/dvc/metrics.json",
         "storage/reports/dvc/rouge.png",
+        "runs/smollm2-135m-raft/merged/config.json",
+        "storage/reports/dvc-liveqa/metrics.json",
+        "finetune/adapters/smollm2-135m-raft/adapter_model.safetensors",
+        "finetune/adapters/smollm2-135m-raft/medqa_run.json",
     ):
         assert (repo / path).exists(), path
 
@@ -62,7 +76,7 @@ def test_dvc_repro_tiny_pipeline(tmp_path: Path, medquad_dir: Path, tiny_model_d
     assert second.returncode == 0
     assert "Running stage" not in second.stdout and "up to date" in second.stdout
     shown = run(DVC, "metrics", "show")
-    assert shown.returncode == 0 and "ft+rag/rougeL" in shown.stdout
+    assert shown.returncode == 0 and "ft+rag/rougeL" in shown.stdout and "raft+rag/rougeL" in shown.stdout
 
     # An experiment with one parameter changed re-runs only the stages that depend on it (experiments
     # need a commit to branch from, as in any clone of the project).

@@ -158,3 +158,40 @@ def test_answer_cache_reuses_answers_and_resumes(tmp_path: Path, monkeypatch: py
     (model_dir / "model.safetensors").write_bytes(b"v2-retrained")
     generate_all(FakeLLM(), prompts[:2], 2, 16, AnswerCache(path, FakeLLM(), 16), desc="t")
     assert sum(calls) == 12  # new weights, new answers
+
+
+def test_compare_liveqa_questions_with_subsets_and_extractive(
+    settings, embed_model, tiny_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Real-question mode: several references (best one scores), answerable vs rest, an extractive baseline."""
+    from eval.compare import main
+    from rag_app.index import build_index
+    from tests.test_liveqa import XML
+
+    build_index(settings, embed_model=embed_model, show_progress=False)
+    liveqa = tmp_path / "liveqa"
+    liveqa.mkdir()
+    (liveqa / "TREC-2017-LiveQA-Medical-Train-2.xml").write_text(XML, encoding="utf-8")
+    for key, value in {"MEDQA_STORAGE_DIR": settings.storage_dir, "MEDQA_CORPUS": settings.corpus[0],
+                       "MEDQA_CHUNK_SIZE": settings.chunk_size, "MEDQA_CHUNK_OVERLAP": settings.chunk_overlap}.items():
+        monkeypatch.setenv(key, str(value))
+    out = tmp_path / "report"
+    argv = ["--questions", "liveqa", "--liveqa", str(liveqa), "--half", "all", "--systems", "base+rag,extractive,reference",
+            "--base_model", str(tiny_model_dir), "--max_new_tokens", "8", "--output_dir", str(out), "--no_plots", "true"]
+    assert main(argv) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    details = {d["doc_id"]: d for d in map(json.loads, (out / "details.jsonl").read_text().splitlines())}
+    assert details["2:1.0"]["subset"] == "answerable" and details["2:1.0"]["relevant"]
+    assert details["2:2.0"]["subset"] == "rest" and details["2:2.0"]["relevant"] == []
+    # The extractive answer is the top source's answer text, cut to the budget, citing [1]; that citation is
+    # correct exactly when the top source is a relevant pair.
+    gout = details["2:1.0"]
+    assert gout["sources"][0]["focus"] == "Gout"
+    assert gout["answers"]["extractive"].startswith("Gout ") and gout["answers"]["extractive"].endswith("[1]")
+    assert metrics["answerable/extractive/citation_accuracy"] == float(gout["sources"][0]["doc_id"] in gout["relevant"])
+    assert "2:2.0" in details and details["2:2.0"]["answers"]["extractive"].endswith("[1]")
+    assert metrics["answerable/reference/rougeL"] == pytest.approx(1.0)
+    assert metrics["retrieval/pair_hit@3"] == 1.0  # scored on the answerable question only
+    report = (out / "report.md").read_text()
+    assert "LiveQA all half" in report and "1 answerable, 1 rest" in report and "### Subset: answerable (1 questions)" in report
+    assert main(["--questions", "liveqa", "--liveqa", str(tmp_path / "none"), "--storage_dir", str(settings.storage_dir)]) == 2

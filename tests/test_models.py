@@ -38,6 +38,7 @@ def test_unavailable_hub_model_falls_back_to_bundled(bundled_llm_dir: Path, capl
     assert resolved.fallback and resolved.path == bundled_llm_dir
     lines = [r.getMessage() for r in caplog.records if "falling back" in r.getMessage()]
     assert len(lines) == 1 and "Qwen/Qwen2.5-0.5B-Instruct" in lines[0] and "SmolLM2" in lines[0]
+    assert resolved.reason.startswith("MEDQA_LLM='Qwen/Qwen2.5-0.5B-Instruct' could not be loaded") and resolved.kind == "base"
 
 
 def test_local_model_directory_is_used_as_is(bundled_llm_dir: Path, tmp_path: Path) -> None:

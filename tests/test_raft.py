@@ -162,3 +162,56 @@ def test_train_on_raft_prompts_end_to_end(workspace, embed_model) -> None:  # no
     assert raft["oracle"] + raft["distractor"] == summary["data"]["train"]["examples"] > 0
     assert Path(raft["cache"]).is_file() and summary["hyperparameters"]["raft"] is True
     assert summary["global_step"] == 2 and json.loads((out / RUN_SUMMARY).read_text())["data"]["raft"]["train"]["cache"] == raft["cache"]
+
+
+def test_consumer_style_questions_keep_the_retrievers_order(raft_setup) -> None:
+    """Consumer-style rewrites; with raft_retrieved_order the sources are exactly what the engine retrieves."""
+    from finetune.raft import TrainOnlyRetriever
+
+    examples, stats = _build(raft_setup, raft_oracle_fraction=1.0, raft_consumer_fraction=1.0, raft_retrieved_order=True)
+    rows = {r["doc_id"]: r for r in raft_setup["splits"]["train"]}
+    train = examples["train"]
+    assert stats["train"]["consumer"] == len(train) > 0 and stats["train"]["gold_in_top_k"] > 0
+    retriever = TrainOnlyRetriever(raft_setup["settings"], set(rows), 2 + 6, 40)
+    kept = 0
+    for ex in train:
+        question = ex.messages[1]["content"].rpartition("Question: ")[2]
+        assert ex.style == "consumer" and question != rows[ex.doc_id]["question"]
+        assert rows[ex.doc_id]["focus"].lower()[:4] in question.lower() or any(p in question.lower() for p in ("it", "this", "that"))
+        assert ex.source_ids[ex.gold_position - 1] == ex.doc_id and f"[{ex.gold_position}]" in ex.answer
+        top = retriever.retrieve(question)[:2]
+        if ex.doc_id in [n.node.ref_doc_id for n in top]:
+            assert ex.source_nodes == [n.node.node_id for n in top]  # the retriever's own chunks and order
+            kept += 1
+    assert kept == stats["train"]["gold_in_top_k"]
+    with pytest.raises(Exception, match="must not exceed 1"):
+        RaftArguments(raft=True, raft_consumer_fraction=0.7, raft_sibling_fraction=0.5).validate()
+
+
+def test_consumer_question_and_siblings() -> None:
+    import random
+
+    from finetune.consumer import consumer_question, misspell, sibling_questions
+    from finetune.data import normalize_focus
+
+    texts = {consumer_question("Gout", "treatment", random.Random(seed), ["causes"]) for seed in range(40)}
+    assert len(texts) > 30  # varied
+    assert all(t != "What are the treatments for Gout ?" for t in texts)
+    assert sum("gout" in t.lower() for t in texts) > 20
+    assert misspell("glaucoma treatment", random.Random(0), rate=1.0) != "glaucoma treatment"
+    rows = [
+        {"doc_id": "a", "question": "What is (are) Diabetes, Type 2 ?", "focus": "Diabetes, Type 2", "question_type": "information"},
+        {"doc_id": "b", "question": "What is diabetes type 2?", "focus": "diabetes type 2", "question_type": "information"},
+        {"doc_id": "c", "question": "How to prevent Diabetes type 2 ?", "focus": "Diabetes Type 2", "question_type": "prevention"},
+    ]
+    assert sibling_questions(rows, normalize_focus) == {"a": ["What is diabetes type 2?"], "b": ["What is (are) Diabetes, Type 2 ?"]}
+
+
+def test_weighted_row_sample_prefers_heavy_rows() -> None:
+    from finetune.data import sample_rows
+
+    rows = [{"doc_id": f"{c}{i}", "collection": c} for c in "ab" for i in range(100)]
+    picked = sample_rows(rows, 50, 0, weight=lambda r: 10.0 if r["collection"] == "a" else 1.0)
+    assert len(picked) == 50 and len({r["doc_id"] for r in picked}) == 50
+    assert sum(r["collection"] == "a" for r in picked) > 35
+    assert picked == sample_rows(rows, 50, 0, weight=lambda r: 10.0 if r["collection"] == "a" else 1.0)  # seeded

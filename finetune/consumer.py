@@ -1,0 +1,175 @@
+"""Questions the way people write them, made from MedQuAD's own pairs (training data only).
+
+MedQuAD's questions are templates ("What are the treatments for Gout ?") that their answer pages repeat
+word for word. People write otherwise: a subject line, a story about themselves or a relative, the question
+asked with "it" or "this", several questions at once, the condition misspelt, no question mark. A model
+trained only on the templates learns to answer when a source repeats the question and to decline
+otherwise. :func:`consumer_question` rewrites a pair's question in that style, from its topic (focus) and
+question type alone, so every rewrite is still answered by the pair's page; :func:`sibling_questions`
+finds the other NIH collections' questions about the same topic and type (other wordings, same answer).
+
+Nothing here reads real consumer questions: the LiveQA messages stay evaluation-only.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from collections import defaultdict
+from typing import Any, Sequence
+
+# How people ask for each MedQuAD question type: "{t}" is the topic, or "it"/"this" once the story named it.
+ASKS: dict[str, list[str]] = {
+    "information": [
+        "what is {t}?", "what exactly is {t}?", "can you tell me about {t}?", "i would like information on {t}.",
+        "is {t} serious?", "what does {t} mean?", "could you explain {t} to me?", "need info about {t}",
+    ],
+    "treatment": [
+        "how is {t} treated?", "what can be done for {t}?", "is there a cure for {t}?", "what treatment options are there for {t}?",
+        "what medicine helps with {t}?", "is there anything that helps {t}?", "how do i get rid of {t}?",
+        "what are the treatments for {t}?", "can {t} be managed without surgery?",
+    ],
+    "symptoms": [
+        "what are the symptoms of {t}?", "what signs of {t} should i look for?", "how do i know if i have {t}?",
+        "what does {t} feel like?", "are these symptoms of {t}?", "what are the signs of {t}?",
+    ],
+    "causes": [
+        "what causes {t}?", "why do people get {t}?", "what is the cause of {t}?", "how did i get {t}?",
+        "what could be causing {t}?",
+    ],
+    "exams and tests": [
+        "how is {t} diagnosed?", "what test shows {t}?", "how do doctors check for {t}?", "is there a test for {t}?",
+    ],
+    "inheritance": [
+        "is {t} inherited?", "can i pass {t} to my children?", "does {t} run in families?", "is {t} hereditary?",
+    ],
+    "genetic changes": [
+        "what gene causes {t}?", "is {t} genetic?", "which mutation is behind {t}?",
+    ],
+    "frequency": ["how common is {t}?", "how many people have {t}?", "is {t} rare?"],
+    "outlook": [
+        "what is the outlook for {t}?", "what is the life expectancy with {t}?", "will {t} get better?",
+        "what is the prognosis of {t}?", "can you recover from {t}?",
+    ],
+    "susceptibility": ["who gets {t}?", "who is at risk for {t}?", "am i at risk of {t}?"],
+    "prevention": ["how can i prevent {t}?", "how can {t} be avoided?", "is there a way to prevent {t}?"],
+    "research": ["is there any new research on {t}?", "are there clinical trials for {t}?", "what studies are being done on {t}?"],
+    "complications": ["what complications can {t} cause?", "can {t} lead to other problems?"],
+    "stages": ["what are the stages of {t}?", "how is {t} staged?"],
+    "considerations": ["what should i know about {t}?", "what should i keep in mind with {t}?"],
+}
+PEOPLE = ["my mother", "my father", "my son", "my daughter", "my wife", "my husband", "my sister", "my brother",
+          "my grandmother", "my friend", "my 5 year old", "my aunt", "my uncle", "my baby"]
+STORIES = [
+    "{p} was just diagnosed with {t}.", "{p} has {t}.", "the doctor told {p} it is {t}.",
+    "i have been diagnosed with {t}.", "i was told i have {t}.", "{p} was told last week they may have {t}.",
+    "i am 45 and i have {t}.", "we just found out {p} has {t} and we are worried.", "i have had {t} for years.",
+    "i read about {t} online.", "our doctor mentioned {t} at the last visit.",
+]
+GREETINGS = ["hi,", "hello,", "dear sir or madam,", "good morning.", "hello i have a question.", ""]
+CLOSINGS = ["thank you.", "thanks in advance.", "please help.", "any information would be appreciated.",
+            "thank you for your time.", "please reply.", ""]
+SUBJECTS = ["{t}", "question about {t}", "{t} question", "help", "question", "information"]
+PRONOUNS = ["it", "this", "this condition", "that"]
+
+_WORD = re.compile(r"[A-Za-z]{6,}")
+
+
+def misspell(text: str, rng: random.Random, rate: float = 0.3) -> str:
+    """Drop, double or swap one letter in some of the long words (as typed in a hurry)."""
+
+    def one(match: re.Match[str]) -> str:
+        word = match.group(0)
+        if rng.random() >= rate:
+            return word
+        i = rng.randrange(1, len(word) - 2)
+        kind = rng.randrange(3)
+        if kind == 0:
+            return word[:i] + word[i + 1 :]
+        if kind == 1:
+            return word[:i] + word[i] + word[i:]
+        return word[:i] + word[i + 1] + word[i] + word[i + 2 :]
+
+    return _WORD.sub(one, text)
+
+
+def topic_name(focus: str) -> str:
+    """The topic as people write it: lower case, no trailing qualifiers in parentheses."""
+    return re.sub(r"\s*\([^)]*\)", "", focus).strip().lower() or focus.lower()
+
+
+def consumer_question(focus: str, qtype: str, rng: random.Random, other_types: Sequence[str] = ()) -> str:
+    """A consumer-style message asking about ``focus`` for ``qtype`` (answered by that pair's page).
+
+    Args:
+        focus: The pair's topic.
+        qtype: The pair's MedQuAD question type.
+        rng: Random source (seeded by the caller).
+        other_types: Other question types of the same topic: one may be asked too, so the page answers
+            the message only in part, as real messages often are.
+
+    Returns:
+        A message such as ``"gout question. hi, my father has gout. how is it treated? thanks."``.
+    """
+    topic = topic_name(focus)
+    asks = ASKS.get(qtype) or ASKS["information"]
+    parts: list[str] = []
+    story = rng.random() < 0.6
+    if rng.random() < 0.5:
+        parts.append(rng.choice(GREETINGS))
+    if story:
+        parts.append(rng.choice(STORIES).format(p=rng.choice(PEOPLE), t=topic))
+    # Once a story named the topic, people ask with a pronoun.
+    ref = rng.choice(PRONOUNS) if story and rng.random() < 0.7 else topic
+    ask = rng.choice(asks).format(t=ref)
+    parts.append(ask)
+    if other_types and rng.random() < 0.25:
+        extra = rng.choice(list(other_types))
+        parts.append(rng.choice(ASKS.get(extra) or ASKS["information"]).format(t=rng.choice(PRONOUNS) if ref != topic else "it"))
+    if rng.random() < 0.4:
+        parts.append(rng.choice(CLOSINGS))
+    text = " ".join(p for p in parts if p)
+    if rng.random() < 0.5:
+        text = text.replace("?", "", 1 if rng.random() < 0.5 else -1)
+    if rng.random() < 0.5:
+        text = misspell(text, rng)
+    if rng.random() < 0.5:  # sentence case, as most people write
+        text = ". ".join(s[:1].upper() + s[1:] for s in text.split(". "))
+    if rng.random() < 0.6:  # the subject line, as consumer messages carry one
+        text = f"{rng.choice(SUBJECTS).format(t=topic)}. {text}"
+    return text
+
+
+def sibling_questions(rows: Sequence[dict[str, Any]], normalize: Any) -> dict[str, list[str]]:
+    """Other wordings of each row's question: the questions of rows with the same topic and type.
+
+    Args:
+        rows: Split rows (``doc_id``, ``question``, ``focus``, ``question_type``).
+        normalize: The topic normaliser (``finetune.data.normalize_focus``), so one topic has one key.
+
+    Returns:
+        ``{doc_id: [questions of the same topic and type worded differently]}`` (only rows that have some).
+    """
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
+    for row in rows:
+        key = normalize(str(row.get("focus") or ""))
+        if key:
+            groups[(key, str(row.get("question_type") or ""))].append(row)
+    out: dict[str, list[str]] = {}
+    for members in groups.values():
+        for row in members:
+            own = " ".join(row["question"].lower().split())
+            others = sorted({m["question"] for m in members if " ".join(m["question"].lower().split()) != own})
+            if others:
+                out[row["doc_id"]] = others
+    return out
+
+
+def topic_types(rows: Sequence[dict[str, Any]], normalize: Any) -> dict[str, set[str]]:
+    """``{normalised topic: question types it has}`` over ``rows``."""
+    out: dict[str, set[str]] = defaultdict(set)
+    for row in rows:
+        key = normalize(str(row.get("focus") or ""))
+        if key and row.get("question_type"):
+            out[key].add(str(row["question_type"]))
+    return out

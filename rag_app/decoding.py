@@ -1,0 +1,186 @@
+"""Answers that never loop: stop generating when an answer repeats itself, and drop the repeat.
+
+Small models decoding greedily fall into loops ("Gout is a form of arthritis. Gout is a form of
+arthritis. ..."). The usual generation knobs fight loops by penalising tokens already seen
+(``repetition_penalty``, ``no_repeat_ngram_size``), but they count the prompt too, so they also stop a
+model from copying the wording of its sources, which is what a grounded answer does. Instead, the
+stop here looks only at the answer: generation ends as soon as a complete sentence (or a long run of
+words) repeats one the answer already said, and :func:`trim_repetition` cuts the repeat off. An answer
+that never repeats is left exactly as the model wrote it.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Sequence
+
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\n+")
+_WORD = re.compile(r"[a-z0-9]+")
+#: A sentence shorter than this (in words) may legitimately recur ("Yes.", "- Fever"): never a loop by itself.
+MIN_WORDS = 4
+#: A run of this many words said twice is a loop even without a sentence end.
+RUN_WORDS = 12
+
+
+def _key(sentence: str) -> tuple[str, ...]:
+    return tuple(_WORD.findall(sentence.lower()))
+
+
+def repeat_start(text: str) -> int | None:
+    """Character offset where ``text`` starts repeating itself, or None when it doesn't.
+
+    A repeat is a complete sentence of at least :data:`MIN_WORDS` words equal (case and punctuation
+    aside) to an earlier one, or a run of :data:`RUN_WORDS` words said again (not overlapping itself).
+    """
+    seen: set[tuple[str, ...]] = set()
+    start = 0
+    for match in _SENTENCE_END.finditer(text):
+        key = _key(text[start : match.start()])
+        if len(key) >= MIN_WORDS:
+            if key in seen:
+                return start
+            seen.add(key)
+        start = match.end()
+    words = list(re.finditer(r"\S+", text))
+    tokens = [w.group(0).lower() for w in words]
+    first: dict[tuple[str, ...], int] = {}
+    for i in range(len(tokens) - RUN_WORDS + 1):
+        run = tuple(tokens[i : i + RUN_WORDS])
+        if run in first and i >= first[run] + RUN_WORDS:
+            return words[i].start()
+        first.setdefault(run, i)
+    return None
+
+
+def trim_repetition(text: str) -> str:
+    """``text`` cut before its first repeat (:func:`repeat_start`); unchanged when it has none."""
+    cut = repeat_start(text)
+    return text if cut is None else text[:cut].rstrip()
+
+
+def repeats(text: str) -> bool:
+    """True when ``text`` repeats a sentence or a run of words (the evaluation's repetition measure)."""
+    return repeat_start(text) is not None
+
+
+def answer_start_ids(tokenizer: Any) -> list[int]:
+    """The token ids the chat template puts right before an answer (e.g. ``<|im_start|>assistant\\n``).
+
+    Found by comparing a one-message conversation rendered with and without the generation prompt;
+    empty when the tokenizer has no chat template.
+    """
+    if not getattr(tokenizer, "chat_template", None):
+        return []
+    messages = [{"role": "user", "content": "x"}]
+    with_prompt = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    without = tokenizer.apply_chat_template(messages, add_generation_prompt=False, tokenize=False)
+    suffix = with_prompt[len(without) :] if with_prompt.startswith(without) else ""
+    return tokenizer(suffix, add_special_tokens=False)["input_ids"] if suffix else []
+
+
+def _last_index(ids: Sequence[int], pattern: Sequence[int]) -> int | None:
+    n = len(pattern)
+    for i in range(len(ids) - n, -1, -1):
+        if list(ids[i : i + n]) == list(pattern):
+            return i + n
+    return None
+
+
+def repetition_stop(tokenizer: Any) -> Any:
+    """A ``transformers`` stopping criterion that ends each sequence once its answer repeats itself.
+
+    It is stateless: each call finds where the answer starts (after the chat template's answer header),
+    so one criterion serves every request and every row of a batch.
+    """
+    import torch
+    from transformers import StoppingCriteria
+
+    header = answer_start_ids(tokenizer)
+
+    class RepeatedSentenceStop(StoppingCriteria):
+        def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
+            done = []
+            for row in input_ids.tolist():
+                start = _last_index(row, header) if header else None
+                if start is None:
+                    done.append(False)
+                    continue
+                text = tokenizer.decode(row[start:], skip_special_tokens=True)
+                done.append(repeats(text))
+            return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
+
+    return RepeatedSentenceStop()
+
+
+class StreamTrimmer:
+    """Streams an answer without its repeat: text that may be starting a repeated sentence is held back.
+
+    Feed it the model's deltas; it returns what can be shown. Text after the last sentence end is held
+    only while it is the beginning of a sentence the answer already said; once the repeat completes,
+    everything from it on is dropped (the generation stop ends the answer there).
+    """
+
+    def __init__(self) -> None:
+        self.text = ""
+        self.shown = 0
+        self.done = False
+
+    def feed(self, delta: str) -> str:
+        """Add a delta; return the text that can be shown now."""
+        if self.done:
+            return ""
+        self.text += delta
+        cut = repeat_start(self.text)
+        if cut is not None:
+            self.done = True
+            return self._show(len(self.text[:cut].rstrip()))
+        end = tail = 0  # end of the last complete sentence, and where the text after it starts
+        for match in _SENTENCE_END.finditer(self.text):
+            end, tail = match.start(), match.end()
+        partial = _key(self.text[tail:])
+        said = [_key(s) for s in _SENTENCE_END.split(self.text[:tail])]
+        if partial and any(len(k) >= MIN_WORDS and k[: len(partial)] == partial for k in said):
+            return self._show(end)
+        return self._show(len(self.text))
+
+    def finish(self) -> str:
+        """The rest of the answer once generation has ended."""
+        return "" if self.done else self._show(len(self.text))
+
+    def _show(self, upto: int) -> str:
+        out = self.text[self.shown : upto] if upto > self.shown else ""
+        self.shown = max(self.shown, upto)
+        return out
+
+
+_CITED = re.compile(r"\[\d{1,2}\]")
+_CONTENT = re.compile(r"[a-z0-9]{3,}")
+
+
+def supporting_source(answer: str, passages: Sequence[str], min_share: float = 0.6) -> int | None:
+    """The 1-based number of the passage that most of the answer's opening words come from, if any.
+
+    The answer's first two sentences are compared word by word (lower-case words of 3+ characters) with each
+    passage; the best passage counts when it holds at least ``min_share`` of them.
+    """
+    opening = " ".join(_SENTENCE_END.split(answer.strip())[:2])
+    words = _CONTENT.findall(opening.lower())
+    if len(words) < 4 or not passages:
+        return None
+    shares = [sum(w in set(_CONTENT.findall(p.lower())) for w in words) / len(words) for p in passages]
+    best = max(range(len(shares)), key=shares.__getitem__)
+    return best + 1 if shares[best] >= min_share else None
+
+
+def citation_to_add(answer: str, passages: Sequence[str]) -> str:
+    """`` [n]`` for an answer that cites nothing but is taken from source n (the chat links it); else ``""``.
+
+    A small model copying its source often leaves the number out; the reader still needs to see where the text
+    comes from. An answer that cites something, or that declines, gets nothing.
+    """
+    from rag_app.prompts import ABSTAIN_ANSWER
+
+    if not answer.strip() or _CITED.search(answer) or answer.strip().startswith(ABSTAIN_ANSWER[:12]):
+        return ""
+    number = supporting_source(answer, passages)
+    return f" [{number}]" if number else ""

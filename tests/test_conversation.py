@@ -1,0 +1,73 @@
+"""Conversations: follow-ups are made standalone before retrieval; the chat engine keeps the history."""
+
+from __future__ import annotations
+
+import pytest
+
+from rag_app.conversation import CLARIFY, build_chat_engine, standalone_question
+from rag_app.retrieval import topic_matcher
+
+
+@pytest.fixture()
+def chat_engine(settings, embed_model):
+    """A chat engine over a small real index (Glaucoma, Gout, Asthma, Anemia), with a mock LLM."""
+    from llama_index.core.llms import MockLLM
+
+    from rag_app.index import build_index
+
+    build_index(settings, embed_model=embed_model, show_progress=False)
+    return build_chat_engine(settings, llm=MockLLM(max_tokens=4), embed_model=embed_model)
+
+
+def user(text: str) -> dict[str, str]:
+    return {"role": "user", "content": text}
+
+
+def test_follow_ups_become_standalone_questions(chat_engine) -> None:
+    matcher = topic_matcher(chat_engine.query_engine.retriever)
+    ask = lambda message, *history: standalone_question(message, [user(h) for h in history], matcher)  # noqa: E731
+    assert ask("How is it treated?", "What is gout?").question == "How is gout treated?"
+    assert ask("What are its symptoms?", "Tell me about asthma").question == "What are asthma's symptoms?"
+    assert ask("Can that condition be prevented?", "My son has asthma.").question == "Can asthma be prevented?"
+    assert ask("What are the treatments?", "What is glaucoma?").question == "What are the treatments of glaucoma?"
+    # A new topic and nothing else keeps the aspect asked before.
+    assert ask("what about anemia?", "How is gout treated?").question == "How is anemia treated?"
+    assert ask("And glaucoma?", "What is gout?", "How is it treated?").question == "How is glaucoma treated?"
+    # Messages that stand on their own are left exactly as written; so is every first message.
+    for message, history in [("What is anemia?", ["How is gout treated?"]), ("What causes glaucoma in adults?", ["What is gout?"]),
+                             ("thanks!", ["What is gout?"]), ("What is gout?", [])]:
+        resolution = ask(message, *history)
+        assert resolution.question == message and not resolution.changed and not resolution.clarify
+    # A reference with nothing to refer to gets a clarifying question; the next bare topic answers it.
+    assert ask("How is it treated?").clarify == CLARIFY
+    pending = [user("How is it treated?"), {"role": "assistant", "content": CLARIFY}]
+    assert standalone_question("gout", pending, matcher).question == "How is gout treated?"
+
+
+def test_chat_engine_retrieves_the_follow_ups_topic(chat_engine) -> None:
+    first = chat_engine.chat("What is gout?")
+    assert first.source_nodes[0].node.metadata["focus"] == "Gout" and first.metadata["searched_for"] == "What is gout?"
+    second = chat_engine.chat("How is it treated?")
+    top = second.source_nodes[0].node.metadata
+    assert top["focus"] == "Gout" and top["question_type"] == "treatment"
+    assert second.metadata["searched_for"] == "How is gout treated?" and second.metadata["rewritten"]
+    assert [m.role.value for m in chat_engine.chat_history] == ["user", "assistant"] * 2
+    # retrieve(message, chat_history) measures retrieval over a conversation without generating.
+    nodes = chat_engine.retrieve("How is it treated?", [user("What is asthma?")])
+    assert nodes[0].node.metadata["focus"] == "Asthma"
+    chat_engine.reset()
+    assert chat_engine.chat_history == []
+    clarify = chat_engine.chat("How is it treated?")
+    assert clarify.response == CLARIFY and clarify.source_nodes == [] and clarify.metadata["clarify"]
+
+
+def test_stream_chat_streams_and_records_the_answer(chat_engine) -> None:
+    response = chat_engine.stream_chat("How is it treated?", chat_history=[])
+    assert "".join(response.response_gen) == CLARIFY
+    chat_engine.reset()
+    chat_engine.chat("What is glaucoma?")
+    streamed = chat_engine.stream_chat("How is it treated?")
+    tokens = list(streamed.response_gen)
+    assert len(tokens) > 1 and streamed.source_nodes[0].node.metadata["focus"] == "Glaucoma"
+    # Consuming the stream waits for the answer to join the history (LlamaIndex's own behaviour).
+    assert chat_engine.chat_history[-1].content == "".join(tokens) and len(chat_engine.chat_history) == 4

@@ -1,0 +1,79 @@
+"""The retrieval-aware model the repo ships: its record matches its recipe, and it answers real questions from sources."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import REPO, SHARED_MEDQUAD
+
+SHIPPED = REPO / "finetune" / "adapters" / "smollm2-135m-raft"
+RECIPE = REPO / "finetune" / "recipes" / "smollm2-135m-raft-cpu.yaml"
+# The pages these questions are about, plus a few other topics for the retriever to rank against.
+PAGES = {
+    "7_SeniorHealth_QA": ["0000036.xml", "0000028.xml"],
+    "8_NHLBI_QA_XML": ["0000071.xml"],
+    "4_MPlus_Health_Topics_QA": ["0000471.xml", "0000409.xml"],
+    "3_GHR_QA": ["0000407.xml", "0000001.xml", "0000002.xml"],
+    "2_GARD_QA": ["0002550.xml", "0000004.xml"],
+    "6_NINDS_QA": ["0000001.xml", "0000002.xml"],
+}
+# Real consumer-style questions the previous retrieval-aware model declined (issue #15).
+QUESTIONS = ["How is gout treated?", "What causes high blood pressure in young adults?", "Is Gilbert syndrome dangerous?"]
+
+
+def test_shipped_record_matches_the_recipe() -> None:
+    """The committed adapter names the recipe, data and retrieval settings it came from, with its figures."""
+    record = json.loads((SHIPPED / "medqa_run.json").read_text())
+    recipe = yaml.safe_load(RECIPE.read_text())
+    assert record["recipe"]["path"] == "finetune/recipes/smollm2-135m-raft-cpu.yaml"
+    assert record["recipe"]["values"] == recipe  # the recipe file is what trained it
+    hp = record["hyperparameters"]
+    for key in ("learning_rate", "max_steps", "lora_r", "lora_alpha", "gradient_accumulation_steps", "max_length", "raft_top_k",
+                "raft_oracle_fraction", "raft_consumer_fraction", "raft_sibling_fraction", "raft_retrieved_order", "raft_weight_by_source"):
+        assert hp[key] == recipe[key], key
+    assert record["global_step"] == recipe["max_steps"] and record["base_model"] == recipe["model_name_or_path"]
+    assert record["data"]["manifest_hash"] and record["data"]["raft"]["retrieval"]["retrieval_mode"] == "fielded"
+    assert record["eval_loss_after"] < record["eval_loss_before"]
+    assert record["evaluation"]["liveqa"]["raft+rag/rougeL"] > 0
+    config = json.loads((SHIPPED / "adapter_config.json").read_text())
+    assert config["base_model_name_or_path"] == "bundled:smollm2-135m-instruct" and config["r"] == recipe["lora_r"]
+    size = (SHIPPED / "adapter_model.safetensors").stat().st_size
+    assert 5e6 < size < 15e6  # 16-bit LoRA weights, small enough to commit
+    assert (SHIPPED / "README.md").is_file()
+
+
+@pytest.mark.skipif(not SHARED_MEDQUAD.is_dir(), reason="needs ../shared/data/medquad")
+def test_shipped_model_answers_real_questions_with_citations(tmp_path: Path, embed_model) -> None:
+    """Loaded from the committed adapter (merged on first use), it answers from the sources and cites them."""
+    from eval.metrics import cited_numbers, is_abstention
+    from rag_app.config import Settings
+    from rag_app.engine import build_query_engine
+    from rag_app.index import build_index
+    from rag_app.models import llm_info, load_llm
+
+    corpus = tmp_path / "medquad"
+    for collection, files in PAGES.items():
+        (corpus / collection).mkdir(parents=True)
+        for name in files:
+            shutil.copy(SHARED_MEDQUAD / collection / name, corpus / collection / name)
+    settings = Settings(storage_dir=tmp_path / "storage", corpus=[str(corpus)], llm=str(SHIPPED), max_new_tokens=96)
+    build_index(settings, embed_model=embed_model, show_progress=False)
+    # The bundled base and the merged adapter are cached with the other test models between runs.
+    cache = Path(os.environ.get("MEDQA_TEST_MODEL_CACHE", tmp_path / "models-cache"))
+    llm = load_llm(settings.model_copy(update={"storage_dir": cache}))
+    assert llm_info(llm)["name"] == SHIPPED.name and not llm_info(llm)["fallback"]
+    engine = build_query_engine(settings, embed_model=embed_model, llm=llm)
+    for question in QUESTIONS:
+        response = engine.query(question)
+        answer = str(response)
+        assert not is_abstention(answer), (question, answer)
+        cited = cited_numbers(answer)
+        assert cited and all(1 <= n <= len(response.source_nodes) for n in cited), (question, answer)
+        topic = response.source_nodes[cited[0] - 1].node.metadata["focus"].lower()
+        assert any(word in topic for word in ("gout", "blood pressure", "gilbert")), (question, topic)
