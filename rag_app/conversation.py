@@ -40,7 +40,7 @@ REFERENCE = re.compile(
 )
 #: Words that may surround a topic in an elliptical follow-up ("and what about asthma, then?").
 ELLIPSIS_WORDS = frozenset(
-    "what how about and or for with the same also then in of regarding re ok okay so now a an please thanks".split()
+    "what how about and or for with the same question also too as well then in of regarding re ok okay so now a an please thanks".split()
 )
 #: A follow-up this short that asks an aspect ("What are the symptoms?") needs the conversation's topic.
 SHORT_WORDS = 8
@@ -80,9 +80,9 @@ def _named(matcher: Any, text: str) -> list[Topic]:
     """Topics fully named in ``text``, most specific first, each with the words that name it."""
     out = []
     for name in matcher.named(text):
-        spans = matcher.mentions(text, name)
-        if spans:
-            out.append(Topic(name, text[spans[0][0] : spans[-1][1]]))
+        span = _topic_span(text, matcher, Topic(name, ""))
+        if span:
+            out.append(Topic(name, text[span[0] : span[1]]))
     return out
 
 
@@ -104,13 +104,26 @@ def _with_topic(message: str, topic: Topic) -> str:
     return f"{body} of {topic.text}{end}"
 
 
+def _without(text: str, matcher: Any, topic: Topic) -> str:
+    """``text`` with the words that name ``topic`` blanked out."""
+    for start, end in reversed(matcher.mentions(text, topic.name)):
+        text = text[:start] + " " + text[end:]
+    return text
+
+
 def _is_ellipsis(message: str, matcher: Any, topic: Topic) -> bool:
-    spans = matcher.mentions(message, topic.name)
-    rest = message
-    for start, end in reversed(spans):
-        rest = rest[:start] + " " + rest[end:]
-    words = {w.lower() for w in _WORD.findall(rest)}
-    return words <= ELLIPSIS_WORDS
+    return {w.lower() for w in _WORD.findall(_without(message, matcher, topic))} <= ELLIPSIS_WORDS
+
+
+def _topic_span(text: str, matcher: Any, topic: Topic) -> tuple[int, int] | None:
+    """Where ``topic`` is named in ``text``: from its first to its last word, a closing bracket included."""
+    spans = matcher.mentions(text, topic.name)
+    if not spans:
+        return None
+    start, end = spans[0][0], spans[-1][1]
+    if text[start:end].count("(") > text[start:end].count(")") and text[end : end + 1] == ")":
+        end += 1
+    return start, end
 
 
 def resolve_turn(message: str, topic: Optional[Topic], last: Optional[str], matcher: Any) -> Resolution:
@@ -124,17 +137,17 @@ def resolve_turn(message: str, topic: Optional[Topic], last: Optional[str], matc
     """
     named = _named(matcher, message)
     reference = REFERENCE.search(message)
-    aspects = question_types(message)
+    # Aspect cues in a topic's own name ("Hereditary ...", "Chromosome ...") are not an aspect asked.
+    aspects = question_types(_without(message, matcher, named[0]) if named else message)
     if named:
         new = named[0]
         if topic is not None and reference and reference.start() < _first_mention(matcher, message, new) and new.name != topic.name:
             # "Is it painful?": the reference comes before any topic of its own, so it points back.
             return Resolution(_replace_reference(message, reference, topic), topic, changed=True)
         if topic is not None and last and new.name != topic.name and not aspects and _is_ellipsis(message, matcher, new):
-            spans = matcher.mentions(last, topic.name)
-            if spans:
-                question = last[: spans[0][0]] + new.text + last[spans[-1][1] :]
-                return Resolution(question, new, changed=True)
+            span = _topic_span(last, matcher, topic)
+            if span:
+                return Resolution(last[: span[0]] + new.text + last[span[1] :], new, changed=True)
         return Resolution(message, new)
     if topic is not None and reference:
         return Resolution(_replace_reference(message, reference, topic), topic, changed=True)
