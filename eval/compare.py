@@ -83,6 +83,7 @@ class CompareArguments:
         default=None, metadata={"help": "LiveQA training XML folder (default: ../shared/data/liveqa-train, else data/liveqa-train)."}
     )
     half: str = field(default="report", metadata={"help": "liveqa: the half to score: report (held out), tune or all."})
+    corpus: Optional[str] = field(default=None, metadata={"help": "Corpus (MedQuAD folder) the index was built from (default: MEDQA_CORPUS)."})
     split_dir: Optional[str] = field(default=None, metadata={"help": "Folder with test.jsonl + manifest.json (default: <storage>/splits)."})
     limit: int = field(default=200, metadata={"help": "Number of test questions (a seeded random sample)."})
     seed: int = field(default=0, metadata={"help": "Seed for the question sample and bootstrap."})
@@ -327,7 +328,8 @@ def run(args: CompareArguments) -> int:
     from rag_app.engine import build_query_engine
     from rag_app.models import llm_info, load_llm
 
-    settings = Settings(**({"storage_dir": args.storage_dir} if args.storage_dir else {}))
+    overrides = {"storage_dir": args.storage_dir, "corpus": args.corpus}
+    settings = Settings(**{k: v for k, v in overrides.items() if v})
     specs = system_specs(args, settings)
     if args.questions == "medquad":
         rows, manifest = load_test_split(args, settings)

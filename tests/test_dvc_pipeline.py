@@ -38,7 +38,9 @@ def test_dvc_repro_tiny_pipeline(tmp_path: Path, medquad_dir: Path, tiny_model_d
     params["corpus"] = str(medquad_dir)
     params["prepare"].update(val_fraction=0.25, test_fraction=0.25)
     params["train"].update(recipe="finetune/recipes/tiny.yaml", base_model=str(tiny_model_dir))
-    params["raft"].update(recipe="finetune/recipes/tiny.yaml", base_model=str(tiny_model_dir))
+    tiny = yaml.safe_load((repo / "finetune" / "recipes" / "tiny.yaml").read_text())
+    (repo / "finetune" / "recipes" / "tiny-raft.yaml").write_text(yaml.safe_dump({**tiny, "max_length": 768, "raft_top_k": 2}))
+    params["raft"].update(recipe="finetune/recipes/tiny-raft.yaml", base_model=str(tiny_model_dir))
     params["eval"].update(limit=3, max_new_tokens=8)
     params["eval_liveqa"].update(half="all", limit=2)
     liveqa = tmp_path / "liveqa"

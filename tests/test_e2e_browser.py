@@ -7,6 +7,7 @@ Needs `pip install playwright` (the Python package only; no browser download) an
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
@@ -113,13 +114,23 @@ def default_app_url(tmp_path, embed_model):
     yield from _start_app(tmp_path, embed_model)
 
 
-def _browser():
+@contextlib.contextmanager
+def _page(url: str, height: int = 1400, timeout: float = 180_000, **options: Any):
+    """A headless Chromium page on ``url`` once its chat box is there (the first session loads the models)."""
     _need(Path(CHROMIUM).is_file(), f"{CHROMIUM} missing: apt-get install chromium")
     try:
         from playwright import sync_api
     except ImportError:
         _need(False, "playwright missing: pip install playwright (no browser download needed)")
-    return sync_api
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": height}, **options)
+            page.goto(url)
+            page.get_by_test_id("stChatInputTextArea").wait_for(timeout=timeout)
+            yield page
+        finally:
+            browser.close()
 
 
 def _wait_answer(answer, timeout: float = 240) -> str:
@@ -137,87 +148,70 @@ def test_default_model_answers_what_is_gout_with_a_cited_source(default_app_url:
     from eval.metrics import cited_numbers
     from rag_app.decoding import repeats
 
-    sync_api = _browser()
-    with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_page(viewport={"width": 1280, "height": 1400})
-            page.goto(default_app_url)
-            box = page.get_by_test_id("stChatInputTextArea")
-            box.wait_for(timeout=240_000)  # the first session merges the shipped adapter and loads the models
-            sidebar = page.get_by_test_id("stSidebar")
-            sidebar.get_by_text("Answering with").wait_for(timeout=60_000)
-            assert "smollm2-135m-raft (retrieval-aware fine-tune)" in sidebar.inner_text()
-            box.fill("What is gout?")
-            box.press("Enter")
-            answer = page.get_by_test_id("stChatMessage").nth(1)
-            answer.wait_for(timeout=120_000)
-            text = _wait_answer(answer).split(prompts.MEDICAL_NOTICE)[0]
-            assert not repeats(text), text
-            cited = cited_numbers(text)
-            assert cited, f"no [n] citation in {text!r}"
-            page.get_by_test_id("stStatusWidget").wait_for(state="hidden", timeout=30_000)
-            expander = answer.get_by_test_id("stExpander")
-            expander.locator("summary").click()
-            expander.locator("details[open]").wait_for(timeout=15_000)
-            sources = expander.inner_text()
-            assert f"[{cited[0]}] Gout" in sources and "✅ cited" in sources
-            expander.locator('a[href="https://www.nih.gov/test/gout"]').first.wait_for(state="visible", timeout=15_000)
-            page.wait_for_timeout(500)
-            shot = tmp_path / "default-model.png"
-            page.screenshot(path=str(shot), full_page=True)
-            print(f"screenshot: {shot}")
-        finally:
-            browser.close()
+    with _page(default_app_url, timeout=240_000) as page:  # the first session merges the shipped adapter
+        box = page.get_by_test_id("stChatInputTextArea")
+        sidebar = page.get_by_test_id("stSidebar")
+        sidebar.get_by_text("Answering with").wait_for(timeout=60_000)
+        assert "smollm2-135m-raft (retrieval-aware fine-tune)" in sidebar.inner_text()
+        box.fill("What is gout?")
+        box.press("Enter")
+        answer = page.get_by_test_id("stChatMessage").nth(1)
+        answer.wait_for(timeout=120_000)
+        text = _wait_answer(answer).split(prompts.MEDICAL_NOTICE)[0]
+        assert not repeats(text), text
+        cited = cited_numbers(text)
+        assert cited, f"no [n] citation in {text!r}"
+        page.get_by_test_id("stStatusWidget").wait_for(state="hidden", timeout=30_000)
+        expander = answer.get_by_test_id("stExpander")
+        expander.locator("summary").click()
+        expander.locator("details[open]").wait_for(timeout=15_000)
+        sources = expander.inner_text()
+        assert f"[{cited[0]}] Gout" in sources and "✅ cited" in sources
+        expander.locator('a[href="https://www.nih.gov/test/gout"]').first.wait_for(state="visible", timeout=15_000)
+        page.wait_for_timeout(500)
+        shot = tmp_path / "default-model.png"
+        page.screenshot(path=str(shot), full_page=True)
+        print(f"screenshot: {shot}")
 
 
 def test_browser_asks_and_gets_streamed_answer_with_sources(app_url: str, tmp_path: Path) -> None:
-    sync_api = _browser()
+    with _page(app_url) as page:
+        box = page.get_by_test_id("stChatInputTextArea")
+        assert page.get_by_text("Not medical advice").first.is_visible()
+        box.fill(QUESTION)
+        box.press("Enter")
 
-    with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_page(viewport={"width": 1280, "height": 1400})
-            page.goto(app_url)
-            box = page.get_by_test_id("stChatInputTextArea")
-            box.wait_for(timeout=180_000)  # the first session loads the models
-            assert page.get_by_text("Not medical advice").first.is_visible()
-            box.fill(QUESTION)
-            box.press("Enter")
+        answer = page.get_by_test_id("stChatMessage").nth(1)
+        answer.wait_for(timeout=60_000)
+        states: list[str] = []
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            text = answer.inner_text()
+            if not states or states[-1] != text:
+                states.append(text)
+            if prompts.MEDICAL_NOTICE in text and "total" in text:
+                break
+            time.sleep(0.05)
+        else:
+            pytest.fail(f"no complete answer in time; last text: {states[-1]!r}")
+        partial = [s for s in states if s.strip() and prompts.MEDICAL_NOTICE not in s]
+        assert partial, "the answer appeared in pieces (streamed), not all at once"
 
-            answer = page.get_by_test_id("stChatMessage").nth(1)
-            answer.wait_for(timeout=60_000)
-            states: list[str] = []
-            deadline = time.monotonic() + 120
-            while time.monotonic() < deadline:
-                text = answer.inner_text()
-                if not states or states[-1] != text:
-                    states.append(text)
-                if prompts.MEDICAL_NOTICE in text and "total" in text:
-                    break
-                time.sleep(0.05)
-            else:
-                pytest.fail(f"no complete answer in time; last text: {states[-1]!r}")
-            partial = [s for s in states if s.strip() and prompts.MEDICAL_NOTICE not in s]
-            assert partial, "the answer appeared in pieces (streamed), not all at once"
+        # Let the script run finish (the "Running…" status goes away), then open the sources.
+        page.get_by_test_id("stStatusWidget").wait_for(state="hidden", timeout=30_000)
+        expander = answer.get_by_test_id("stExpander")
+        expander.locator("summary").click()
+        expander.locator("details[open]").wait_for(timeout=15_000)
+        link = expander.locator('a[href="https://www.nih.gov/test/glaucoma"]').first
+        link.wait_for(state="visible", timeout=15_000)
+        assert "[1] Glaucoma" in expander.inner_text() and "Sources (3)" in expander.inner_text()
+        page.wait_for_timeout(500)  # the expander's opening animation
 
-            # Let the script run finish (the "Running…" status goes away), then open the sources.
-            page.get_by_test_id("stStatusWidget").wait_for(state="hidden", timeout=30_000)
-            expander = answer.get_by_test_id("stExpander")
-            expander.locator("summary").click()
-            expander.locator("details[open]").wait_for(timeout=15_000)
-            link = expander.locator('a[href="https://www.nih.gov/test/glaucoma"]').first
-            link.wait_for(state="visible", timeout=15_000)
-            assert "[1] Glaucoma" in expander.inner_text() and "Sources (3)" in expander.inner_text()
-            page.wait_for_timeout(500)  # the expander's opening animation
-
-            shot = tmp_path / "chat.png"
-            page.screenshot(path=str(shot), full_page=True)
-            assert shot.stat().st_size > 10_000
-            assert expander.locator("details[open]").count() == 1, "sources still open in the screenshot"
-            print(f"screenshot: {shot}")
-        finally:
-            browser.close()
+        shot = tmp_path / "chat.png"
+        page.screenshot(path=str(shot), full_page=True)
+        assert shot.stat().st_size > 10_000
+        assert expander.locator("details[open]").count() == 1, "sources still open in the screenshot"
+        print(f"screenshot: {shot}")
 
 
 @pytest.fixture()
@@ -246,86 +240,78 @@ def test_conversation_follow_up_clarify_stop_feedback_and_download(long_app_url:
     """A follow-up finds its topic; an unclear first message gets a question back; Stop, feedback and download work."""
     import json
 
-    sync_api = _browser()
     storage = tmp_path / "storage"
-    with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_page(viewport={"width": 1280, "height": 1600}, accept_downloads=True)
-            page.goto(long_app_url)
-            page.get_by_test_id("stChatInputTextArea").wait_for(timeout=180_000)
-            _ask(page, "What is gout?", 1)
-            second, text = _ask(page, "How is it treated?", 3)
-            assert "Searched for: How is gout treated?" in text
-            expander = second.get_by_test_id("stExpander")
-            expander.locator("summary").click()
-            expander.locator("details[open]").wait_for(timeout=15_000)
-            sources = expander.inner_text()
-            assert "📚 Sources" in sources and "[1] Gout" in sources
-            assert "colchicine" in sources  # the gout treatment page is among the sources shown
+    with _page(long_app_url, height=1600, accept_downloads=True) as page:
+        _ask(page, "What is gout?", 1)
+        second, text = _ask(page, "How is it treated?", 3)
+        assert "Searched for: How is gout treated?" in text
+        expander = second.get_by_test_id("stExpander")
+        expander.locator("summary").click()
+        expander.locator("details[open]").wait_for(timeout=15_000)
+        sources = expander.inner_text()
+        assert "📚 Sources" in sources and "[1] Gout" in sources
+        assert "colchicine" in sources  # the gout treatment page is among the sources shown
 
-            # Feedback: thumbs down with a comment, appended to <storage>/feedback.jsonl.
-            second.get_by_test_id("stFeedback").locator("button").nth(1).click()
-            comment = second.get_by_label("Comment (optional)")
-            comment.wait_for(timeout=30_000)
-            comment.fill("Too short")
-            comment.press("Enter")
-            feedback = storage / "feedback.jsonl"
-            deadline = time.monotonic() + 30
-            while time.monotonic() < deadline and not (feedback.is_file() and "Too short" in feedback.read_text()):
-                time.sleep(0.2)
-            lines = [json.loads(line) for line in feedback.read_text().splitlines()]
-            assert lines[0]["rating"] == "down" and lines[-1]["comment"] == "Too short"
-            assert lines[-1]["question"] == "How is it treated?" and lines[-1]["searched_for"] == "How is gout treated?"
-            assert lines[-1]["answer"] and lines[-1]["sources"][0]["url"] == "https://www.nih.gov/test/gout"
-            assert lines[-1]["settings"]["use_rag"] is True
+        # Feedback: thumbs down with a comment, appended to <storage>/feedback.jsonl.
+        second.get_by_test_id("stFeedback").locator("button").nth(1).click()
+        comment = second.get_by_label("Comment (optional)")
+        comment.wait_for(timeout=30_000)
+        comment.fill("Too short")
+        comment.press("Enter")
+        feedback = storage / "feedback.jsonl"
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not (feedback.is_file() and "Too short" in feedback.read_text()):
+            time.sleep(0.2)
+        lines = [json.loads(line) for line in feedback.read_text().splitlines()]
+        assert lines[0]["rating"] == "down" and lines[-1]["comment"] == "Too short"
+        assert lines[-1]["question"] == "How is it treated?" and lines[-1]["searched_for"] == "How is gout treated?"
+        assert lines[-1]["answer"] and lines[-1]["sources"][0]["url"] == "https://www.nih.gov/test/gout"
+        assert lines[-1]["settings"]["use_rag"] is True
 
-            # Download the conversation as Markdown.
-            page.get_by_test_id("stStatusWidget").wait_for(state="hidden", timeout=30_000)
-            with page.expect_download(timeout=30_000) as download:
-                page.get_by_test_id("stSidebar").get_by_text("Download conversation").click()
-            saved = tmp_path / "conversation.md"
-            download.value.save_as(saved)
-            markdown = saved.read_text()
-            assert "**You:** How is it treated?" in markdown and "_Searched for: How is gout treated?_" in markdown
-            assert "https://www.nih.gov/test/gout" in markdown
+        # Download the conversation as Markdown.
+        page.get_by_test_id("stStatusWidget").wait_for(state="hidden", timeout=30_000)
+        with page.expect_download(timeout=30_000) as download:
+            page.get_by_test_id("stSidebar").get_by_text("Download conversation").click()
+        saved = tmp_path / "conversation.md"
+        download.value.save_as(saved)
+        markdown = saved.read_text()
+        assert "**You:** How is it treated?" in markdown and "_Searched for: How is gout treated?_" in markdown
+        assert "https://www.nih.gov/test/gout" in markdown
 
-            # A new conversation: an unclear first message gets a clarifying question, no sources.
-            page.get_by_test_id("stSidebar").get_by_text("Clear conversation").click()
-            page.get_by_test_id("stStatusWidget").wait_for(state="hidden", timeout=30_000)
-            deadline = time.monotonic() + 30
-            while page.get_by_test_id("stChatMessage").count() and time.monotonic() < deadline:
-                time.sleep(0.1)
-            assert page.get_by_test_id("stChatMessage").count() == 0
-            clarify, text = _ask(page, "How is it treated?", 1)
-            assert "Which condition do you mean?" in text and clarify.get_by_test_id("stExpander").count() == 0
+        # A new conversation: an unclear first message gets a clarifying question, no sources.
+        page.get_by_test_id("stSidebar").get_by_text("Clear conversation").click()
+        page.get_by_test_id("stStatusWidget").wait_for(state="hidden", timeout=30_000)
+        deadline = time.monotonic() + 30
+        while page.get_by_test_id("stChatMessage").count() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert page.get_by_test_id("stChatMessage").count() == 0
+        clarify, text = _ask(page, "How is it treated?", 1)
+        assert "Which condition do you mean?" in text and clarify.get_by_test_id("stExpander").count() == 0
 
-            # Stop a long answer midway (answer length slider at its maximum): it stays as far as it got, and the
-            # chat goes on.
-            page.get_by_test_id("stSidebar").get_by_role("slider").nth(2).focus()
-            page.keyboard.press("End")
-            page.get_by_test_id("stStatusWidget").wait_for(state="hidden", timeout=30_000)
-            box = page.get_by_test_id("stChatInputTextArea")
-            box.fill("Tell me everything about asthma")
-            box.press("Enter")
-            answer = page.get_by_test_id("stChatMessage").nth(3)
-            stop = answer.get_by_role("button", name="⏹ Stop")
-            stop.wait_for(timeout=120_000)
-            deadline = time.monotonic() + 120
-            while time.monotonic() < deadline and len(answer.inner_text().split()) < 12:
-                time.sleep(0.05)
-            stop.click()
-            deadline = time.monotonic() + 60
-            stopped = ""
-            while time.monotonic() < deadline and "(stopped before the end)" not in stopped:
-                stopped = page.get_by_test_id("stChatMessage").nth(3).inner_text()
-                time.sleep(0.1)
-            assert "(stopped before the end)" in stopped and prompts.MEDICAL_NOTICE not in stopped, stopped
-            assert "⏹ Stop" not in stopped and len(stopped.split()) < 300  # far from the 1,024-token budget
-            page.get_by_test_id("stStatusWidget").wait_for(state="hidden", timeout=60_000)
-            _ask(page, "What is anemia?", 5)
-            shot = tmp_path / "conversation.png"
-            page.screenshot(path=str(shot), full_page=True)
-            print(f"screenshot: {shot}")
-        finally:
-            browser.close()
+        # Stop a long answer midway (answer length slider at its maximum): it stays as far as it got, and the
+        # chat goes on.
+        page.get_by_test_id("stSidebar").get_by_role("slider").nth(2).focus()
+        page.keyboard.press("End")
+        page.get_by_test_id("stStatusWidget").wait_for(state="hidden", timeout=30_000)
+        box = page.get_by_test_id("stChatInputTextArea")
+        box.fill("Tell me everything about asthma")
+        box.press("Enter")
+        answer = page.get_by_test_id("stChatMessage").nth(3)
+        stop = answer.get_by_role("button", name="⏹ Stop")
+        stop.wait_for(timeout=120_000)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and len(answer.inner_text().split()) < 12:
+            time.sleep(0.05)
+        stop.click()
+        deadline = time.monotonic() + 60
+        stopped = ""
+        while time.monotonic() < deadline and "(stopped before the end)" not in stopped:
+            stopped = page.get_by_test_id("stChatMessage").nth(3).inner_text()
+            time.sleep(0.1)
+        assert "(stopped before the end)" in stopped and prompts.MEDICAL_NOTICE not in stopped, stopped
+        assert "⏹ Stop" not in stopped and len(stopped.split()) < 300  # far from the 1,024-token budget
+        page.get_by_test_id("stStatusWidget").wait_for(state="hidden", timeout=60_000)
+        _ask(page, "What is anemia?", 5)
+        shot = tmp_path / "conversation.png"
+        page.screenshot(path=str(shot), full_page=True)
+        print(f"screenshot: {shot}")
