@@ -183,8 +183,8 @@ def standalone_question(message: str, chat_history: Sequence[Any], matcher: Any)
             texts.append(prompts.clean_text(str(content or "")))
     for text in [t for t in texts if t] + [prompts.clean_text(message)]:
         step = resolve_turn(text, topic, last, matcher)
-        named = _named(matcher, text)
-        if pending and named and _is_ellipsis(text, matcher, named[0]):
+        named = _named(matcher, text) if pending else []
+        if named and _is_ellipsis(text, matcher, named[0]):
             # "How is it treated?" -> "Which condition?" -> "gout": the pending question, about gout.
             step = resolve_turn(pending, named[0], None, matcher)
             step = Resolution(step.question, named[0], changed=True)
@@ -226,34 +226,33 @@ class MedQAChatEngine(BaseChatEngine):
         return [] if resolution.clarify else self.query_engine.retrieve(resolution.question)
 
     # ---- BaseChatEngine -----------------------------------------------------------------
-    def chat(self, message: str, chat_history: Optional[list[ChatMessage]] = None) -> AgentChatResponse:
+    def _answer(self, message: str, chat_history: Optional[list[ChatMessage]], streaming: bool) -> tuple[Any, list[NodeWithScore], dict]:
+        """Resolve ``message`` and answer it: ``(text, or a token iterator when streaming; sources; metadata)``.
+
+        The message joins the history here; the answer joins it when the caller has it.
+        """
         if chat_history is not None:
             self._memory.set(chat_history)
         resolution = self.resolve(message)
         metadata = {"searched_for": resolution.question, "rewritten": resolution.changed, "clarify": bool(resolution.clarify)}
         if resolution.clarify:
-            text, nodes = resolution.clarify, []
+            answer: Any = iter([resolution.clarify]) if streaming else resolution.clarify
+            nodes: list[NodeWithScore] = []
         else:
-            response = self.query_engine.model_copy(update={"streaming": False}).query(resolution.question)
-            text, nodes = str(response), list(response.source_nodes)
+            response = self.query_engine.model_copy(update={"streaming": streaming}).query(resolution.question)
+            answer = response.response_gen if streaming else str(response)
+            nodes = list(response.source_nodes)
             metadata.update(response.metadata or {})
         self._memory.put(ChatMessage(role=MessageRole.USER, content=message))
+        return answer, nodes, metadata
+
+    def chat(self, message: str, chat_history: Optional[list[ChatMessage]] = None) -> AgentChatResponse:
+        text, nodes, metadata = self._answer(message, chat_history, streaming=False)
         self._memory.put(ChatMessage(role=MessageRole.ASSISTANT, content=text))
         return AgentChatResponse(response=text, source_nodes=nodes, metadata=metadata)
 
     def stream_chat(self, message: str, chat_history: Optional[list[ChatMessage]] = None) -> "StreamingChatResponse":
-        if chat_history is not None:
-            self._memory.set(chat_history)
-        resolution = self.resolve(message)
-        metadata = {"searched_for": resolution.question, "rewritten": resolution.changed, "clarify": bool(resolution.clarify)}
-        if resolution.clarify:
-            tokens: Any = iter([resolution.clarify])
-            nodes: list[NodeWithScore] = []
-        else:
-            response = self.query_engine.model_copy(update={"streaming": True}).query(resolution.question)
-            tokens, nodes = response.response_gen, list(response.source_nodes)
-            metadata.update(response.metadata or {})
-        self._memory.put(ChatMessage(role=MessageRole.USER, content=message))
+        tokens, nodes, metadata = self._answer(message, chat_history, streaming=True)
         chat_response = StreamingChatResponse(chat_stream=_as_chat_stream(tokens), source_nodes=nodes, metadata=metadata)
         # Like LlamaIndex's own chat engines: the answer joins the history once it has streamed.
         from llama_index.core.types import Thread
