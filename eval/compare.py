@@ -544,8 +544,10 @@ class AnswerCache:
     @staticmethod
     def _fingerprint(llm: Any) -> str:
         model = getattr(llm, "_model", None)
-        root = Path(str(getattr(model, "name_or_path", "") or getattr(llm, "model_name", "")))
+        root = Path(str(getattr(model, "name_or_path", "") or getattr(llm, "model_name", "") or getattr(llm, "model_path", "")))
         weights = sorted(root.glob("*.safetensors")) + sorted(root.glob("*.bin")) if root.is_dir() else []
+        if root.is_file():  # a GGUF file (the llama.cpp backend)
+            weights = [root]
         return json.dumps([str(root.resolve()) if root.exists() else str(root)] + [[w.name, w.stat().st_size, w.stat().st_mtime_ns] for w in weights])
 
     def key(self, conversation: list[dict[str, str]]) -> str:

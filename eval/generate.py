@@ -9,7 +9,8 @@ def generate_batch(llm: Any, conversations: Sequence[list[dict[str, str]]], max_
     """Generate one answer per conversation in a single left-padded batch, greedily.
 
     Args:
-        llm: A ``HuggingFaceLLM`` from :func:`rag_app.models.load_llm` (its model and tokenizer are used).
+        llm: From :func:`rag_app.models.load_llm`: a ``HuggingFaceLLM`` (its model and tokenizer are used), or
+            the llama.cpp backend, which answers one conversation at a time (:func:`generate_each`).
         conversations: Chat messages per example, as built by the engine (``engine.messages``).
         max_new_tokens: Generation budget per answer.
         generate_kwargs: More ``model.generate`` arguments (e.g. ``begin_suppress_tokens``).
@@ -17,6 +18,10 @@ def generate_batch(llm: Any, conversations: Sequence[list[dict[str, str]]], max_
     Returns:
         The decoded answers, special tokens removed.
     """
+    from rag_app.gguf import is_llamacpp
+
+    if is_llamacpp(llm):
+        return generate_each(llm, conversations, max_new_tokens, **generate_kwargs)
     import torch
 
     from rag_app.decoding import repetition_stop, trim_repetition
@@ -51,3 +56,27 @@ def generate_batch(llm: Any, conversations: Sequence[list[dict[str, str]]], max_
     # The stop ends a row once it repeats itself; the repeat is cut off, as the engine does.
     texts = [t.strip() for t in tokenizer.batch_decode(new, skip_special_tokens=True)]
     return [trim_repetition(t) for t in texts] if stop_on_repeat else texts
+
+
+def generate_each(llm: Any, conversations: Sequence[list[dict[str, str]]], max_new_tokens: int, **generate_kwargs: Any) -> list[str]:
+    """Greedy answers one conversation at a time, through the LLM's own ``chat`` (the llama.cpp backend).
+
+    ``begin_suppress_tokens`` in ``generate_kwargs`` becomes the backend's first-token suppression; nothing
+    else is accepted.
+    """
+    from llama_index.core.llms import ChatMessage
+
+    from rag_app.decoding import trim_repetition
+    from rag_app.models import llm_info, with_decoding
+
+    unknown = set(generate_kwargs) - {"begin_suppress_tokens"}
+    if unknown:
+        raise ValueError(f"generate_each does not take {sorted(unknown)}")
+    suppress = generate_kwargs.get("begin_suppress_tokens") or ()
+    stop_on_repeat = llm_info(llm).get("stop_on_repeat", False)
+    texts = []
+    for conversation in conversations:
+        mine = with_decoding(llm, suppress=suppress, temperature=0.0, max_new_tokens=max_new_tokens)
+        reply = mine.chat([ChatMessage(role=m["role"], content=m["content"]) for m in conversation]).message.content or ""
+        texts.append(trim_repetition(reply.strip()) if stop_on_repeat else reply.strip())
+    return texts

@@ -104,7 +104,7 @@ class ChatOptions:
 
 
 def request_llm(llm: Any, temperature: float, max_new_tokens: int, stop: threading.Event | None = None) -> Any:
-    """A shallow copy of a loaded ``HuggingFaceLLM`` with its own decoding settings (weights are shared).
+    """A copy of the loaded model (weights shared) with this request's decoding settings.
 
     Args:
         llm: The shared model.
@@ -112,22 +112,9 @@ def request_llm(llm: Any, temperature: float, max_new_tokens: int, stop: threadi
         max_new_tokens: Answer budget.
         stop: Setting this event ends the generation at the next token (the chat's Stop button).
     """
-    from rag_app.models import generation_kwargs
+    from rag_app.models import with_decoding
 
-    tokenizer = getattr(llm, "_tokenizer", None)
-    if tokenizer is None or not hasattr(llm, "generate_kwargs"):
-        return llm  # not a HuggingFaceLLM (e.g. a mock in tests): use as is
-    decoding = generation_kwargs(Settings.model_construct(temperature=temperature), tokenizer)
-    mine = llm.model_copy(update={"max_new_tokens": max_new_tokens, "generate_kwargs": {**llm.generate_kwargs, **decoding}})
-    if stop is not None:
-        from transformers import StoppingCriteria, StoppingCriteriaList
-
-        class StopEvent(StoppingCriteria):
-            def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> bool:
-                return stop.is_set()
-
-        mine._stopping_criteria = StoppingCriteriaList([*llm._stopping_criteria, StopEvent()])
-    return mine
+    return with_decoding(llm, stop=stop, temperature=temperature, max_new_tokens=max_new_tokens)
 
 
 def request_retriever(retriever: Any, top_k: int) -> Any:
@@ -164,7 +151,8 @@ def engine_config(engine: Any) -> dict[str, Any]:
         "model": llm_info(engine.llm).get("name"),
         "use_rag": engine.use_rag,
         "top_k": getattr(engine.retriever, "top_k", None),
-        "temperature": kwargs.get("temperature") if kwargs.get("do_sample") else 0.0,
+        "temperature": (kwargs.get("temperature") or 0.0) if kwargs.get("do_sample", True) else 0.0,
+        "backend": llm_info(engine.llm).get("backend", ""),
         "max_new_tokens": getattr(engine.llm, "max_new_tokens", engine.max_new_tokens),
     }
 
@@ -254,8 +242,12 @@ def index_facts(status: dict[str, Any]) -> list[tuple[str, str]]:
     corpus = ", ".join(corpus) if isinstance(corpus, (list, tuple)) else str(corpus)
     built = str(status.get("built_at") or "unknown").replace("T", " ")
     docs = status.get("documents")
+    done = status.get("indexed_documents")
+    shown = f"{docs:,}" if isinstance(docs, int) else "unknown"
+    if status.get("building") and isinstance(done, int) and isinstance(docs, int):
+        shown = f"{done:,} of {docs:,} (still being built)"
     return [
-        ("Documents", f"{docs:,}" if isinstance(docs, int) else "unknown"),
+        ("Documents", shown),
         ("Chunks", f"{status.get('chunks', 0):,}"),
         ("Corpus", corpus or "unknown"),
         ("Last build", built),
@@ -280,6 +272,26 @@ def missing_corpus(settings: Settings) -> list[str]:
         if not looks_like_hub_id and not Path(source).expanduser().exists():
             missing.append(source)
     return missing
+
+
+def index_needs_build(settings: Settings, status: dict[str, Any]) -> bool:
+    """True when the index is missing, was left half-built, or was built from another corpus."""
+    if not status.get("exists") or status.get("building"):
+        return True
+    corpus = status.get("corpus")
+    return isinstance(corpus, list) and corpus != list(settings.corpus)
+
+
+def partial_index_notice(status: dict[str, Any]) -> str:
+    """One line for an answer given while the index is being built; empty once it is complete."""
+    if not status.get("building"):
+        return ""
+    done, total, chunks = status.get("indexed_documents"), status.get("documents"), status.get("chunks")
+    if isinstance(done, int) and isinstance(total, int):
+        so_far = f"{done:,} of {total:,} documents"
+    else:
+        so_far = f"{chunks:,} passages" if chunks else "part of the sources"
+    return f"⏳ The source index is still being built: this answer draws on the {so_far} indexed so far."
 
 
 def build_index_with_progress(
@@ -311,6 +323,7 @@ class Turn:
     searched_for: str = ""  # the standalone question retrieval used, when it differs from the message
     question: str = ""  # for an answer: the message it answers
     config: dict[str, Any] = field(default_factory=dict)  # for an answer: the engine settings that produced it
+    notice: str = ""  # for an answer: e.g. that the index was still being built
     id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
 
 

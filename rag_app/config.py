@@ -84,6 +84,12 @@ class Settings(BaseSettings):
     )
     llm_api_key: str = Field("not-needed", description="API key for MEDQA_LLM_API_BASE (local servers ignore it).")
     device: str = Field("auto", description="'auto' (CUDA when present, else CPU), 'cpu' or 'cuda'.")
+    llm_backend: str = Field(
+        "auto",
+        description="How answers are generated: 'llama.cpp' (8-bit GGUF weights, several times faster on a CPU), "
+        "'transformers' (float PyTorch weights, the reference) or 'auto' (llama.cpp on a CPU when installed and the "
+        "model has a GGUF, else transformers).",
+    )
     offline_fallback: bool = Field(True, description="Fall back to the bundled SmolLM2 when the LLM can't be loaded.")
 
     chunk_size: int = Field(512, ge=32, description="Chunk size in tokens for the node parser.")
@@ -143,6 +149,13 @@ class Settings(BaseSettings):
     def _check_mode(cls, value: str) -> str:
         if value not in {"fielded", "hybrid", "dense", "bm25"}:
             raise ValueError(f"retrieval_mode={value!r} is not one of 'fielded', 'hybrid', 'dense', 'bm25'")
+        return value
+
+    @field_validator("llm_backend")
+    @classmethod
+    def _check_backend(cls, value: str) -> str:
+        if value not in {"auto", "llama.cpp", "transformers"}:
+            raise ValueError(f"llm_backend={value!r} is not one of 'auto', 'llama.cpp', 'transformers'")
         return value
 
     @field_validator("device")

@@ -86,6 +86,15 @@ def _last_index(ids: Sequence[int], pattern: Sequence[int]) -> int | None:
     return None
 
 
+def answer_repeats(ids: Sequence[int], header: Sequence[int], tokenizer: Any) -> bool:
+    """True when the answer in ``ids`` (the tokens after the last ``header``, the chat template's answer start)
+    repeats itself; False while there is no answer yet."""
+    start = _last_index(ids, header) if header else None
+    if start is None:
+        return False
+    return repeats(tokenizer.decode(list(ids[start:]), skip_special_tokens=True))
+
+
 def repetition_stop(tokenizer: Any) -> Any:
     """A ``transformers`` stopping criterion that ends each sequence once its answer repeats itself.
 
@@ -99,14 +108,7 @@ def repetition_stop(tokenizer: Any) -> Any:
 
     class RepeatedSentenceStop(StoppingCriteria):
         def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
-            done = []
-            for row in input_ids.tolist():
-                start = _last_index(row, header) if header else None
-                if start is None:
-                    done.append(False)
-                    continue
-                text = tokenizer.decode(row[start:], skip_special_tokens=True)
-                done.append(repeats(text))
+            done = [answer_repeats(row, header, tokenizer) for row in input_ids.tolist()]
             return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
 
     return RepeatedSentenceStop()

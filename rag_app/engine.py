@@ -120,11 +120,12 @@ class MedQAQueryEngine(CustomQueryEngine):
 
     def answering_llm(self, coverage: str) -> Any:
         """The LLM for one answer: when the sources cover the question, one that can't start by declining."""
+        from rag_app.models import with_decoding
+
         tokenizer = getattr(self.llm, "_tokenizer", None)
-        if coverage != "covered" or tokenizer is None or not hasattr(self.llm, "generate_kwargs"):
+        if coverage != "covered" or tokenizer is None:
             return self.llm
-        kwargs = {**self.llm.generate_kwargs, "begin_suppress_tokens": decline_start_ids(tokenizer)}
-        return self.llm.model_copy(update={"generate_kwargs": kwargs})
+        return with_decoding(self.llm, suppress=decline_start_ids(tokenizer))
 
     # ---- CustomQueryEngine ----------------------------------------------------
     def custom_query(self, query_str: str) -> Response | StreamingResponse:

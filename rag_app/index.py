@@ -250,6 +250,9 @@ def build_index(
     stats.documents = len(documents)
     known = {doc_id: h for h, doc_id in docstore.get_all_document_hashes().items()}
     todo = [d for d in documents if known.get(d.id_) != d.hash]
+    # The collections that answer patients' messages most often first: a chat using the index while it is
+    # built (the app does) finds useful sources soonest.
+    todo.sort(key=lambda d: -settings.source_prior.get(str((d.metadata or {}).get("collection") or ""), 0.0))
     stats.unchanged_documents = len(documents) - len(todo)
 
     # Question vectors: for changed documents, and for any missing (an index built before they existed).
@@ -267,18 +270,26 @@ def build_index(
             docstore_strategy=DocstoreStrategy.UPSERTS,
         )
         bar = tqdm(total=len(todo), desc="Embedding", unit="doc", disable=not show_progress)
+        pending = {d.id_ for d in todo_questions}
         for start in range(0, len(todo), BATCH_DOCS):
             batch = list(todo[start : start + BATCH_DOCS])
             nodes = pipeline.run(documents=batch, show_progress=False)
+            # The batch's question vectors too, so every committed batch is fully searchable.
+            asked = [d for d in batch if d.id_ in pending]
+            stats.embedded_questions += _embed_questions(questions, asked, embed_model, False) if asked else 0
+            pending -= {d.id_ for d in asked}
             stats.embedded_documents += len(batch)
             stats.embedded_chunks += len(nodes)
             _persist_docstore(docstore, settings.docstore_path)
+            stats.total_chunks = store._collection.count()
+            _write_manifest(settings, stats, docstore, building=True)  # readers see the new batch
             bar.update(len(batch))
             done = start + len(batch)
             report_progress(0.15 + 0.85 * done / len(todo), f"Embedding: {done:,}/{len(todo):,} documents")
         bar.close()
+        todo_questions = [d for d in todo_questions if d.id_ in pending]
     if todo_questions:
-        stats.embedded_questions = _embed_questions(questions, todo_questions, embed_model, show_progress)
+        stats.embedded_questions += _embed_questions(questions, todo_questions, embed_model, show_progress)
 
     current = {d.id_ for d in documents}
     stale = [doc_id for doc_id in known if doc_id not in current]
@@ -327,12 +338,15 @@ def _embed_questions(collection: Any, documents: Sequence[Any], embed_model: Any
     return len(documents)
 
 
-def _write_manifest(settings: Settings, stats: IndexStats, docstore: Any) -> None:
+def _write_manifest(settings: Settings, stats: IndexStats, docstore: Any, building: bool = False) -> None:
     """Describe the index content in ``index_manifest.json``; rewritten only when the content changed.
 
-    The file is what pipelines (DVC) depend on: the Chroma files themselves change on every read.
+    The file is what pipelines (DVC) depend on: the Chroma files themselves change on every read. While a
+    build runs it is rewritten after every committed batch (``building``: true, ``indexed_documents`` so far),
+    so readers (:func:`index_version`) see each batch.
     """
-    digest = hashlib.sha256("".join(sorted(docstore.get_all_document_hashes())).encode()).hexdigest()
+    hashes = docstore.get_all_document_hashes()
+    digest = hashlib.sha256("".join(sorted(hashes)).encode()).hexdigest()
     path = settings.storage_dir / "index_manifest.json"
     content = {
         "collection": settings.collection,
@@ -341,6 +355,8 @@ def _write_manifest(settings: Settings, stats: IndexStats, docstore: Any) -> Non
         "chunk_size": settings.chunk_size,
         "chunk_overlap": settings.chunk_overlap,
         "documents": stats.documents,
+        "indexed_documents": len(hashes),
+        "building": building,
         "chunks": stats.total_chunks,
         "content_hash": digest,
     }
@@ -381,6 +397,9 @@ def index_status(settings: Settings) -> dict[str, Any]:
         "corpus": manifest.get("corpus", settings.corpus),
         "built_at": manifest.get("built_at"),
         "embed_model": (collection.metadata or {}).get("embed_model"),
+        # No manifest yet: a first build is committing its first batch.
+        "building": bool(manifest.get("building")) or not manifest,
+        "indexed_documents": manifest.get("indexed_documents", manifest.get("documents")),
     }
 
 

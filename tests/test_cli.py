@@ -64,5 +64,5 @@ def test_odd_bytes_in_a_question_are_cleaned_not_a_traceback(settings, embed_mod
     )
     stderr = result.stderr.decode("utf-8", "replace")
     assert result.returncode == 0 and "Traceback" not in stderr, stderr
-    assert f"model: {bundled_llm_dir.name} (base)" in stderr
+    assert f"model: {bundled_llm_dir.name} (base, llama.cpp)" in stderr
     assert "Sources:" in result.stdout.decode()

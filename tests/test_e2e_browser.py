@@ -315,3 +315,50 @@ def test_conversation_follow_up_clarify_stop_feedback_and_download(long_app_url:
         shot = tmp_path / "conversation.png"
         page.screenshot(path=str(shot), full_page=True)
         print(f"screenshot: {shot}")
+
+
+@pytest.fixture()
+def fresh_app_url(tmp_path):
+    """The app as on a fresh clone: empty storage (no index, no converted model), the full MedQuAD corpus."""
+    from tests.conftest import SHARED_MEDQUAD
+
+    _need(SHARED_MEDQUAD.is_dir(), f"needs {SHARED_MEDQUAD}")
+    port = _free_port()
+    env = {**os.environ, "MEDQA_STORAGE_DIR": str(tmp_path / "storage"), "MEDQA_CORPUS": str(SHARED_MEDQUAD),
+           "HF_HUB_OFFLINE": "1", "ANONYMIZED_TELEMETRY": "False"}
+    log = tmp_path / "streamlit.log"
+    cmd = [sys.executable, "-m", "streamlit", "run", "streamlit_app.py", "--server.port", str(port)]
+    started = time.monotonic()
+    with log.open("w") as out:
+        proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        _wait_healthy(url, proc, log)
+        yield url, started
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        print(f"streamlit log: {log}")
+
+
+def test_fresh_start_answers_while_the_index_is_still_building(fresh_app_url, tmp_path: Path) -> None:
+    """Fresh storage: the chat box shows at once, and a question is answered from the part indexed so far."""
+    from eval.metrics import cited_numbers
+
+    url, started = fresh_app_url
+    with _page(url, timeout=240_000) as page:
+        chat_box_s = time.monotonic() - started
+        sidebar = page.get_by_test_id("stSidebar")
+        sidebar.get_by_text("Building in the background").wait_for(timeout=60_000)
+        answer, text = _ask(page, "What is gout?", 1, timeout=400)
+        answered_s = time.monotonic() - started
+        assert "still being built" in text, text
+        assert cited_numbers(text.split(prompts.MEDICAL_NOTICE)[0]), text
+        assert "Building in the background" in sidebar.inner_text(), "the build finished before the answer: nothing shown"
+        shot = tmp_path / "fresh-start.png"
+        page.screenshot(path=str(shot), full_page=True)
+        print(f"fresh start: chat box after {chat_box_s:.0f} s, first answer after {answered_s:.0f} s; screenshot: {shot}")

@@ -7,6 +7,7 @@ process, as it does in production), so the whole file runs in about a minute on 
 from __future__ import annotations
 
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -104,6 +105,7 @@ def test_sidebar_controls_change_the_engine(app: AppTest) -> None:
         "top_k": 2,
         "temperature": 0.5,
         "max_new_tokens": 8,
+        "backend": app.session_state["engine_config"]["backend"],
     }
     assert len(last_turn(app).sources) == 2
 
@@ -146,22 +148,34 @@ def test_red_flag_shows_emergency_guidance_first(app: AppTest) -> None:
     assert last_turn(app).emergency.startswith("**🚨") and last_turn(app).content
 
 
-def test_no_index_screen_gives_the_command(tmp_path, monkeypatch, app_env) -> None:
+def test_missing_index_is_built_in_the_background_and_the_chat_opens(tmp_path, monkeypatch, app_env) -> None:
+    """No index: the chat opens at once, the index builds in the background, a question waits for the first sources."""
     storage = tmp_path / "empty-storage"
     monkeypatch.setenv("MEDQA_STORAGE_DIR", str(storage))
     monkeypatch.setenv("MEDQA_CORPUS", app_env["MEDQA_CORPUS"])
     monkeypatch.setenv("MEDQA_LLM", app_env["MEDQA_LLM"])
+    monkeypatch.setenv("MEDQA_MAX_NEW_TOKENS", "8")
     at = AppTest.from_file(APP, default_timeout=TIMEOUT).run()
     assert not at.exception
-    assert any("hasn't been built" in h.value for h in at.subheader)
-    commands = [c.value for c in at.code]
-    assert f"python -m rag_app.index --corpus {app_env['MEDQA_CORPUS']} --storage-dir {storage}" in commands
-    assert len(at.chat_input) == 0, "no chat until there is an index (or RAG is off)"
-    assert "**Index:** missing" in [m.value for m in at.sidebar.markdown]
+    assert all("hasn't been built" not in h.value for h in at.subheader)
+    assert len(at.chat_input) == 1, "the chat opens while the index is built"
+    ask(at, "What is gout?")
+    assert not at.exception, at.exception
+    assert last_turn(at).sources and last_turn(at).sources[0]["title"] == "Gout"
+    from rag_app.index import index_status
 
+    deadline = time.monotonic() + 120
+    while index_status(Settings()).get("building") or not index_status(Settings()).get("exists"):
+        assert time.monotonic() < deadline, "the background build did not finish"
+        time.sleep(0.5)
+    assert index_status(Settings())["indexed_documents"] == 8
+
+    monkeypatch.setenv("MEDQA_STORAGE_DIR", str(tmp_path / "other-storage"))
     monkeypatch.setenv("MEDQA_CORPUS", str(tmp_path / "nowhere"))
     at = AppTest.from_file(APP, default_timeout=TIMEOUT).run()
+    assert any("hasn't been built" in h.value for h in at.subheader)
     assert "python -m corpus.download medquad" == at.code[0].value
+    assert len(at.chat_input) == 0, "no corpus, no index: no chat until one is downloaded (or RAG is off)"
 
 
 def test_no_model_screen_gives_the_command(app_env, monkeypatch, tmp_path) -> None:
