@@ -31,10 +31,10 @@ st.set_page_config(page_title="medqa — health answers from NIH sources", page_
 
 
 @st.cache_resource(show_spinner="Loading the embedding model…")
-def get_embed_model(embed_model: str, device: str, batch_size: int) -> Any:
+def get_embed_model(embed_model: str, device: str, batch_size: int, dtype: str = "auto") -> Any:
     from rag_app.models import load_embed_model
 
-    return load_embed_model(Settings.model_construct(embed_model=embed_model, device=device, embed_batch_size=batch_size))
+    return load_embed_model(Settings.model_construct(embed_model=embed_model, device=device, embed_batch_size=batch_size, embed_dtype=dtype))
 
 
 @st.cache_resource(show_spinner="Loading the language model (the first time takes a little while)…", max_entries=2)
@@ -50,7 +50,7 @@ def get_retriever(settings_json: str, built_at: str | None = None) -> Any:
     from rag_app.retrieval import build_retriever
 
     settings = Settings.model_validate_json(settings_json)
-    embed = get_embed_model(settings.embed_model, settings.device, settings.embed_batch_size)
+    embed = get_embed_model(settings.embed_model, settings.device, settings.embed_batch_size, settings.embed_dtype)
     return build_retriever(settings, embed_model=embed)
 
 
@@ -74,7 +74,7 @@ def background_build(settings_json: str) -> Any:
     from rag_app.background import BackgroundBuild
 
     settings = Settings.model_validate_json(settings_json)
-    return BackgroundBuild(settings, get_embed_model(settings.embed_model, settings.device, settings.embed_batch_size))
+    return BackgroundBuild(settings, get_embed_model(settings.embed_model, settings.device, settings.embed_batch_size, settings.embed_dtype))
 
 
 # ---- screens ------------------------------------------------------------------------
@@ -124,9 +124,7 @@ def no_model_screen(err: Exception) -> None:
 
 def run_build(settings: Settings, rebuild: bool) -> None:
     """Build (or update) the index with a progress bar, then reload the app."""
-    from corpus import CorpusError
-    from rag_app.index import IndexMissingError
-    from rag_app.models import ModelUnavailableError
+    from rag_app.errors import MedQAError
 
     lock = build_lock()
     if not lock.acquire(blocking=False):
@@ -134,11 +132,11 @@ def run_build(settings: Settings, rebuild: bool) -> None:
         return
     bar = st.progress(0.0, text="Starting…")
     try:
-        embed = get_embed_model(settings.embed_model, settings.device, settings.embed_batch_size)
+        embed = get_embed_model(settings.embed_model, settings.device, settings.embed_batch_size, settings.embed_dtype)
         stats = chat.build_index_with_progress(
             settings, lambda fraction, text: bar.progress(min(max(fraction, 0.0), 1.0), text=text), embed, rebuild
         )
-    except (CorpusError, IndexMissingError, ModelUnavailableError, ValueError, FileNotFoundError) as err:
+    except MedQAError as err:
         st.error(f"The index could not be built: {err}")
         for command in chat.commands_in(str(err)):
             st.code(command, language="bash")
@@ -390,8 +388,8 @@ def wait_for_first_sources(settings: Settings, timeout: float = 900) -> dict[str
 
 
 def main() -> None:
-    from pydantic import ValidationError
-
+    from rag_app.config import load_settings
+    from rag_app.errors import SettingsError
     from rag_app.index import IndexMissingError, index_status
     from rag_app.models import ModelUnavailableError
 
@@ -399,8 +397,8 @@ def main() -> None:
     st.caption("Answers to health questions from NIH (MedQuAD) pages, with the sources they come from.")
     st.warning(safety.DISCLAIMER, icon="⚠️")
     try:
-        settings = Settings()
-    except ValidationError as err:
+        settings = load_settings()
+    except SettingsError as err:
         fix_screen("⚙️ A setting is invalid", f"Fix the MEDQA_* variable or config file named below, then restart:\n\n{err}", [])
         st.stop()
     st.session_state.setdefault("messages", [])

@@ -11,14 +11,12 @@ from typing import Iterable
 
 from llama_index.core import Document
 
+from corpus.errors import CorpusError
+
 from corpus.files import load_folder
 from corpus.medquad import load_medquad
 from corpus.report import LoadReport
 from corpus.seed import load_seed_dataset, load_seed_file
-
-
-class CorpusError(ValueError):
-    """A corpus source that cannot be used at all (missing, or of an unknown kind)."""
 
 
 def load_source(source: str, report: LoadReport, show_progress: bool = False) -> list[Document]:

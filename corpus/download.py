@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import io
-import shutil
 import sys
 import urllib.error
 import urllib.request
@@ -34,10 +33,10 @@ def _fetch(url: str, timeout: float = 60) -> bytes:
 
 def download_medquad(dest: Path) -> Path:
     """Download MedQuAD's collection folders into ``dest`` (atomically: a failed download leaves nothing)."""
+    from rag_app.files import atomic_path
+
     data = _fetch(MEDQUAD_ZIP, timeout=300)
-    tmp = dest.with_name(dest.name + ".partial")
-    shutil.rmtree(tmp, ignore_errors=True)
-    with zipfile.ZipFile(io.BytesIO(data)) as archive:
+    with zipfile.ZipFile(io.BytesIO(data)) as archive, atomic_path(dest, directory=True) as tmp:
         for member in archive.infolist():
             parts = Path(member.filename).parts
             if len(parts) < 2 or member.is_dir():
@@ -48,9 +47,6 @@ def download_medquad(dest: Path) -> Path:
             target = tmp / rel
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_bytes(archive.read(member))
-    if dest.exists():
-        shutil.rmtree(dest)
-    tmp.rename(dest)
     return dest
 
 

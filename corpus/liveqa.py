@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
+from corpus.errors import CorpusError
+
 _TOKEN = re.compile(r"[a-z0-9]+")
 #: The two fixed halves of the questions: ``tune`` (to choose settings on) and ``report`` (held out).
 HALVES = ("tune", "report")
@@ -61,7 +63,7 @@ def load_liveqa(paths: Iterable[str | Path]) -> list[LiveQAQuestion]:
         elif p.is_file():
             files.append(p)
         else:
-            raise FileNotFoundError(f"LiveQA path {str(p)!r} does not exist; run `python -m corpus.download liveqa-train`")
+            raise CorpusError(f"LiveQA path {str(p)!r} does not exist; run `python -m corpus.download liveqa-train`")
     questions = []
     for path in files:
         root = ET.fromstring(path.read_bytes())  # bytes: ElementTree handles Train-2's byte-order mark

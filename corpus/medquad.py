@@ -14,6 +14,7 @@ from typing import Iterator
 
 from llama_index.core import Document
 
+from corpus.errors import CorpusError
 from corpus.report import LoadReport
 
 #: Metadata keys carried by every MedQuAD Document (and by the chunks made from it).
@@ -165,7 +166,7 @@ def load_medquad(root: str | Path, report: LoadReport | None = None, show_progre
     """
     root = Path(root)
     if not root.is_dir():
-        raise FileNotFoundError(
+        raise CorpusError(
             f"MedQuAD folder {str(root)!r} does not exist; run `python -m corpus.download medquad` or set MEDQA_CORPUS"
         )
     report = report if report is not None else LoadReport()

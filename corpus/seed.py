@@ -13,6 +13,7 @@ from typing import Iterable, Mapping
 
 from llama_index.core import Document
 
+from corpus.errors import CorpusError
 from corpus.report import LoadReport
 
 SEED_COLUMNS = ("Description", "Patient", "Doctor")
@@ -30,7 +31,7 @@ def _rows_from_file(path: Path) -> tuple[list[str], Iterable[Mapping[str, object
 
         table = pq.read_table(path)
         return list(table.column_names), table.to_pylist()
-    raise ValueError(f"{path}: seed-format files must be .csv or .parquet")
+    raise CorpusError(f"{path}: seed-format files must be .csv or .parquet")
 
 
 def rows_to_documents(rows: Iterable[Mapping[str, object]], collection: str, report: LoadReport) -> list[Document]:
@@ -85,7 +86,7 @@ def load_seed_file(path: str | Path, report: LoadReport | None = None) -> list[D
     columns, rows = _rows_from_file(path)
     missing = [c for c in SEED_COLUMNS if c not in columns]
     if missing:
-        raise ValueError(f"{path}: missing column(s) {missing}; seed-format files need {list(SEED_COLUMNS)}")
+        raise CorpusError(f"{path}: missing column(s) {missing}; seed-format files need {list(SEED_COLUMNS)}")
     docs = rows_to_documents(rows, path.stem, report)
     report.loaded += len(docs)
     return docs
@@ -95,7 +96,6 @@ def load_seed_dataset(name: str, split: str = "train", report: LoadReport | None
     """Load a seed-format dataset by hub name (needs network or a local `datasets` cache)."""
     import datasets
 
-    from corpus import CorpusError
 
     report = report if report is not None else LoadReport()
     try:
@@ -109,7 +109,7 @@ def load_seed_dataset(name: str, split: str = "train", report: LoadReport | None
         ) from None
     missing = [c for c in SEED_COLUMNS if c not in ds.column_names]
     if missing:
-        raise ValueError(f"dataset {name!r} lacks column(s) {missing}; expected {list(SEED_COLUMNS)}")
+        raise CorpusError(f"dataset {name!r} lacks column(s) {missing}; expected {list(SEED_COLUMNS)}")
     docs = rows_to_documents(ds, name.replace("/", "__"), report)
     report.loaded += len(docs)
     return docs

@@ -26,6 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
+from rag_app.errors import MedQAError
+
 logger = logging.getLogger("eval")
 
 DEFAULT_SYSTEMS = "base,ft,base+rag,ft+rag,raft,raft+rag"
@@ -49,7 +51,7 @@ PAIRS = [
 FINETUNED_SYSTEMS = {"ft", "ft+rag", "raft", "raft+rag"}
 
 
-class EvalError(ValueError):
+class EvalError(MedQAError, ValueError):
     """A user mistake in the evaluation set-up (missing split, bad system spec, ...)."""
 
 
@@ -302,18 +304,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = parse_args(argv)
         return run(args)
-    except EvalError as err:
+    except MedQAError as err:  # set-up mistakes here or in rag_app (no index, no model, bad settings)
         print(f"error: {err}", file=sys.stderr)
         return 2
-    except Exception as err:  # user-facing set-up errors from rag_app (no index, no model, bad settings)
-        from corpus import CorpusError
-        from rag_app.index import IndexMissingError
-        from rag_app.models import ModelUnavailableError
-
-        if isinstance(err, (IndexMissingError, ModelUnavailableError, CorpusError, FileNotFoundError, ValueError)):
-            print(f"error: {err}", file=sys.stderr)
-            return 2
-        raise
 
 
 def run(args: CompareArguments) -> int:
@@ -322,13 +315,13 @@ def run(args: CompareArguments) -> int:
     from tqdm.auto import tqdm
 
     from eval import metrics as M
-    from rag_app.config import Settings
+    from rag_app.config import load_settings
     from rag_app.decoding import citation_to_add, repeats
     from rag_app.engine import build_query_engine
     from rag_app.models import llm_info, load_llm
 
     overrides = {"storage_dir": args.storage_dir, "corpus": args.corpus}
-    settings = Settings(**{k: v for k, v in overrides.items() if v})
+    settings = load_settings(**{k: v for k, v in overrides.items() if v})
     specs = system_specs(args, settings)
     if args.questions == "medquad":
         rows, manifest = load_test_split(args, settings)
@@ -369,9 +362,11 @@ def run(args: CompareArguments) -> int:
             index_note = f"{present}/{len(rows)} questions have a relevant MedQuAD pair in the index"
         else:
             index_note = f"open book: {present}/{len(rows)} test questions' own QA pairs are in the index"
-        engine = build_query_engine(settings, llm=_NullLLM(), retriever=retriever)
+        from rag_app.prompts import clean_question, token_counter
+
+        count = token_counter()  # no model yet: the question is cut by the estimated token count
         for i, q in enumerate(tqdm(questions, desc="Retrieving", unit="q")):
-            sources[i] = engine.retrieve(q)
+            sources[i] = retriever.retrieve(clean_question(q, count, settings.max_question_tokens)[0])
 
     # ---- generation -----------------------------------------------------------------
     answers: dict[str, list[str]] = {}
@@ -634,11 +629,6 @@ def _judge(args, ran, questions, answers, used_sources, notes) -> dict[str, dict
         logger.warning(notes[-1])
         return {}
 
-
-class _NullLLM:
-    """Stands in for an LLM where the engine is only used to retrieve."""
-
-    metadata = None
 
 
 if __name__ == "__main__":

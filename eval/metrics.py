@@ -11,6 +11,8 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
+from rag_app.prompts import CITATION, cited_numbers  # noqa: F401 (cited_numbers is part of this module's API)
+
 ROUGE_TYPES = ("rouge1", "rouge2", "rougeL")
 
 _ABSTAIN = re.compile(
@@ -19,7 +21,6 @@ _ABSTAIN = re.compile(
     r"i\s+(?:am|'m)\s+not\s+sure|no\s+information\s+(?:about|on))",
     re.IGNORECASE,
 )
-_CITATION = re.compile(r"\[(\d{1,2})\]")
 _WORD = re.compile(r"[a-z0-9]+")
 _SENTENCE = re.compile(r"(?<=[.!?])\s+|\n+")
 # A short stop list: grounding counts only content words.
@@ -167,16 +168,6 @@ def is_abstention(answer: str) -> bool:
     return bool(_ABSTAIN.search(answer or ""))
 
 
-def cited_numbers(answer: str) -> list[int]:
-    """Citation numbers ``[n]`` in the order they appear (duplicates kept once)."""
-    seen: list[int] = []
-    for match in _CITATION.finditer(answer or ""):
-        n = int(match.group(1))
-        if n not in seen:
-            seen.append(n)
-    return seen
-
-
 def citation_correct(answer: str, gold_position: int | Iterable[int] | None) -> float:
     """1.0 when the first citation in ``answer`` is a gold source's number (1-based), else 0.0.
 
@@ -207,7 +198,7 @@ def grounding_score(answer: str, contexts: Sequence[str], min_words: int = 3) ->
     vocab = set(content_words(" ".join(contexts)))
     if not vocab:
         return math.nan
-    text = _CITATION.sub(" ", answer or "")
+    text = CITATION.sub(" ", answer or "")
     supports = []
     for sentence in _SENTENCE.split(text):
         words = content_words(sentence)

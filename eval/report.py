@@ -86,13 +86,14 @@ def write_report(
         "",
         "## Systems",
         "",
-        "| system | model | RAG | top-k |",
-        "|---|---|---|---|",
+        "| system | model | backend | RAG | top-k |",
+        "|---|---|---|---|---|",
     ]
     for s in context["systems"]:
         info = context["models"].get(s["name"], {})
         model = info.get("name", s["model"]) + (" (fallback: configured model unavailable)" if info.get("fallback") else "")
-        lines.append(f"| {s['name']} | {model} | {'yes' if s['rag'] else 'no'} | {s['top_k'] if s['rag'] else '–'} |")
+        backend = info.get("backend", "–")
+        lines.append(f"| {s['name']} | {model} | {backend} | {'yes' if s['rag'] else 'no'} | {s['top_k'] if s['rag'] else '–'} |")
     lines += ["", "## Answers", "", "Mean (change vs the first system) [95% bootstrap CI].", "", table, ""]
     for subset, sub_summary in context.get("subsets", {}).items():
         lines += [f"### Subset: {subset} ({next(iter(sub_summary.values()))['abstention']['n']} questions)", "", metric_table(sub_summary), ""]

@@ -7,10 +7,12 @@
 
 from pathlib import Path
 
+from rag_app.errors import MedQAError
+
 RECIPES_DIR = Path(__file__).with_name("recipes")
 
 
-class UserError(ValueError):
+class UserError(MedQAError, ValueError):
     """A mistake in the user's recipe, flags or data; CLIs print it as one line and exit with status 2."""
 
 

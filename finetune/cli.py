@@ -60,12 +60,12 @@ def parse_or_exit(dataclass_types: Sequence[type], argv: Sequence[str] | None, p
 
 def run_cli(func: Callable[[], int]) -> int:
     """Run a CLI body; user mistakes become one ``error: ...`` line on stderr and exit status 2."""
-    from rag_app.models import ModelUnavailableError
+    from rag_app.errors import MedQAError
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         return func()
-    except (UserError, ModelUnavailableError) as err:
+    except MedQAError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

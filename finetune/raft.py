@@ -143,7 +143,7 @@ def cited_answer(answer: str, position: int, count: Callable[[str], int], max_to
 
 
 class PromptBuilder:
-    """Builds prompts with the query engine itself, so training and inference prompts can't drift.
+    """Builds prompts with the query engine's own functions (:mod:`rag_app.prompts`), so they can't drift.
 
     Args:
         tokenizer: The model's tokenizer (its token counts set the passage budgets, as at inference).
@@ -151,33 +151,26 @@ class PromptBuilder:
     """
 
     def __init__(self, tokenizer: Any, settings: Any) -> None:
-        from types import SimpleNamespace
+        from rag_app.prompts import token_counter
 
-        from rag_app.engine import MedQAQueryEngine
-
-        # The engine only needs the tokenizer to count tokens; it never generates here.
-        self.engine = MedQAQueryEngine(
-            llm=SimpleNamespace(_tokenizer=tokenizer, metadata=None),
-            retriever=None,
-            use_rag=True,
-            max_new_tokens=settings.max_new_tokens,
-            context_window=settings.context_window,
-            max_question_tokens=settings.max_question_tokens,
-            source_tokens=settings.source_tokens,
-            medical_notice=False,
-        )
-
-    def count(self, text: str) -> int:
-        """Tokens of ``text`` for the model."""
-        return self.engine._count(text)
+        self.settings = settings
+        self.count = token_counter(tokenizer)  # the model's token counts set the passage budgets, as at inference
 
     def question(self, question: str) -> str:
         """The question as the engine cleans it."""
-        return self.engine.clean_question(question)[0]
+        from rag_app.prompts import clean_question
+
+        return clean_question(question, self.count, self.settings.max_question_tokens)[0]
 
     def messages(self, question: str, nodes: Sequence[Any]) -> list[dict[str, str]]:
         """The engine's messages for a clean question and its sources."""
-        return self.engine.messages(question, list(nodes))
+        from rag_app.prompts import answer_messages
+
+        s = self.settings
+        return answer_messages(
+            question, list(nodes), self.count, context_window=s.context_window, max_new_tokens=s.max_new_tokens,
+            source_tokens=s.source_tokens,
+        )
 
 
 def build_examples(

@@ -177,15 +177,6 @@ class SourceView:
         return asdict(self)
 
 
-_CITATION = re.compile(r"\[(\d{1,2})\]")
-
-
-def cited_numbers(text: str) -> set[int]:
-    """The citation numbers ``[n]`` that appear in an answer (``[1, 2]`` style lists included)."""
-    numbers = {int(m) for m in _CITATION.findall(text or "")}
-    for group in re.findall(r"\[(\d{1,2}(?:\s*,\s*\d{1,2})+)\]", text or ""):
-        numbers.update(int(n) for n in group.split(","))
-    return numbers
 
 
 def source_views(source_nodes: Sequence[Any], answer: str = "") -> list[SourceView]:
@@ -195,6 +186,8 @@ def source_views(source_nodes: Sequence[Any], answer: str = "") -> list[SourceVi
     the answer actually uses.
     """
     from rag_app.prompts import source_title
+
+    from rag_app.prompts import cited_numbers
 
     used = cited_numbers(answer)
     views = []

@@ -16,14 +16,14 @@ from typing import Sequence
 
 
 def _settings(args: argparse.Namespace):
-    from rag_app.config import Settings
+    from rag_app.config import load_settings
 
     overrides = {}
     for key in ("top_k", "llm", "storage_dir", "corpus", "max_new_tokens", "temperature"):
         value = getattr(args, key, None)
         if value is not None:
             overrides[key] = value
-    return Settings.from_file(args.config, **overrides) if args.config else Settings(**overrides)
+    return load_settings(args.config, **overrides)
 
 
 def cmd_ask(args: argparse.Namespace) -> int:
@@ -111,9 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; user mistakes print one ``error:`` line and exit 2, never a traceback."""
-    from corpus import CorpusError
-    from rag_app.index import IndexMissingError
-    from rag_app.models import ModelUnavailableError
+    from rag_app.errors import MedQAError
 
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(message)s")
@@ -121,7 +119,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
         return args.func(args)
-    except (ValueError, CorpusError, IndexMissingError, ModelUnavailableError, FileNotFoundError) as err:
+    except MedQAError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

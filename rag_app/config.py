@@ -15,7 +15,7 @@ import os
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     NoDecode,
@@ -24,6 +24,8 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
     YamlConfigSettingsSource,
 )
+
+from rag_app.errors import SettingsError
 
 #: The retrieval-aware fine-tune of the bundled model that this repository ships (a LoRA adapter, merged onto
 #: the bundled SmolLM2-135M-Instruct on first use; ``finetune/adapters/smollm2-135m-raft/README.md`` says how it was made).
@@ -66,6 +68,11 @@ class Settings(BaseSettings):
         description="Corpus sources: MedQuAD folders, seed-format CSV/Parquet files, dataset names or document folders; comma-separated in the environment.",
     )
     embed_model: str = Field(DEFAULT_EMBED_MODEL, description="sentence-transformers model name or local path.")
+    embed_dtype: str = Field(
+        "auto",
+        description="Weights of the embedding model: 'bfloat16' (2.5x faster where the CPU has bfloat16 units, the same "
+        "vectors to 3 decimals), 'float32' (the reference) or 'auto' (bfloat16 on such a CPU, else float32).",
+    )
     llm: str = Field(
         DEFAULT_LLM,
         description="The model that answers: the shipped retrieval-aware fine-tune (default), 'bundled:smollm2-135m-instruct' "
@@ -158,6 +165,13 @@ class Settings(BaseSettings):
             raise ValueError(f"llm_backend={value!r} is not one of 'auto', 'llama.cpp', 'transformers'")
         return value
 
+    @field_validator("embed_dtype")
+    @classmethod
+    def _check_embed_dtype(cls, value: str) -> str:
+        if value not in {"auto", "float32", "bfloat16"}:
+            raise ValueError(f"embed_dtype={value!r} is not one of 'auto', 'float32', 'bfloat16'")
+        return value
+
     @field_validator("device")
     @classmethod
     def _check_device(cls, value: str) -> str:
@@ -236,15 +250,32 @@ class Settings(BaseSettings):
 
 def _file_source(settings_cls: type[BaseSettings], path: Path) -> PydanticBaseSettingsSource:
     if not path.is_file():
-        raise ValueError(f"settings file {str(path)!r} does not exist; fix MEDQA_CONFIG or the path you passed")
+        raise SettingsError(f"settings file {str(path)!r} does not exist; fix MEDQA_CONFIG or the path you passed")
     suffix = path.suffix.lower()
     if suffix in {".yaml", ".yml"}:
         return YamlConfigSettingsSource(settings_cls, yaml_file=path)
     if suffix == ".toml":
         return TomlConfigSettingsSource(settings_cls, toml_file=path)
-    raise ValueError(f"settings file {str(path)!r} must end in .yaml, .yml or .toml")
+    raise SettingsError(f"settings file {str(path)!r} must end in .yaml, .yml or .toml")
 
 
 def get_settings(**overrides: Any) -> Settings:
     """Return settings from the environment (and ``MEDQA_CONFIG``), with ``overrides`` applied."""
     return Settings(**overrides)
+
+
+def load_settings(config: str | Path | None = None, **overrides: Any) -> Settings:
+    """Settings for an entry point: the environment, an optional YAML/TOML file and ``overrides``.
+
+    Raises:
+        SettingsError: One line per bad value, naming the ``MEDQA_*`` variable (or file key) and what it must be.
+    """
+    try:
+        return Settings.from_file(config, **overrides) if config else Settings(**overrides)
+    except ValidationError as err:
+        problems = []
+        for e in err.errors():
+            name = ".".join(str(p) for p in e.get("loc", ())) or "settings"
+            value = f"={e['input']!r}" if "input" in e and not isinstance(e["input"], dict) else ""
+            problems.append(f"MEDQA_{name.upper()}{value}: {e.get('msg', 'invalid')}")
+        raise SettingsError("; ".join(problems) + " (fix the variable, the config file or the option)") from None

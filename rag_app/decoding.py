@@ -155,7 +155,6 @@ class StreamTrimmer:
         return out
 
 
-_CITED = re.compile(r"\[\d{1,2}\]")
 _CONTENT = re.compile(r"[a-z0-9]{3,}")
 
 
@@ -180,9 +179,9 @@ def citation_to_add(answer: str, passages: Sequence[str]) -> str:
     A small model copying its source often leaves the number out; the reader still needs to see where the text
     comes from. An answer that cites something, or that declines, gets nothing.
     """
-    from rag_app.prompts import ABSTAIN_ANSWER
+    from rag_app.prompts import ABSTAIN_ANSWER, cited_numbers
 
-    if not answer.strip() or _CITED.search(answer) or answer.strip().startswith(ABSTAIN_ANSWER[:12]):
+    if not answer.strip() or cited_numbers(answer) or answer.strip().startswith(ABSTAIN_ANSWER[:12]):
         return ""
     number = supporting_source(answer, passages)
     return f" [{number}]" if number else ""

@@ -5,7 +5,9 @@ from __future__ import annotations
 import logging
 from typing import Any, Generator, Optional
 
+from llama_index.core.base.base_retriever import BaseRetriever
 from llama_index.core.base.response.schema import Response, StreamingResponse
+from llama_index.core.llms import LLM
 from llama_index.core.query_engine import CustomQueryEngine
 from llama_index.core.schema import NodeWithScore, QueryBundle
 
@@ -35,6 +37,11 @@ def decline_start_ids(tokenizer: Any) -> list[int]:
     return tokenizer(prompts.ABSTAIN_ANSWER, add_special_tokens=False)["input_ids"][:1]
 
 
+def llm_tokenizer(llm: Any) -> Any:
+    """The Hugging Face tokenizer of a local model (transformers or llama.cpp backend); None for others."""
+    return getattr(llm, "_tokenizer", None)
+
+
 class MedQAQueryEngine(CustomQueryEngine):
     """Answers a question from numbered retrieved sources (or from the model alone when ``use_rag`` is off).
 
@@ -50,8 +57,8 @@ class MedQAQueryEngine(CustomQueryEngine):
     model's own decline decision follows the question's wording more than the sources' topics.
     """
 
-    llm: Any
-    retriever: Optional[Any] = None
+    llm: LLM
+    retriever: Optional[BaseRetriever] = None
     use_rag: bool = True
     streaming: bool = False
     max_new_tokens: int = 256
@@ -64,30 +71,11 @@ class MedQAQueryEngine(CustomQueryEngine):
 
     # ---- helpers ------------------------------------------------------------
     def _count(self, text: str) -> int:
-        tokenizer = getattr(self.llm, "_tokenizer", None)
-        if tokenizer is None:
-            return prompts._default_counter(text)
-        return len(tokenizer(text, add_special_tokens=False)["input_ids"])
+        return prompts.token_counter(llm_tokenizer(self.llm))(text)
 
     def clean_question(self, question: str) -> tuple[str, list[str]]:
-        """Validate a question and truncate it to ``max_question_tokens``.
-
-        Returns:
-            ``(question, warnings)``.
-
-        Raises:
-            ValueError: If the question is empty or only whitespace.
-        """
-        question = prompts.clean_text(question) if isinstance(question, str) else ""
-        if not question:
-            raise ValueError("the question is empty; ask something, e.g. 'What are the symptoms of glaucoma?'")
-        warnings: list[str] = []
-        if self._count(question) > self.max_question_tokens:
-            question = prompts.truncate_to_tokens(question, self.max_question_tokens, self._count)
-            warning = f"the question was longer than {self.max_question_tokens} tokens and was truncated"
-            logger.warning(warning)
-            warnings.append(warning)
-        return question, warnings
+        """:func:`rag_app.prompts.clean_question` with the model's token count and ``max_question_tokens``."""
+        return prompts.clean_question(question, self._count, self.max_question_tokens)
 
     def retrieve(self, query: str | QueryBundle) -> list[NodeWithScore]:
         """The sources for a question (empty when RAG is off)."""
@@ -99,15 +87,9 @@ class MedQAQueryEngine(CustomQueryEngine):
 
     def messages(self, question: str, nodes: list[NodeWithScore] | None) -> list[dict[str, str]]:
         """The chat messages sent to the model for a (clean) question and its sources."""
-        if not self.use_rag:
-            return prompts.build_messages(question)
-        return prompts.rag_messages(
-            question,
-            nodes,
-            self._count,
-            context_window=self.context_window,
-            max_new_tokens=self.max_new_tokens,
-            source_tokens=self.source_tokens,
+        return prompts.answer_messages(
+            question, nodes, self._count, use_rag=self.use_rag, context_window=self.context_window,
+            max_new_tokens=self.max_new_tokens, source_tokens=self.source_tokens,
         )
 
     def coverage(self, question: str, nodes: list[NodeWithScore]) -> str:
@@ -122,7 +104,7 @@ class MedQAQueryEngine(CustomQueryEngine):
         """The LLM for one answer: when the sources cover the question, one that can't start by declining."""
         from rag_app.models import with_decoding
 
-        tokenizer = getattr(self.llm, "_tokenizer", None)
+        tokenizer = llm_tokenizer(self.llm)
         if coverage != "covered" or tokenizer is None:
             return self.llm
         return with_decoding(self.llm, suppress=decline_start_ids(tokenizer))

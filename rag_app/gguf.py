@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -110,15 +109,6 @@ def export_gguf(checkpoint: str | Path, template: str | Path, output: str | Path
         new[name] = _permute(value, heads[kind]) if kind in heads else value
     target = gguf.GGMLQuantizationType[qtype]
 
-    tmp = output.with_name(output.name + f".tmp-{os.getpid()}")
-    writer = gguf.GGUFWriter(str(tmp), arch=_field(reader, "general.architecture"), endianess=reader.endianess)
-    for field in reader.fields.values():
-        if field.name in (gguf.Keys.General.ARCHITECTURE, gguf.Keys.General.FILE_TYPE) or field.name.startswith("GGUF."):
-            continue  # written by GGUFWriter itself, or below
-        value_type = field.types[0]
-        sub_type = field.types[-1] if value_type == gguf.GGUFValueType.ARRAY else None
-        writer.add_key_value(field.name, field.contents(), value_type, sub_type=sub_type)
-    writer.add_file_type(gguf.LlamaFileType[f"MOSTLY_{qtype}"])
     changed = 0
     tensors = []
     for tensor in reader.tensors:
@@ -134,14 +124,24 @@ def export_gguf(checkpoint: str | Path, template: str | Path, output: str | Path
             if dtype != target or values is mine:  # re-quantized to one type; an untouched tensor of that type is copied
                 data, dtype = gguf.quants.quantize(np.ascontiguousarray(values, dtype=np.float32), target), target
         tensors.append((tensor.name, data, dtype))
-    for name, data, dtype in tensors:
-        writer.add_tensor(name, data, raw_dtype=dtype)
-    try:
-        writer.write_header_to_file()
-        writer.write_kv_data_to_file()
-        writer.write_tensors_to_file(progress=False)
-    finally:
-        writer.close()
-    tmp.replace(output)  # atomic: an interrupted export never leaves half a model behind
+    from rag_app.files import atomic_path
+
+    with atomic_path(output) as tmp:  # an interrupted export never leaves half a model behind
+        writer = gguf.GGUFWriter(str(tmp), arch=_field(reader, "general.architecture"), endianess=reader.endianess)
+        for field in reader.fields.values():
+            if field.name in (gguf.Keys.General.ARCHITECTURE, gguf.Keys.General.FILE_TYPE) or field.name.startswith("GGUF."):
+                continue  # written by GGUFWriter itself, or below
+            value_type = field.types[0]
+            sub_type = field.types[-1] if value_type == gguf.GGUFValueType.ARRAY else None
+            writer.add_key_value(field.name, field.contents(), value_type, sub_type=sub_type)
+        writer.add_file_type(gguf.LlamaFileType[f"MOSTLY_{qtype}"])
+        for name, data, dtype in tensors:
+            writer.add_tensor(name, data, raw_dtype=dtype)
+        try:
+            writer.write_header_to_file()
+            writer.write_kv_data_to_file()
+            writer.write_tensors_to_file(progress=False)
+        finally:
+            writer.close()
     logger.info("wrote %s: %d of %d tensors changed by the fine-tune (%s)", output, changed, len(tensors), qtype)
     return output

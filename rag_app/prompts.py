@@ -49,6 +49,36 @@ def _default_counter(text: str) -> int:
     return int(len(text.split()) * 1.4) + 1
 
 
+def token_counter(tokenizer: Any = None) -> TokenCounter:
+    """Counts a text's tokens with ``tokenizer`` (a Hugging Face tokenizer), or estimates them without one."""
+    if tokenizer is None:
+        return _default_counter
+    return lambda text: len(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
+def clean_question(question: str, count: TokenCounter, max_tokens: int) -> tuple[str, list[str]]:
+    """A question as the engine answers it: cleaned (:func:`clean_text`) and cut to ``max_tokens``.
+
+    Returns:
+        ``(question, warnings)``.
+
+    Raises:
+        QuestionError: If the question is empty or only white space.
+    """
+    from rag_app.errors import QuestionError
+
+    question = clean_text(question) if isinstance(question, str) else ""
+    if not question:
+        raise QuestionError("the question is empty; ask something, e.g. 'What are the symptoms of glaucoma?'")
+    warnings: list[str] = []
+    if count(question) > max_tokens:
+        question = truncate_to_tokens(question, max_tokens, count)
+        warning = f"the question was longer than {max_tokens} tokens and was truncated"
+        logger.warning(warning)
+        warnings.append(warning)
+    return question, warnings
+
+
 def source_title(metadata: dict[str, Any]) -> str:
     """A short title for a source: its focus (topic), else its question, else its file."""
     return str(metadata.get("focus") or metadata.get("question") or metadata.get("document_id") or "Source")
@@ -147,8 +177,38 @@ def rag_messages(
     return build_messages(question, passages, titles, source_budget=budget, count=count)
 
 
+def answer_messages(
+    question: str,
+    nodes: Sequence[Any] | None,
+    count: TokenCounter,
+    *,
+    use_rag: bool = True,
+    context_window: int = 2048,
+    max_new_tokens: int = 256,
+    source_tokens: int = 160,
+) -> list[dict[str, str]]:
+    """The chat messages the model answers: a clean question and its sources (LlamaIndex nodes), or the question alone."""
+    if not use_rag:
+        return build_messages(question)
+    return rag_messages(question, nodes, count, context_window=context_window, max_new_tokens=max_new_tokens, source_tokens=source_tokens)
+
+
 def messages_to_llama(messages: Sequence[dict[str, str]]) -> list[Any]:
     """Convert role/content dicts to LlamaIndex ``ChatMessage`` objects."""
     from llama_index.core.llms import ChatMessage
 
     return [ChatMessage(role=m["role"], content=m["content"]) for m in messages]
+
+
+#: A citation as answers write it: ``[2]``, or a list ``[1, 3]``.
+CITATION = re.compile(r"\[(\d{1,2}(?:\s*,\s*\d{1,2})*)\]")
+
+
+def cited_numbers(text: str) -> list[int]:
+    """The source numbers an answer cites, in the order they first appear (``[1, 2]`` lists included)."""
+    seen: list[int] = []
+    for match in CITATION.finditer(text or ""):
+        for part in match.group(1).split(","):
+            if int(part) not in seen:
+                seen.append(int(part))
+    return seen

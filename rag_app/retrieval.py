@@ -560,7 +560,9 @@ def build_retriever(
         if nodes:
             sparse = bm25_retriever(nodes, settings.candidate_k)
         elif dense is None:
-            raise ValueError("the index is empty; build it with `python -m rag_app.index`")
+            from rag_app.index import IndexMissingError
+
+            raise IndexMissingError("the index is empty; build it with `python -m rag_app.index`")
     return MedQARetriever(dense, sparse, top_k=settings.top_k, candidate_k=settings.candidate_k, exclude=exclude)
 
 

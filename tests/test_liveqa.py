@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from corpus.errors import CorpusError
 from corpus.liveqa import derive_labels, load_liveqa
 
 REPO = Path(__file__).resolve().parents[1]
@@ -52,7 +53,7 @@ def test_query_and_labels_by_containment(tmp_path: Path) -> None:
 
 
 def test_missing_path_names_download_command(tmp_path: Path) -> None:
-    with pytest.raises(FileNotFoundError, match="corpus.download liveqa-train"):
+    with pytest.raises(CorpusError, match="corpus.download liveqa-train"):
         load_liveqa([tmp_path / "nope"])
 
 

@@ -86,16 +86,15 @@ def test_first_token_suppression_and_stop_event(shipped) -> None:
 
 def test_engine_streams_the_same_answer_it_returns(shipped) -> None:
     """Through the query engine, streaming and non-streaming answers are the same text."""
+    from llama_index.core.retrievers import BaseRetriever
     from llama_index.core.schema import NodeWithScore, TextNode
 
     from rag_app.engine import build_query_engine
 
     fast, _ = shipped
 
-    class OneSource:
-        top_k = 1
-
-        def retrieve(self, question):
+    class OneSource(BaseRetriever):
+        def _retrieve(self, query_bundle):
             node = TextNode(text=SOURCE.split(": ", 1)[1], metadata={"focus": "Gout", "question": "What is gout?"})
             return [NodeWithScore(node=node, score=1.0)]
 

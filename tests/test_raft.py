@@ -69,7 +69,7 @@ def test_training_prompts_are_the_engine_prompts(raft_setup) -> None:
     settings = raft_setup["settings"]
     nodes = {n.node_id: n for n in load_nodes(settings)}
     llm = load_llm(settings.model_copy(update={"llm": str(raft_setup["model"])}))
-    engine = build_query_engine(settings, llm=llm, retriever=object())
+    engine = build_query_engine(settings, llm=llm)
     encoder = ChatEncoder(raft_setup["tokenizer"], max_length=1024, min_answer_tokens=4)
     checked = 0
     for ex in examples["train"] + examples["val"]:

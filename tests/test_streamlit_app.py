@@ -278,7 +278,7 @@ def test_source_views_number_and_mark_citations() -> None:
     ]
     views = chat.source_views(nodes, "Gout hurts [1]. See also [1, 2].")
     assert [(v.number, v.title, v.cited) for v in views] == [(1, "Gout", True), (2, "What is asthma?", True)]
-    assert chat.cited_numbers("no citations") == set()
+    assert prompts.cited_numbers("no citations") == []
     linked = chat.link_citations("Treated with colchicine [1] and rest [2].", views)
     assert linked == "Treated with colchicine [\\[1\\]](https://a/gout) and rest [2]."
 
