@@ -23,16 +23,14 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import random
 import re
-import shutil
 import sys
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
 from finetune import UserError
+from finetune.arguments import SplitArguments
 
 logger = logging.getLogger("finetune")
 
@@ -45,29 +43,6 @@ SPLIT_FORMAT_VERSION = 1
 
 class DataError(UserError):
     """An empty, missing or malformed dataset."""
-
-
-@dataclass
-class SplitArguments:
-    """Where the corpus is and how to split it.
-
-    Attributes:
-        corpus: Corpus sources (MedQuAD folders, seed-format CSV/Parquet files); defaults to ``MEDQA_CORPUS``.
-        storage_dir: Storage folder; defaults to ``MEDQA_STORAGE_DIR`` (``storage``).
-        splits_dir: Folder of the split files; defaults to ``<storage_dir>/splits``.
-        val_fraction: Share of examples in the validation split.
-        test_fraction: Share of examples in the test split.
-        split_seed: Seed of the group shuffle; the same corpus and seed always give the same splits.
-        force: Rebuild the splits even when a manifest with the same parameters exists.
-    """
-
-    corpus: list[str] | None = field(default=None, metadata={"help": "Corpus sources; default: MEDQA_CORPUS."})
-    storage_dir: str | None = field(default=None, metadata={"help": "Storage folder; default: MEDQA_STORAGE_DIR."})
-    splits_dir: str | None = field(default=None, metadata={"help": "Split folder; default: <storage_dir>/splits."})
-    val_fraction: float = field(default=0.05, metadata={"help": "Share of examples in the validation split."})
-    test_fraction: float = field(default=0.05, metadata={"help": "Share of examples in the test split."})
-    split_seed: int = field(default=42, metadata={"help": "Seed of the group shuffle."})
-    force: bool = field(default=False, metadata={"help": "Rebuild the splits even if they are up to date."})
 
 
 # ---- examples -----------------------------------------------------------------------------------------------
@@ -227,25 +202,17 @@ def write_splits(splits: dict[str, list[dict[str, Any]]], split_dir: str | Path,
     Returns:
         The manifest as written, with ``content_hash`` and ``files`` added.
     """
-    split_dir = Path(split_dir)
-    tmp = split_dir.with_name(split_dir.name + f".tmp-{os.getpid()}")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
-    for name in SPLITS:
-        with (tmp / f"{name}.jsonl").open("w", encoding="utf-8") as handle:
-            for ex in splits.get(name, []):
-                handle.write(_dumps(ex) + "\n")
+    from rag_app.files import atomic_path
+
     manifest = dict(manifest)
-    manifest["content_hash"] = content_hash(tmp)
-    manifest["files"] = {name: f"{name}.jsonl" for name in SPLITS}
-    (tmp / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    old = split_dir.with_name(split_dir.name + f".old-{os.getpid()}")
-    if split_dir.exists():
-        split_dir.rename(old)
-    tmp.rename(split_dir)
-    if old.exists():
-        shutil.rmtree(old)
+    with atomic_path(Path(split_dir), directory=True) as tmp:
+        for name in SPLITS:
+            with (tmp / f"{name}.jsonl").open("w", encoding="utf-8") as handle:
+                for ex in splits.get(name, []):
+                    handle.write(_dumps(ex) + "\n")
+        manifest["content_hash"] = content_hash(tmp)
+        manifest["files"] = {name: f"{name}.jsonl" for name in SPLITS}
+        (tmp / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     return manifest
 
 
@@ -386,6 +353,41 @@ def prepare_splits(args: SplitArguments, show_progress: bool = True) -> tuple[Pa
     return split_dir, manifest
 
 
+def select_rows(
+    data_args: Any, seed: int
+) -> tuple[dict[str, list[dict[str, Any]]], set[str], dict[str, Any], Path, dict[str, list[dict[str, Any]]]]:
+    """The (sampled) train and validation rows, every train pair id, the split manifest, the storage dir and
+    every row of both splits.
+
+    The same seeded sample as :func:`build_datasets` takes for bare pairs; with ``raft_weight_by_source`` the
+    train pairs are drawn with weights ``exp(source prior)`` of their collection (MEDQA_SOURCE_PRIOR).
+    """
+    import math
+
+    _, storage_dir, split_dir = resolve_dirs_checked(data_args)
+    manifest = read_manifest(split_dir) or {}
+    full = {"train": read_split(split_dir / "train.jsonl"), "val": read_split(split_dir / "val.jsonl")}
+    weight = None
+    if data_args.raft and data_args.raft_weight_by_source:
+        from rag_app.config import Settings
+
+        prior = Settings(storage_dir=storage_dir).source_prior
+        weight = lambda row: math.exp(prior.get(str(row.get("collection", "")), 0.0))  # noqa: E731
+    rows = {
+        "train": sample_rows(full["train"], data_args.max_train_samples, seed, weight),
+        "val": sample_rows(full["val"], data_args.max_eval_samples, seed),
+    }
+    return rows, {r["doc_id"] for r in full["train"]}, manifest, storage_dir, full
+
+
+def resolve_dirs_checked(data_args: Any) -> tuple[list[str], Path, Path]:
+    """:func:`resolve_dirs`, raising :class:`UserError` when the splits are missing."""
+    sources, storage_dir, split_dir = resolve_dirs(data_args)
+    if not (split_dir / "train.jsonl").is_file():
+        raise UserError(f"no splits in {split_dir}; write them with `python -m finetune.data`")
+    return sources, storage_dir, split_dir
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """CLI: build the splits and print the manifest summary. Returns the exit status."""
     from finetune.cli import parse_or_exit, run_cli
@@ -422,3 +424,5 @@ __all__ = [
 
 if __name__ == "__main__":
     sys.exit(main())
+
+

@@ -34,6 +34,7 @@ from typing import Any, Sequence
 
 from finetune import UserError
 from finetune.data import SplitArguments, normalize_focus, sample_rows
+from rag_app.files import write_json_atomic
 
 logger = logging.getLogger("finetune")
 
@@ -267,15 +268,6 @@ def model_card(summary: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
-    """Write JSON via a temporary file, so a crash never leaves a half file."""
-    import json
-
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n", encoding="utf-8")
-    tmp.replace(path)
-
-
 # ---- main -------------------------------------------------------------------------------------------------------
 
 
@@ -400,7 +392,7 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
         model.save_pretrained(str(output_dir), create_model_card=False)
         summary["wall_time_s"] = round(time.time() - started, 1)
         (output_dir / "README.md").write_text(model_card(summary), encoding="utf-8")
-        write_json_atomic(output_dir / RUN_SUMMARY, summary)
+        write_json_atomic(output_dir / RUN_SUMMARY, summary, sort_keys=True)
         logger.info(
             "done in %.0fs: %d steps, train loss %s, validation MRR@10 %s -> %s; model in %s (use MEDQA_EMBED_MODEL=%s)",
             summary["wall_time_s"], summary["global_step"], _fmt(summary["train_loss"]), _fmt(eval_before.get("mrr@10")),

@@ -24,13 +24,14 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
 from finetune import UserError
+from finetune.runs import RUN_SUMMARY
+from rag_app.files import atomic_path
 
 logger = logging.getLogger("finetune")
 
@@ -59,8 +60,6 @@ class MergeArguments:
 
 def find_run_summary(adapter_dir: Path) -> dict[str, Any]:
     """``medqa_run.json`` from the adapter folder or its parent (for checkpoints); empty when absent."""
-    from finetune.train import RUN_SUMMARY
-
     for folder in (adapter_dir, adapter_dir.parent):
         path = folder / RUN_SUMMARY
         if path.is_file():
@@ -172,7 +171,7 @@ def merge_adapter(
     Raises:
         UserError: If the adapter or base model can't be found.
     """
-    from finetune.train import resolve_base
+    from finetune.runs import resolve_base
     from rag_app.config import Settings
     from rag_app.models import merge_lora
 
@@ -221,9 +220,7 @@ def ship_adapter(adapter_dir: str | Path, dest: str | Path, recipe: str | None =
     Raises:
         UserError: If the adapter, recipe or a report is missing.
     """
-    import torch
     import yaml
-    from safetensors.torch import load_file, save_file
 
     adapter_dir, dest = Path(adapter_dir), Path(dest)
     weights = adapter_dir / "adapter_model.safetensors"
@@ -251,20 +248,21 @@ def ship_adapter(adapter_dir: str | Path, dest: str | Path, recipe: str | None =
         evaluation[name] = json.loads(path.read_text(encoding="utf-8"))
     if evaluation:
         summary["evaluation"] = evaluation
-    tmp = dest.with_name(dest.name + ".tmp")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
+    with atomic_path(dest, directory=True) as tmp:
+        _write_shipped(tmp, weights, adapter_dir, summary, dest)
+    return dest
+
+
+def _write_shipped(tmp: Path, weights: Path, adapter_dir: Path, summary: dict[str, Any], dest: Path) -> None:
+    import torch
+    from safetensors.torch import load_file, save_file
+
     save_file({k: v.to(torch.float16) for k, v in load_file(weights).items()}, tmp / "adapter_model.safetensors", metadata={"format": "pt"})
     config = json.loads((adapter_dir / "adapter_config.json").read_text(encoding="utf-8"))
     config["base_model_name_or_path"] = summary.get("base_model") or config.get("base_model_name_or_path")
     (tmp / "adapter_config.json").write_text(json.dumps(config, indent=2), encoding="utf-8")
     (tmp / "medqa_run.json").write_text(json.dumps(summary, indent=2, default=str), encoding="utf-8")
     (tmp / "README.md").write_text(model_card(summary, summary.get("base_model_name", "base"), dest), encoding="utf-8")
-    if dest.exists():
-        shutil.rmtree(dest)
-    tmp.rename(dest)
-    return dest
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from finetune import UserError
+from finetune.arguments import RaftArguments
 
 logger = logging.getLogger("finetune")
 
@@ -38,51 +39,6 @@ RAFT_FORMAT_VERSION = 2
 _SENTENCE_END = re.compile(r"(?<=[A-Za-z0-9)\]%])([.!?])(?=\s|$)")
 _STATEMENT_END = re.compile(r"(?<=[A-Za-z0-9)\]%])(\.)(?=\s|$)")
 _TOKEN = re.compile(r"[a-z0-9]+")
-
-
-@dataclass
-class RaftArguments:
-    """Options of the retrieval-aware data (recipe keys; all start with ``raft``).
-
-    Attributes:
-        raft: Train on retrieval-augmented prompts instead of bare question -> answer pairs.
-        raft_top_k: Passages per prompt; use the engine's ``MEDQA_TOP_K`` (3).
-        raft_oracle_fraction: Share of examples whose prompt holds the question's own QA pair.
-        raft_answer_tokens: Token budget of an oracle target (cut at a sentence end).
-        raft_candidate_k: Candidates each retriever returns before fusion and the train-only filter.
-        raft_consumer_fraction: Share of questions rewritten the way people write them
-            (:func:`finetune.consumer.consumer_question`).
-        raft_sibling_fraction: Share of questions replaced by another NIH collection's question on the same
-            topic and type, where there is one.
-        raft_retrieved_order: When the retriever puts the question's own pair in the top k, keep the sources
-            exactly as it ranks them (chunks, order), as at inference; otherwise insert the pair at random.
-        raft_weight_by_source: Sample the training pairs with weights ``exp(source prior)`` of their collection,
-            so the collections that answer people's questions most often are seen most.
-    """
-
-    raft: bool = field(default=False, metadata={"help": "Retrieval-aware (RAFT) training prompts with sources."})
-    raft_top_k: int = field(default=3, metadata={"help": "Passages per prompt (the engine's MEDQA_TOP_K)."})
-    raft_oracle_fraction: float = field(default=0.8, metadata={"help": "Share of examples that contain the gold passage."})
-    raft_answer_tokens: int = field(default=128, metadata={"help": "Token budget of an oracle answer target."})
-    raft_candidate_k: int = field(default=40, metadata={"help": "Retrieval candidates before filtering to train pairs."})
-    raft_consumer_fraction: float = field(default=0.0, metadata={"help": "Share of questions rewritten in consumer style."})
-    raft_sibling_fraction: float = field(default=0.0, metadata={"help": "Share of questions replaced by a same-topic question of another collection."})
-    raft_retrieved_order: bool = field(default=False, metadata={"help": "Keep the retriever's sources and order when it finds the gold pair."})
-    raft_weight_by_source: bool = field(default=False, metadata={"help": "Sample train pairs weighted by their collection's source prior."})
-
-    def validate(self) -> None:
-        """Raise :class:`UserError` for out-of-range values."""
-        if self.raft_top_k < 1:
-            raise UserError(f"raft_top_k={self.raft_top_k} must be at least 1 (the engine shows 3 sources by default)")
-        for name in ("raft_consumer_fraction", "raft_sibling_fraction"):
-            if not 0.0 <= getattr(self, name) <= 1.0:
-                raise UserError(f"{name}={getattr(self, name)} must be between 0 and 1, e.g. 0.5")
-        if self.raft_consumer_fraction + self.raft_sibling_fraction > 1.0:
-            raise UserError("raft_consumer_fraction + raft_sibling_fraction must not exceed 1 (the rest keep MedQuAD's question)")
-        if not 0.0 <= self.raft_oracle_fraction <= 1.0:
-            raise UserError(f"raft_oracle_fraction={self.raft_oracle_fraction} must be between 0 and 1, e.g. 0.8")
-        if self.raft_answer_tokens < 16:
-            raise UserError(f"raft_answer_tokens={self.raft_answer_tokens} is too small for an answer; use e.g. 160")
 
 
 @dataclass
@@ -307,11 +263,11 @@ def cache_key(manifest_hash: str, split: str, n_rows: int, args: RaftArguments, 
 def write_examples(path: Path, examples: Sequence[RaftExample]) -> None:
     """Write examples as JSONL atomically (a crash never leaves a half file)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("w", encoding="utf-8") as handle:
+    from rag_app.files import atomic_path
+
+    with atomic_path(path) as tmp, tmp.open("w", encoding="utf-8") as handle:
         for ex in examples:
             handle.write(json.dumps(vars(ex), ensure_ascii=False) + "\n")
-    tmp.replace(path)
 
 
 def read_examples(path: Path) -> list[RaftExample]:
@@ -338,7 +294,8 @@ class TrainOnlyRetriever:
             logger.warning("%d of %d train pairs are not in the index; they get no example", missing, len(train_ids))
         self.excluded = frozenset(indexed - train_ids)
         # Take more than k: the gold pair and same-focus pairs are dropped from distractor-only prompts.
-        ret_settings = settings.model_copy(update={"top_k": top_k, "candidate_k": candidate_k})
+        # float32 query vectors on every machine, so a recipe rebuilds the same prompts wherever it runs.
+        ret_settings = settings.model_copy(update={"top_k": top_k, "candidate_k": candidate_k, "embed_dtype": "float32"})
         self.retriever = build_retriever(ret_settings, nodes=[n for n in self.nodes if n.ref_doc_id in train_ids], exclude=self.excluded)
 
     def gold_nodes(self) -> dict[str, Any]:
@@ -441,7 +398,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     def _run() -> int:
         from transformers import AutoTokenizer
 
-        from finetune.train import parse_args, resolve_base, select_rows
+        from finetune.arguments import parse_args
+        from finetune.data import select_rows
+        from finetune.runs import resolve_base
 
         training_args, model_args, data_args = parse_args(argv)
         if not data_args.raft:

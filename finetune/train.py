@@ -22,80 +22,24 @@ hyper-parameters, data manifest) and ``merged/`` (usable as ``MEDQA_LLM=<output_
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
 import re
 import sys
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
 from finetune import UserError
-from finetune.data import SplitArguments, sample_rows
-from finetune.raft import RaftArguments
+from finetune.arguments import RaftArguments, TrainDataArguments, parse_args  # noqa: F401 (the CLI's options)
+from finetune.data import sample_rows, select_rows  # noqa: F401
+from finetune.runs import RUN_SUMMARY, resolve_base
+from rag_app.files import write_json_atomic
 
 logger = logging.getLogger("finetune")
 
-RUN_SUMMARY = "medqa_run.json"
 _SENTINEL = "\u2063MEDQA_ANSWER\u2063"
-
-
-@dataclass
-class TrainDataArguments(RaftArguments, SplitArguments):
-    """Data and run options that TRL's configs don't cover.
-
-    Attributes:
-        max_train_samples: Use at most this many training examples (a seeded sample); all when unset.
-        max_eval_samples: Use at most this many validation examples (a seeded sample); all when unset.
-        min_answer_tokens: Examples whose prompt leaves fewer answer tokens than this are dropped (and counted).
-        eval_before_train: Measure validation loss before the first step (the "before" figure).
-        resume: Continue from the last complete checkpoint in ``output_dir``.
-        merge: Merge the adapter into the base model at the end.
-        merged_dir: Where the merged model goes; defaults to ``<output_dir>/merged``.
-
-    The ``raft*`` options (:class:`finetune.raft.RaftArguments`) switch to retrieval-aware prompts.
-    """
-
-    max_train_samples: int | None = field(default=None, metadata={"help": "Cap on training examples."})
-    max_eval_samples: int | None = field(default=None, metadata={"help": "Cap on validation examples."})
-    min_answer_tokens: int = field(default=16, metadata={"help": "Minimum answer tokens an example must keep."})
-    eval_before_train: bool = field(default=True, metadata={"help": "Measure validation loss before training."})
-    resume: bool = field(default=False, metadata={"help": "Continue from the last complete checkpoint."})
-    merge: bool = field(default=True, metadata={"help": "Merge the adapter into the base model at the end."})
-    merged_dir: str | None = field(default=None, metadata={"help": "Merged model folder; default <output_dir>/merged."})
-
-
-def parse_args(argv: Sequence[str] | None = None) -> tuple[Any, Any, TrainDataArguments]:
-    """Parse a recipe and flags into ``(SFTConfig, ModelConfig, TrainDataArguments)``.
-
-    Raises:
-        UserError: On unknown keys, bad values, or a missing recipe file.
-    """
-    from trl import ModelConfig, SFTConfig
-
-    from finetune.cli import parse_or_exit
-
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if "--bf16" not in argv and not _cuda_available():
-        # TRL defaults (and GPU recipes ask) for bf16, which needs a GPU; on CPU adapters train in fp32.
-        argv += ["--bf16", "false"]
-    training_args, model_args, data_args = parse_or_exit(
-        [SFTConfig, ModelConfig, TrainDataArguments], argv, prog="python -m finetune.train"
-    )
-    if not model_args.model_name_or_path:
-        raise UserError("no base model: set model_name_or_path in the recipe or pass --model_name_or_path")
-    if training_args.max_length is None or training_args.max_length < 8:
-        raise UserError(f"max_length={training_args.max_length} is not a usable sequence budget; set e.g. --max_length 512")
-    return training_args, model_args, data_args
-
-
-def _cuda_available() -> bool:
-    import torch
-
-    return torch.cuda.is_available()
 
 
 # ---- tokenisation -------------------------------------------------------------------------------------------
@@ -237,63 +181,7 @@ def build_datasets(
     return out[0], out[1], stats
 
 
-def select_rows(
-    data_args: TrainDataArguments, seed: int
-) -> tuple[dict[str, list[dict[str, Any]]], set[str], dict[str, Any], Path, dict[str, list[dict[str, Any]]]]:
-    """The (sampled) train and validation rows, every train pair id, the split manifest, the storage dir and
-    every row of both splits.
-
-    The same seeded sample as :func:`build_datasets` takes for bare pairs; with ``raft_weight_by_source`` the
-    train pairs are drawn with weights ``exp(source prior)`` of their collection (MEDQA_SOURCE_PRIOR).
-    """
-    import math
-
-    from finetune.data import read_manifest, read_split
-
-    _, storage_dir, split_dir = resolve_dirs_checked(data_args)
-    manifest = read_manifest(split_dir) or {}
-    full = {"train": read_split(split_dir / "train.jsonl"), "val": read_split(split_dir / "val.jsonl")}
-    weight = None
-    if data_args.raft and data_args.raft_weight_by_source:
-        from rag_app.config import Settings
-
-        prior = Settings(storage_dir=storage_dir).source_prior
-        weight = lambda row: math.exp(prior.get(str(row.get("collection", "")), 0.0))  # noqa: E731
-    rows = {
-        "train": sample_rows(full["train"], data_args.max_train_samples, seed, weight),
-        "val": sample_rows(full["val"], data_args.max_eval_samples, seed),
-    }
-    return rows, {r["doc_id"] for r in full["train"]}, manifest, storage_dir, full
-
-
-def resolve_dirs_checked(data_args: TrainDataArguments) -> tuple[list[str], Path, Path]:
-    """:func:`finetune.data.resolve_dirs`, raising :class:`UserError` when the splits are missing."""
-    from finetune.data import resolve_dirs
-
-    sources, storage_dir, split_dir = resolve_dirs(data_args)
-    if not (split_dir / "train.jsonl").is_file():
-        raise UserError(f"no splits in {split_dir}; write them with `python -m finetune.data`")
-    return sources, storage_dir, split_dir
-
-
 # ---- model ---------------------------------------------------------------------------------------------------
-
-
-def resolve_base(model_name: str, storage_dir: Path) -> Any:
-    """Local checkpoint of the base model, without the bundled-model fallback.
-
-    Raises:
-        UserError: If the model can't be found (missing path, unreachable hub, bad GGUF).
-    """
-    from rag_app.config import Settings
-    from rag_app.models import ModelUnavailableError, resolve_llm
-
-    try:
-        return resolve_llm(Settings(llm=model_name, storage_dir=storage_dir, offline_fallback=False))
-    except ModelUnavailableError as err:
-        raise UserError(f"base model not available: {str(err).splitlines()[0]}") from None
-    except (OSError, ValueError) as err:
-        raise UserError(f"base model {model_name!r} not available: {str(err).splitlines()[0]}") from None
 
 
 def _bnb_available() -> bool:
@@ -320,17 +208,14 @@ def load_base_model(path: Path, model_args: Any, training_args: Any, device: str
         logger.warning("bitsandbytes is not installed: training LoRA on full-precision CPU weights instead of 4-bit")
         want_4bit = False
     if want_4bit:
-        from transformers import BitsAndBytesConfig
+        from trl import get_quantization_config
 
         compute = torch.bfloat16 if device == "cuda" else torch.float32
-        kwargs["quantization_config"] = BitsAndBytesConfig(
-            load_in_4bit=bool(model_args.load_in_4bit),
-            load_in_8bit=bool(model_args.load_in_8bit),
-            bnb_4bit_quant_type=model_args.bnb_4bit_quant_type,
-            bnb_4bit_use_double_quant=model_args.use_bnb_nested_quant,
-            bnb_4bit_compute_dtype=compute,
-            bnb_4bit_quant_storage=model_args.bnb_4bit_quant_storage or compute,
-        )
+        if model_args.dtype in (None, "auto"):
+            model_args.dtype = compute
+        if model_args.bnb_4bit_quant_storage is None:
+            model_args.bnb_4bit_quant_storage = compute
+        kwargs["quantization_config"] = get_quantization_config(model_args)  # TRL's own NF4/int8 config
         kwargs["dtype"] = compute
         if device == "cuda":
             from accelerate import PartialState
@@ -405,13 +290,6 @@ def hyperparameters(training_args: Any, model_args: Any, data_args: TrainDataArg
         "max_eval_samples": data_args.max_eval_samples,
         **({f: getattr(data_args, f) for f in RaftArguments.__dataclass_fields__} if data_args.raft else {"raft": False}),
     }
-
-
-def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
-    """Write JSON to ``path`` via a temporary file, so a crash never leaves a half file."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n", encoding="utf-8")
-    tmp.replace(path)
 
 
 # ---- main ------------------------------------------------------------------------------------------------------
@@ -554,14 +432,14 @@ def run(argv: Sequence[str] | None = None, callbacks: Sequence[Any] | None = Non
     if trainer.is_world_process_zero():
         # Rank 0 writes the summary and merges; the others wait, so every process leaves together.
         summary["wall_time_s"] = round(time.time() - started, 1)
-        write_json_atomic(output_dir / RUN_SUMMARY, summary)
+        write_json_atomic(output_dir / RUN_SUMMARY, summary, sort_keys=True)
         if data_args.merge:
             from finetune.merge import merge_adapter
 
             merged = merge_adapter(output_dir, data_args.merged_dir or output_dir / "merged", storage_dir=storage_dir)
             summary["merged_dir"] = str(merged)
         summary["wall_time_s"] = round(time.time() - started, 1)
-        write_json_atomic(output_dir / RUN_SUMMARY, summary)
+        write_json_atomic(output_dir / RUN_SUMMARY, summary, sort_keys=True)
         logger.info(
             "done in %.0fs: step %d, train loss %s, val loss %s -> %s%s", summary["wall_time_s"], summary["global_step"],
             _fmt(summary["train_loss"]), _fmt(eval_before), _fmt(eval_after),

@@ -53,9 +53,9 @@ def write_text_atomic(path: str | Path, text: str) -> None:
         tmp.write_text(text, encoding="utf-8")
 
 
-def write_json_atomic(path: str | Path, data: Any) -> None:
+def write_json_atomic(path: str | Path, data: Any, sort_keys: bool = False) -> None:
     """Write ``data`` as indented JSON to ``path`` atomically (values JSON can't hold are written as text)."""
-    write_text_atomic(path, json.dumps(data, indent=2, default=str))
+    write_text_atomic(path, json.dumps(data, indent=2, sort_keys=sort_keys, default=str) + "\n")
 
 
 def _remove(path: Path) -> None:

@@ -145,7 +145,7 @@ def test_tiny_run_gives_a_model_the_project_can_index_with(tmp_path: Path, split
     s = settings.model_copy(update={"embed_model": str(out)})
     emb = load_embed_model(s)
     got = np.asarray(emb.get_text_embedding(text))
-    assert got.shape == (384,) and np.allclose(got, vec, atol=1e-4)
+    assert got.shape == (384,) and float(np.dot(got, vec)) > 0.999  # the loader's bfloat16 weights, where the CPU has them
     stats = build_index(s, embed_model=emb, show_progress=False)
     assert stats.embedded_documents == 8
     assert get_collection(s).metadata["embed_model"] == str(out)
