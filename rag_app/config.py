@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any, Literal, Optional
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import (
@@ -68,7 +68,7 @@ class Settings(BaseSettings):
         description="Corpus sources: MedQuAD folders, seed-format CSV/Parquet files, dataset names or document folders; comma-separated in the environment.",
     )
     embed_model: str = Field(DEFAULT_EMBED_MODEL, description="sentence-transformers model name or local path.")
-    embed_dtype: str = Field(
+    embed_dtype: Literal["auto", "float32", "bfloat16"] = Field(
         "auto",
         description="Weights of the embedding model: 'bfloat16' (2.5x faster where the CPU has bfloat16 units, the same "
         "vectors to 3 decimals), 'float32' (the reference) or 'auto' (bfloat16 on such a CPU, else float32).",
@@ -91,7 +91,7 @@ class Settings(BaseSettings):
     )
     llm_api_key: str = Field("not-needed", description="API key for MEDQA_LLM_API_BASE (local servers ignore it).")
     device: str = Field("auto", description="'auto' (CUDA when present, else CPU), 'cpu' or 'cuda'.")
-    llm_backend: str = Field(
+    llm_backend: Literal["auto", "llama.cpp", "transformers"] = Field(
         "auto",
         description="How answers are generated: 'llama.cpp' (8-bit GGUF weights, several times faster on a CPU), "
         "'transformers' (float PyTorch weights, the reference) or 'auto' (llama.cpp on a CPU when installed and the "
@@ -156,20 +156,6 @@ class Settings(BaseSettings):
     def _check_mode(cls, value: str) -> str:
         if value not in {"fielded", "hybrid", "dense", "bm25"}:
             raise ValueError(f"retrieval_mode={value!r} is not one of 'fielded', 'hybrid', 'dense', 'bm25'")
-        return value
-
-    @field_validator("llm_backend")
-    @classmethod
-    def _check_backend(cls, value: str) -> str:
-        if value not in {"auto", "llama.cpp", "transformers"}:
-            raise ValueError(f"llm_backend={value!r} is not one of 'auto', 'llama.cpp', 'transformers'")
-        return value
-
-    @field_validator("embed_dtype")
-    @classmethod
-    def _check_embed_dtype(cls, value: str) -> str:
-        if value not in {"auto", "float32", "bfloat16"}:
-            raise ValueError(f"embed_dtype={value!r} is not one of 'auto', 'float32', 'bfloat16'")
         return value
 
     @field_validator("device")

@@ -73,7 +73,7 @@ def test_settings_errors_name_the_variable(monkeypatch: pytest.MonkeyPatch) -> N
         load_settings()
     assert isinstance(err.value, MedQAError) and "\n" not in str(err.value)
     monkeypatch.delenv("MEDQA_TOP_K")
-    with pytest.raises(SettingsError, match="llm_backend='gpu'"):
+    with pytest.raises(SettingsError, match="MEDQA_LLM_BACKEND='gpu': Input should be 'auto', 'llama.cpp' or 'transformers'"):
         load_settings(llm_backend="gpu")
 
 

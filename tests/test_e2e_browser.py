@@ -83,6 +83,11 @@ def _start_app(tmp_path: Path, embed_model, **settings: str):
         "ANONYMIZED_TELEMETRY": "False",
         **{f"MEDQA_{k.upper()}": v for k, v in settings.items()},
     }
+    yield from _serve(env, port, tmp_path)
+
+
+def _serve(env: dict[str, str], port: int, tmp_path: Path):
+    """`streamlit run streamlit_app.py` on 127.0.0.1:``port``; yields its URL once healthy, stops it afterwards."""
     log = tmp_path / "streamlit.log"
     cmd = [sys.executable, "-m", "streamlit", "run", "streamlit_app.py", "--server.address", "127.0.0.1",
            "--server.port", str(port), "--server.headless", "true", "--browser.gatherUsageStats", "false"]
@@ -323,26 +328,11 @@ def fresh_app_url(tmp_path):
     from tests.conftest import SHARED_MEDQUAD
 
     _need(SHARED_MEDQUAD.is_dir(), f"needs {SHARED_MEDQUAD}")
-    port = _free_port()
     env = {**os.environ, "MEDQA_STORAGE_DIR": str(tmp_path / "storage"), "MEDQA_CORPUS": str(SHARED_MEDQUAD),
            "HF_HUB_OFFLINE": "1", "ANONYMIZED_TELEMETRY": "False"}
-    log = tmp_path / "streamlit.log"
-    cmd = [sys.executable, "-m", "streamlit", "run", "streamlit_app.py", "--server.port", str(port)]
     started = time.monotonic()
-    with log.open("w") as out:
-        proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        _wait_healthy(url, proc, log)
+    for url in _serve(env, _free_port(), tmp_path):
         yield url, started
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        print(f"streamlit log: {log}")
 
 
 def test_fresh_start_answers_while_the_index_is_still_building(fresh_app_url, tmp_path: Path) -> None:

@@ -79,7 +79,8 @@ def test_one_pass_gives_the_message_and_each_sentence_a_vector(embed_model) -> N
     vectors = message_vectors(embed_model, message)
     assert vectors.shape == (4, 384)
     assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
-    assert np.allclose(vectors[0], embed_model.get_query_embedding(message), atol=1e-5)
+    # the model's own vector (rounded to bfloat16 where the encoder runs in it: 3 decimals)
+    assert np.allclose(vectors[0], embed_model.get_query_embedding(message), atol=2e-3)
     knee, sugar = (np.asarray(embed_model.get_query_embedding(t)) for t in ("knee pain", "diabetes"))
     assert vectors[2] @ knee > vectors[2] @ sugar and vectors[3] @ sugar > vectors[3] @ knee
     assert message_vectors(embed_model, message, split=False).shape == (1, 384)
