@@ -525,7 +525,8 @@ class AnswerCache:
         self.model_key = self._fingerprint(llm)
         self.max_new_tokens = max_new_tokens
         # Decoding that changes answers is part of the key (older entries, made without it, keep theirs).
-        stop = "stop_on_repeat" if getattr(llm, "_medqa_info", {}).get("stop_on_repeat") else ""
+        # "2": the stop also checks an answer's last sentence (answers made before that are not reused)
+        stop = "stop_on_repeat2" if getattr(llm, "_medqa_info", {}).get("stop_on_repeat") else ""
         self.decoding = "+".join(p for p in (stop, variant) if p)
         self.answers: dict[str, str] = {}
         if path.is_file():

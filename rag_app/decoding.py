@@ -34,13 +34,16 @@ def repeat_start(text: str) -> int | None:
     """
     seen: set[tuple[str, ...]] = set()
     start = 0
-    for match in _SENTENCE_END.finditer(text):
-        key = _key(text[start : match.start()])
+    ends = [(m.start(), m.end()) for m in _SENTENCE_END.finditer(text)]
+    if text.rstrip().endswith((".", "!", "?")):  # the last sentence is complete too (a citation may follow it)
+        ends.append((len(text.rstrip()), len(text)))
+    for end, after in ends:
+        key = _key(text[start:end])
         if len(key) >= MIN_WORDS:
             if key in seen:
                 return start
             seen.add(key)
-        start = match.end()
+        start = after
     words = list(re.finditer(r"\S+", text))
     tokens = [w.group(0).lower() for w in words]
     first: dict[tuple[str, ...], int] = {}

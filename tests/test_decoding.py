@@ -50,3 +50,15 @@ def test_streaming_never_shows_the_repeat() -> None:
     pieces = [trimmer.feed(c) for c in clean]
     assert "".join(pieces) + trimmer.finish() == clean
     assert sum(1 for p in pieces if p) > 40  # streamed as it comes, not held back to the end
+
+
+def test_a_repeat_at_the_very_end_is_cut_before_a_citation_is_added() -> None:
+    """The last sentence counts once it ends with a full stop, so adding " [1]" after it can't reveal a repeat."""
+    from rag_app.decoding import citation_to_add, repeats, trim_repetition
+
+    answer = "6. Bleeding after bowel movements.\n7. Bleeding after bowel movements."
+    trimmed = trim_repetition(answer)
+    assert trimmed == "6. Bleeding after bowel movements.\n7."
+    passage = "Bleeding after bowel movements is a sign to see a doctor."
+    assert not repeats(trimmed + citation_to_add(trimmed, [passage]))
+    assert trim_repetition("Gout is a form of arthritis. It is painful.") == "Gout is a form of arthritis. It is painful."
