@@ -221,8 +221,12 @@ def test_browser_asks_and_gets_streamed_answer_with_sources(app_url: str, tmp_pa
 
 @pytest.fixture()
 def long_app_url(tmp_path, embed_model, bundled_llm_dir):
-    """The app with the bundled base model; no repetition stop, so a long answer runs until Stop is pressed."""
-    yield from _start_app(tmp_path, embed_model, llm=str(bundled_llm_dir), max_new_tokens="48", stop_on_repeat="false")
+    """The app with the bundled base model; no repetition stop, so a long answer runs until Stop is pressed.
+
+    It answers through transformers (about 20 tokens/s): llama.cpp can finish an answer before the click lands.
+    """
+    yield from _start_app(tmp_path, embed_model, llm=str(bundled_llm_dir), max_new_tokens="48", stop_on_repeat="false",
+                          llm_backend="transformers")
 
 
 def _ask(page, question: str, nth: int, timeout: float = 240) -> tuple[Any, str]:
