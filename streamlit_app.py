@@ -64,11 +64,6 @@ def get_engine(llm: str, settings_json: str) -> Any:
 
 
 @st.cache_resource(show_spinner=False)
-def build_lock() -> threading.Lock:
-    return threading.Lock()
-
-
-@st.cache_resource(show_spinner=False)
 def background_build(settings_json: str) -> Any:
     """The process's one background index build (``rag_app.background``), shared by every tab."""
     from rag_app.background import BackgroundBuild
@@ -123,28 +118,10 @@ def no_model_screen(err: Exception) -> None:
 
 
 def run_build(settings: Settings, rebuild: bool) -> None:
-    """Build (or update) the index with a progress bar, then reload the app."""
-    from rag_app.errors import MedQAError
-
-    lock = build_lock()
-    if not lock.acquire(blocking=False):
-        st.warning("Another browser tab is building the index; try again when it has finished.")
+    """Start (or update) the index build in the background; the sidebar shows its progress."""
+    if not background_build(settings.model_dump_json()).start(rebuild=rebuild):
+        st.warning("The index is already being built; its progress is in the sidebar.")
         return
-    bar = st.progress(0.0, text="Starting…")
-    try:
-        embed = get_embed_model(settings.embed_model, settings.device, settings.embed_batch_size, settings.embed_dtype)
-        stats = chat.build_index_with_progress(
-            settings, lambda fraction, text: bar.progress(min(max(fraction, 0.0), 1.0), text=text), embed, rebuild
-        )
-    except MedQAError as err:
-        st.error(f"The index could not be built: {err}")
-        for command in chat.commands_in(str(err)):
-            st.code(command, language="bash")
-        return
-    finally:
-        lock.release()
-    get_retriever.clear()  # the next question opens the new index
-    st.session_state["build_result"] = stats.summary()
     st.rerun()
 
 
@@ -300,7 +277,11 @@ def index_facts(status: dict[str, Any]) -> None:
 
 @st.fragment(run_every=2)
 def build_progress(build: Any, settings_json: str) -> None:
-    """The index facts and the background build's progress bar, refreshed every 2 s; the page reruns once when it ends."""
+    """The index facts and the background build's progress bar, refreshed every 2 s; the page reruns once when it ends.
+
+    The rerun never interrupts a question: a full run of the page notes the end itself (``main``), so only the
+    fragment's own refresh reruns the page.
+    """
     from rag_app.index import index_status
 
     index_facts(index_status(Settings.model_validate_json(settings_json)))
@@ -311,6 +292,7 @@ def build_progress(build: Any, settings_json: str) -> None:
     elif progress.state == "failed":
         st.error(f"The index build stopped: {progress.error}. What was indexed stays usable; “Build index” resumes it.")
     elif progress.state == "done" and st.session_state.pop("build_seen_running", False):
+        # Only a fragment rerun gets here (a full run takes the flag first): rerun the page on the new index.
         st.session_state["build_result"] = progress.summary
         st.rerun()
 
@@ -405,12 +387,15 @@ def main() -> None:
 
     settings_json = settings.model_dump_json()
     status = index_status(settings)
-    build = None
+    build = background_build(settings_json)
+    if build.progress().state == "done" and st.session_state.pop("build_seen_running", False):
+        st.session_state["build_result"] = build.progress().summary  # the sidebar says so once
     if chat.index_needs_build(settings, status) and not chat.missing_corpus(settings):
         # A missing, half-built or outdated index is built in the background; the chat opens at once.
-        build = background_build(settings_json)
         if build.progress().state == "idle":
             build.start()
+    elif build.progress().state in ("idle", "done"):
+        build = None  # nothing building: the sidebar shows the index facts
     options, model_slot, download_slot = sidebar(settings, status, build)
     if options.use_rag and not status.get("exists") and build is None:
         no_index_screen(settings, status)

@@ -46,6 +46,8 @@ PAIRS = [
     ("raft+rag", "raft"),
     ("raft+rag", "base+rag"),
     ("raft+rag", "extractive"),
+    ("raft+rag", "oracle"),
+    ("oracle", "extractive"),
 ]
 #: Systems whose model is a fine-tune this project trains: a missing model is reported and skipped.
 FINETUNED_SYSTEMS = {"ft", "ft+rag", "raft", "raft+rag"}
@@ -64,7 +66,8 @@ class CompareArguments:
         metadata={
             "help": "Comma-separated systems: base, ft, base+rag, ft+rag, raft, raft+rag (the retrieval-aware fine-tune), "
             "reference (returns the reference answer: a sanity upper bound), extractive (the top source's answer "
-            "text cut to the answer budget, citing [1])."
+            "text cut to the answer budget, citing [1]), oracle (of the top-k sources' answer texts cut the same way, the one "
+            "that scores best against the reference: the ceiling of answering by copying one source)."
         },
     )
     extra_systems: list[str] = field(
@@ -114,10 +117,10 @@ class SystemSpec:
     """One system under evaluation."""
 
     name: str
-    model: Optional[str]  # None for the reference and extractive systems
+    model: Optional[str]  # None for the reference, extractive and oracle systems
     rag: bool
     top_k: int
-    kind: str = "llm"  # "llm", "reference" or "extractive"
+    kind: str = "llm"  # "llm", "reference", "extractive" or "oracle"
 
 
 def parse_args(argv: Sequence[str] | None = None) -> CompareArguments:
@@ -166,6 +169,7 @@ def system_specs(args: CompareArguments, settings: Any) -> list[SystemSpec]:
         "raft+rag": SystemSpec("raft+rag", raft, True, top_k),
         "reference": SystemSpec("reference", None, False, top_k, kind="reference"),
         "extractive": SystemSpec("extractive", None, True, top_k, kind="extractive"),
+        "oracle": SystemSpec("oracle", None, True, top_k, kind="oracle"),
     }
     specs = []
     for name in [s.strip() for s in args.systems.split(",") if s.strip()]:
@@ -296,10 +300,34 @@ def extractive_answer(nodes: Sequence[Any], max_tokens: int, count: Any) -> str:
     return cited_answer(answer if sep else text, 1, count, max_tokens)
 
 
+def oracle_answer(nodes: Sequence[Any], reference: Any, max_tokens: int, count: Any) -> str:
+    """Of the sources' answer texts cut to ``max_tokens``, the one scoring best against ``reference`` (ROUGE-L).
+
+    It cites the source's own number and looks at the reference, so it is a ceiling to read other systems
+    against, not a system a user could run: no answer copied from one of these sources scores higher.
+
+    Args:
+        nodes: Retrieved sources in rank order.
+        reference: The reference answer, or a list of them (the best-matching one counts).
+        max_tokens: The answer budget.
+        count: Token counter of the model's tokenizer.
+    """
+    from eval.metrics import rouge_scores
+    from finetune.raft import cited_answer
+
+    if not nodes:
+        return ""
+    texts = [n.node.get_content() for n in nodes]
+    texts = [t.partition("Answer: ")[2] or t for t in texts]
+    candidates = [cited_answer(t, i, count, max_tokens) for i, t in enumerate(texts, start=1)]
+    scores = rouge_scores(candidates, [reference] * len(candidates))["rougeL"]
+    return candidates[max(range(len(candidates)), key=lambda i: (scores[i], -i))]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the comparison; returns the exit status."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
-    for noisy in ("httpx", "chromadb", "sentence_transformers", "transformers", "urllib3", "bm25s", "llama_index"):
+    for noisy in ("httpx", "chromadb", "sentence_transformers", "transformers", "urllib3", "bm25s", "llama_index", "absl"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
         args = parse_args(argv)
@@ -385,6 +413,15 @@ def run(args: CompareArguments) -> int:
             used_sources[spec.name] = [s[: spec.top_k] for s in sources]
             answers[spec.name] = [extractive_answer(s, args.max_new_tokens, _default_counter) for s in used_sources[spec.name]]
             model_info[spec.name] = {"name": "top source's answer text, cut to the answer budget"}
+            continue
+        if spec.kind == "oracle":
+            from rag_app.prompts import _default_counter
+
+            used_sources[spec.name] = [s[: spec.top_k] for s in sources]
+            answers[spec.name] = [
+                oracle_answer(s, refs, args.max_new_tokens, _default_counter) for s, refs in zip(used_sources[spec.name], scored_refs)
+            ]
+            model_info[spec.name] = {"name": f"best of the top {spec.top_k} sources' answer texts by ROUGE-L against the reference"}
             continue
         if spec.name in FINETUNED_SYSTEMS or spec.model == settings.finetuned_llm:
             path = Path(spec.model)

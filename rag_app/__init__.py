@@ -10,6 +10,11 @@
     from rag_app import build_chat_engine
     chat = build_chat_engine()                    # a conversation: follow-ups are searched as standalone questions
     chat.chat("What is gout?"); print(chat.chat("How is it treated?").metadata["searched_for"])
+
+    from rag_app import Settings, open_index
+    from rag_app.retrieval import fielded_retriever
+    index = open_index(Settings())                # the index, read once; retrievers over it are cheap
+    top5 = fielded_retriever(index, Settings()).with_top_k(5)
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ __all__ = [
     "build_chat_engine",
     "standalone_question",
     "build_retriever",
+    "open_index",
     "build_index",
     "load_llm",
     "load_embed_model",
@@ -53,6 +59,10 @@ def __getattr__(name: str):
         from rag_app.retrieval import build_retriever
 
         return build_retriever
+    if name == "open_index":
+        from rag_app.store import open_index
+
+        return open_index
     if name in {"build_index", "IndexMissingError"}:
         from rag_app import index
 

@@ -8,7 +8,6 @@ each other's configuration.
 
 from __future__ import annotations
 
-import copy
 import json
 import re
 import shlex
@@ -17,7 +16,7 @@ import time
 import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 from rag_app.config import Settings
 
@@ -118,14 +117,8 @@ def request_llm(llm: Any, temperature: float, max_new_tokens: int, stop: threadi
 
 
 def request_retriever(retriever: Any, top_k: int) -> Any:
-    """A shallow copy of the shared retriever returning ``top_k`` sources (the indexes are shared)."""
-    if retriever is None:
-        return None
-    mine = copy.copy(retriever)
-    mine.top_k = top_k
-    if hasattr(mine, "candidate_k"):
-        mine.candidate_k = max(mine.candidate_k, top_k)
-    return mine
+    """A retriever over the shared index returning ``top_k`` sources (nothing is copied)."""
+    return retriever.with_top_k(top_k) if retriever is not None else None
 
 
 def request_engine(base: Any, options: ChatOptions, llm: Any, retriever: Any = None, stop: threading.Event | None = None) -> Any:
@@ -285,22 +278,6 @@ def partial_index_notice(status: dict[str, Any]) -> str:
     else:
         so_far = f"{chunks:,} passages" if chunks else "part of the sources"
     return f"⏳ The source index is still being built: this answer draws on the {so_far} indexed so far."
-
-
-def build_index_with_progress(
-    settings: Settings,
-    on_progress: Callable[[float, str], None],
-    embed_model: Any = None,
-    rebuild: bool = False,
-) -> Any:
-    """``build_index`` that reports ``(fraction 0..1, text)`` to ``on_progress`` while it runs.
-
-    Returns:
-        The :class:`rag_app.index.IndexStats` of the run.
-    """
-    from rag_app.index import build_index
-
-    return build_index(settings, embed_model=embed_model, rebuild=rebuild, show_progress=False, on_progress=on_progress)
 
 
 @dataclass

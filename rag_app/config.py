@@ -101,7 +101,12 @@ class Settings(BaseSettings):
 
     chunk_size: int = Field(512, ge=32, description="Chunk size in tokens for the node parser.")
     chunk_overlap: int = Field(64, ge=0, description="Token overlap between consecutive chunks.")
-    embed_batch_size: int = Field(64, ge=1)
+    embed_batch_size: int = Field(
+        16,
+        ge=1,
+        description="Passages per encoder batch. On CPU, 16 encoded 15% faster than 64 in float32 and bfloat16 alike "
+        "(the activations stay in cache; `benchmarks/bench_index.py` prints the rates).",
+    )
     collection: str = Field("medqa", description="Chroma collection name.")
     chroma_host: Optional[str] = Field(None, description="Chroma server host; server mode when set.")
     chroma_port: int = Field(8000, description="Chroma server port.")

@@ -32,8 +32,11 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("rag_app")
 
-#: Documents per committed batch: a crash loses at most one batch of embedding work.
+#: Documents in the first committed batch; each later batch doubles, up to :data:`MAX_BATCH_DOCS`. A small first
+#: batch makes a fresh index searchable soon; larger later ones sort more chunks by length together (less padding)
+#: and rewrite the document store less often. A crash loses at most one batch of embedding work.
 BATCH_DOCS = 512
+MAX_BATCH_DOCS = 2048
 #: Suffix of the question-vector collection (see :func:`questions_collection_name`).
 QUESTIONS_SUFFIX = "-questions"
 
@@ -273,8 +276,8 @@ def build_index(
         )
         bar = tqdm(total=len(todo), desc="Embedding", unit="doc", disable=not show_progress)
         pending = {d.id_ for d in todo_questions}
-        for start in range(0, len(todo), BATCH_DOCS):
-            batch = list(todo[start : start + BATCH_DOCS])
+        for start, stop in batch_bounds(len(todo)):
+            batch = list(todo[start:stop])
             nodes = pipeline.run(documents=batch, show_progress=False)
             # The batch's question vectors too, so every committed batch is fully searchable.
             asked = [d for d in batch if d.id_ in pending]
@@ -309,6 +312,16 @@ def build_index(
     _write_manifest(settings, stats, docstore)
     report_progress(1.0, "Done")
     return stats
+
+
+def batch_bounds(total: int) -> list[tuple[int, int]]:
+    """``(start, stop)`` of each committed batch of ``total`` documents: :data:`BATCH_DOCS` first, then doubling."""
+    bounds, start, size = [], 0, BATCH_DOCS
+    while start < total:
+        bounds.append((start, min(start + size, total)))
+        start += size
+        size = min(size * 2, max(MAX_BATCH_DOCS, BATCH_DOCS))
+    return bounds
 
 
 def _question_of(document: Any) -> str:

@@ -1,7 +1,8 @@
 """Retrieval over the Chroma index, one chunk per QA pair.
 
 ``fielded`` (the default) fuses, per QA pair, the dense similarity of its best chunk, of its question alone, the
-topic named in the message, the question type asked for and a prior for its source (:class:`FieldedRetriever`).
+topic named in the message, the question type asked for and a prior for its source (:class:`FieldedRetriever`,
+over the opened index :class:`rag_app.store.MedQAIndex`).
 ``hybrid`` fuses dense and BM25 by reciprocal rank; ``dense`` and ``bm25`` use one of them.
 """
 
@@ -9,14 +10,14 @@ from __future__ import annotations
 
 import logging
 import re
-import threading
-from dataclasses import dataclass, field
-from typing import Any, Callable, List, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, List, Mapping, Sequence
 
 from llama_index.core.base.base_retriever import BaseRetriever
 from llama_index.core.schema import NodeWithScore, QueryBundle
 
 from rag_app.config import Settings
+from rag_app.store import IndexSnapshot, MedQAIndex, open_index
 
 logger = logging.getLogger("rag_app")
 
@@ -76,7 +77,12 @@ class MedQARetriever(BaseRetriever):
             )
         else:
             self._inner = parts[0]
+        self._parts = (dense, sparse)
         super().__init__()
+
+    def with_top_k(self, top_k: int) -> "MedQARetriever":
+        """A retriever over the same dense and BM25 retrievers returning ``top_k`` sources."""
+        return MedQARetriever(*self._parts, top_k=top_k, candidate_k=max(self.candidate_k, top_k), exclude=self.exclude)
 
     def _retrieve(self, query_bundle: QueryBundle) -> List[NodeWithScore]:
         nodes = self._inner.retrieve(query_bundle)
@@ -249,22 +255,6 @@ def _whole_and_best_part(sims: Any) -> tuple[list[float], list[float]]:
     return whole.tolist(), (sims[:, 1:].max(axis=1) if sims.shape[1] > 1 else whole).tolist()
 
 
-@dataclass
-class _Snapshot:
-    """What :class:`FieldedRetriever` reads from the index once: vectors, and each pair's chunks, topic and type."""
-
-    version: Any = None
-    chunk_ids: dict[str, list[str]] = field(default_factory=dict)  # doc id -> its chunk ids
-    doc_of_chunk: dict[str, str] = field(default_factory=dict)
-    chunk_row: dict[str, int] = field(default_factory=dict)  # chunk id -> row of chunk_vectors
-    chunk_vectors: Any = None
-    question_row: dict[str, int] = field(default_factory=dict)  # doc id -> row of question_vectors
-    question_vectors: Any = None
-    question_type: dict[str, str] = field(default_factory=dict)
-    source_of: dict[str, str] = field(default_factory=dict)
-    matcher: Any = None
-
-
 class FieldedRetriever(BaseRetriever):
     """Fuses chunk vectors, question-only vectors, topic names and question types, one result per QA pair.
 
@@ -273,155 +263,83 @@ class FieldedRetriever(BaseRetriever):
     vectors (:class:`Candidate`, :class:`FusionWeights`). Topics and types are read from the chunks' metadata.
     Without a question collection (an index built before it existed), it uses chunk vectors alone.
 
-    Chroma finds the nearest neighbours and holds the texts. The vectors, topics and types needed to score a
-    few hundred candidates are read once into memory (about 55 MB for all of MedQuAD), because fetching them
-    per query would cost more than the search itself. That copy is read again when ``version()`` changes (the
-    index manifest is rewritten whenever the content changes) or when a returned chunk has gone from the index.
+    It holds no data: the vectors and topics are the index's (:class:`rag_app.store.MedQAIndex`), so retrievers
+    with other options are cheap (:meth:`with_top_k`), as ``VectorStoreIndex.as_retriever`` makes them.
 
     Args:
-        chunks: The chunk collection (Chroma).
-        questions: The question collection, or None.
-        embed_model: LlamaIndex embedding model (the one that built the index).
+        index: The opened index.
         weights: Fusion weights.
         top_k: QA pairs returned.
         candidate_k: Nearest chunks and nearest questions fetched.
         exclude: Source document ids never returned.
         focus_min_score: Least :class:`FocusMatcher` score for a named topic to add candidates.
         focus_limit: Most QA pairs a named topic adds.
-        version: Returns a value that changes when the index content changes (default: never re-read).
         source_prior: Prior log-odds per source collection (the pairs' ``collection`` metadata); others count 0.
     """
 
     def __init__(
         self,
-        chunks: Any,
-        questions: Any,
-        embed_model: Any,
+        index: MedQAIndex,
         weights: FusionWeights,
         top_k: int,
         candidate_k: int,
         exclude: frozenset[str] = frozenset(),
         focus_min_score: float = 0.5,
         focus_limit: int = 100,
-        version: Callable[[], Any] | None = None,
         source_prior: Mapping[str, float] | None = None,
     ) -> None:
-        self.chunks = chunks
-        self.questions = questions
-        self.embed_model = embed_model
+        self.index = index
         self.weights = weights
         self.top_k = top_k
         self.candidate_k = max(candidate_k, top_k)
         self.exclude = frozenset(exclude)
         self.focus_min_score = focus_min_score
         self.focus_limit = focus_limit
-        self._version = version or (lambda: None)
         self.source_prior = dict(source_prior or {})
-        self._reload_lock = threading.Lock()
-        self.reload()
         super().__init__()
 
-    def reload(self) -> None:
-        """Read the chunks' and questions' vectors and the pairs' topics and types from the index.
-
-        The new copy replaces the old one in a single assignment, so a query running meanwhile (the chat serves
-        several tabs from one retriever) reads one consistent copy.
-        """
-        import numpy as np
-
-        from corpus.medquad import SYNONYM_SEPARATOR
-        from rag_app.focus import FocusMatcher
-        from rag_app.index import iter_records
-
-        snap = _Snapshot(version=self._version())
-        vectors = []
-        foci: dict[str, str] = {}
-        synonyms: dict[str, list[str]] = {}
-        # Each chunk carries its QA pair's metadata, so one pass gives every pair's topic, synonyms and type.
-        for node_id, meta, vector in iter_records(self.chunks, ["metadatas", "embeddings"]):
-            meta = meta or {}
-            doc_id = meta.get("ref_doc_id") or node_id
-            snap.chunk_ids.setdefault(doc_id, []).append(node_id)
-            snap.doc_of_chunk[node_id] = doc_id
-            snap.chunk_row[node_id] = len(vectors)
-            vectors.append(vector)
-            if doc_id not in foci:
-                foci[doc_id] = str(meta.get("focus") or "")
-                synonyms[doc_id] = [n for n in str(meta.get("synonyms") or "").split(SYNONYM_SEPARATOR) if n.strip()]
-                snap.question_type[doc_id] = str(meta.get("question_type") or "")
-                snap.source_of[doc_id] = str(meta.get("collection") or "")
-        snap.chunk_vectors = np.asarray(vectors, dtype=np.float32) if vectors else np.zeros((0, 0), np.float32)
-        vectors = []
-        if self.questions is not None:
-            for doc_id, vector in iter_records(self.questions, ["embeddings"]):
-                snap.question_row[doc_id] = len(vectors)
-                vectors.append(vector)
-        snap.question_vectors = np.asarray(vectors, dtype=np.float32) if vectors else np.zeros((0, 0), np.float32)
-        snap.matcher = FocusMatcher(foci, synonyms)
-        self._snapshot = snap
-
-    @property
-    def source_of(self) -> dict[str, str]:
-        """The source collection of each QA pair (as last read from the index)."""
-        return self._snapshot.source_of
-
-    def _reread(self, stale: "_Snapshot") -> None:
-        """Re-read the index in place of ``stale``, unless another thread already has."""
-        with self._reload_lock:
-            if self._snapshot is stale:
-                logger.info("the index changed; re-reading its vectors and topics")
-                self.reload()
+    def with_top_k(self, top_k: int) -> "FieldedRetriever":
+        """A retriever over the same index returning ``top_k`` pairs (the chat's per-request choice)."""
+        return FieldedRetriever(
+            self.index, self.weights, top_k, max(self.candidate_k, top_k), self.exclude, self.focus_min_score, self.focus_limit, self.source_prior
+        )
 
     @property
     def matcher(self) -> Any:
         """The topic names (and synonyms) of the indexed pairs (:class:`rag_app.focus.FocusMatcher`)."""
-        return self._current().matcher
+        return self.index.matcher
 
-    def _current(self) -> "_Snapshot":
-        snap = self._snapshot
-        if self._version() != snap.version:
-            self._reread(snap)
-        return self._snapshot
+    @property
+    def source_of(self) -> dict[str, str]:
+        """The source collection of each QA pair."""
+        return self.index.source_of
 
     # ---- evidence ------------------------------------------------------------------
-    def candidates(self, query: str, embedding: Sequence[float] | None = None) -> list[Candidate]:
-        """Every candidate QA pair of ``query`` with its evidence (unsorted, excluded ids removed)."""
+    def candidates(self, query: str, embedding: Sequence[float] | None = None, snap: IndexSnapshot | None = None) -> list[Candidate]:
+        """Every candidate QA pair of ``query`` with its evidence (unsorted, excluded ids removed).
+
+        Args:
+            query: The message.
+            embedding: Its whole-message vector, when already computed.
+            snap: The index copy to read (default: the current one).
+        """
         import numpy as np
 
         from rag_app.focus import OVERVIEW_TYPE, question_types
 
-        snap = self._current()
-        vectors = message_vectors(self.embed_model, query, split=self.weights.sentences > 0)
+        snap = snap or self.index.snapshot()
+        vectors = message_vectors(self.index.embed_model, query, split=self.weights.sentences > 0)
         if embedding is not None:
             vectors[0] = np.asarray(embedding, dtype=np.float32)
-        q = vectors[0].tolist()
         Q = vectors.T  # columns: the whole message, then each sentence when there are several
-        doc_ids: dict[str, None] = {}
-        near = self.chunks.query(query_embeddings=[q], n_results=self.candidate_k, include=[])["ids"][0]
-        new_chunks = [c for c in near if c not in snap.doc_of_chunk]
-        if new_chunks:  # indexed after the last read: score it (and its pair) from Chroma
-            for node_id, meta in zip(new_chunks, self.chunks.get(ids=new_chunks, include=["metadatas"])["metadatas"]):
-                snap.doc_of_chunk[node_id] = (meta or {}).get("ref_doc_id") or node_id
-        doc_ids.update(dict.fromkeys(snap.doc_of_chunk[c] for c in near))
-        if self.questions is not None:
-            near_q = self.questions.query(query_embeddings=[q], n_results=self.candidate_k, include=[])
-            doc_ids.update(dict.fromkeys(near_q["ids"][0]))
+        doc_ids = dict.fromkeys(self.index.nearest(vectors[0].tolist(), self.candidate_k, snap))
         focus = snap.matcher.doc_scores(query, self.focus_min_score, self.focus_limit)
         doc_ids.update(dict.fromkeys(focus))
         wanted = [d for d in doc_ids if d not in self.exclude]
         if not wanted:
             return []
 
-        chunk_ids = [cid for d in wanted for cid in snap.chunk_ids.get(d, ())]
-        sims = snap.chunk_vectors[[snap.chunk_row[c] for c in chunk_ids]] @ Q if chunk_ids else np.zeros((0, Q.shape[1]))
-        unknown = [d for d in wanted if d not in snap.chunk_ids]
-        if unknown:
-            more = self.chunks.get(where={"ref_doc_id": {"$in": unknown}}, include=["embeddings", "metadatas"])
-            for node_id, meta in zip(more["ids"], more["metadatas"]):
-                snap.doc_of_chunk[node_id] = (meta or {}).get("ref_doc_id") or node_id
-            if len(more["ids"]):
-                chunk_ids += list(more["ids"])
-                sims = np.concatenate([sims, np.asarray(more["embeddings"], dtype=np.float32) @ Q])
+        chunk_ids, sims = self.index.chunk_similarities(wanted, Q, snap)
         best: dict[str, tuple[float, str]] = {}
         best_part: dict[str, float] = {}
         for node_id, sim, part in zip(chunk_ids, *_whole_and_best_part(sims)):
@@ -429,17 +347,8 @@ class FieldedRetriever(BaseRetriever):
             best_part[doc_id] = max(best_part.get(doc_id, -1.0), part)
             if doc_id not in best or sim > best[doc_id][0]:
                 best[doc_id] = (sim, node_id)
-        question_sim: dict[str, tuple[float, float]] = {}
-        if self.questions is not None:
-            have = [d for d in wanted if d in snap.question_row]
-            rows = snap.question_vectors[[snap.question_row[d] for d in have]] @ Q if have else np.zeros((0, Q.shape[1]))
-            missing = [d for d in wanted if d not in snap.question_row]
-            if missing:
-                got = self.questions.get(ids=missing, include=["embeddings"])
-                if len(got["ids"]):
-                    have += list(got["ids"])
-                    rows = np.concatenate([rows, np.asarray(got["embeddings"], dtype=np.float32) @ Q])
-            question_sim = {doc_id: (sim, part) for doc_id, sim, part in zip(have, *_whole_and_best_part(rows))}
+        have, q_sims = self.index.question_similarities(wanted, Q, snap)
+        question_sim = {doc_id: (sim, part) for doc_id, sim, part in zip(have, *_whole_and_best_part(q_sims))}
         asked = question_types(query)
         out = []
         for doc_id in wanted:
@@ -464,28 +373,32 @@ class FieldedRetriever(BaseRetriever):
             )
         return out
 
-    def _nodes(self, chunk_ids: list[str]) -> dict[str, Any]:
-        """LlamaIndex ``TextNode``s of the given chunks that are still in the index, by id (one get)."""
-        from rag_app.index import record_node
-
-        if not chunk_ids:
-            return {}
-        got = self.chunks.get(ids=chunk_ids, include=["documents", "metadatas"])
-        return {r[0]: record_node(*r) for r in zip(got["ids"], got["documents"], got["metadatas"])}
-
-    def _rank(self, query_bundle: QueryBundle) -> list[tuple[float, Candidate]]:
-        found = self.candidates(query_bundle.query_str, query_bundle.embedding)
+    def _rank(self, query_bundle: QueryBundle, snap: IndexSnapshot) -> list[tuple[float, Candidate]]:
+        found = self.candidates(query_bundle.query_str, query_bundle.embedding, snap)
         return sorted(((c.score(self.weights), c) for c in found), key=lambda sc: (-sc[0], sc[1].doc_id))[: self.top_k]
 
     def _retrieve(self, query_bundle: QueryBundle) -> List[NodeWithScore]:
-        ranked = self._rank(query_bundle)
-        ranked_on = self._snapshot
-        nodes = self._nodes([c.chunk_id for _, c in ranked])
+        snap = self.index.snapshot()
+        ranked = self._rank(query_bundle, snap)
+        nodes = self.index.nodes([c.chunk_id for _, c in ranked])
         if len(nodes) < len(ranked):  # a chunk was replaced or deleted since the last read: read again, rank again
-            self._reread(ranked_on)
-            ranked = self._rank(query_bundle)
-            nodes = self._nodes([c.chunk_id for _, c in ranked])
+            self.index.reread(snap)
+            snap = self.index.snapshot()
+            ranked = self._rank(query_bundle, snap)
+            nodes = self.index.nodes([c.chunk_id for _, c in ranked])
         return [NodeWithScore(node=nodes[c.chunk_id], score=score) for score, c in ranked if c.chunk_id in nodes]
+
+
+def fielded_retriever(index: MedQAIndex, settings: Settings, exclude: frozenset[str] = frozenset()) -> FieldedRetriever:
+    """The :class:`FieldedRetriever` over ``index`` with the weights, ``top_k`` and ``candidate_k`` of ``settings``."""
+    return FieldedRetriever(
+        index,
+        FusionWeights.from_settings(settings),
+        top_k=settings.top_k,
+        candidate_k=settings.candidate_k,
+        exclude=exclude,
+        source_prior=settings.source_prior,
+    )
 
 
 def dense_retriever(settings: Settings, embed_model: Any, similarity_top_k: int) -> BaseRetriever:
@@ -528,30 +441,12 @@ def build_retriever(
     Raises:
         IndexMissingError: If the index does not exist.
     """
-    from rag_app.index import IndexMissingError, get_collection, index_version, load_nodes, questions_collection_name
+    from rag_app.index import IndexMissingError, get_collection, load_nodes
     from rag_app.models import load_embed_model
 
-    chunks = get_collection(settings)  # fail early, with the fix, when there is no index
     if settings.retrieval_mode == "fielded":
-        try:
-            questions = get_collection(settings, name=questions_collection_name(settings))
-        except IndexMissingError:
-            logger.warning(
-                "index '%s' has no question vectors; retrieval uses chunks only until `python -m rag_app.index` adds them",
-                settings.collection,
-            )
-            questions = None
-        return FieldedRetriever(
-            chunks,
-            questions,
-            embed_model or load_embed_model(settings),
-            FusionWeights.from_settings(settings),
-            top_k=settings.top_k,
-            candidate_k=settings.candidate_k,
-            exclude=exclude,
-            version=lambda: index_version(settings),
-            source_prior=settings.source_prior,
-        )
+        return fielded_retriever(open_index(settings, embed_model), settings, exclude)
+    get_collection(settings)  # fail early, with the fix, when there is no index
     dense = sparse = None
     if settings.retrieval_mode in {"hybrid", "dense"}:
         dense = dense_retriever(settings, embed_model or load_embed_model(settings), settings.candidate_k)
@@ -560,8 +455,6 @@ def build_retriever(
         if nodes:
             sparse = bm25_retriever(nodes, settings.candidate_k)
         elif dense is None:
-            from rag_app.index import IndexMissingError
-
             raise IndexMissingError("the index is empty; build it with `python -m rag_app.index`")
     return MedQARetriever(dense, sparse, top_k=settings.top_k, candidate_k=settings.candidate_k, exclude=exclude)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 
 import pytest
@@ -176,7 +177,7 @@ def test_compare_liveqa_questions_with_subsets_and_extractive(
                        "MEDQA_CHUNK_SIZE": settings.chunk_size, "MEDQA_CHUNK_OVERLAP": settings.chunk_overlap}.items():
         monkeypatch.setenv(key, str(value))
     out = tmp_path / "report"
-    argv = ["--questions", "liveqa", "--liveqa", str(liveqa), "--half", "all", "--systems", "base+rag,extractive,reference",
+    argv = ["--questions", "liveqa", "--liveqa", str(liveqa), "--half", "all", "--systems", "base+rag,extractive,oracle,reference",
             "--base_model", str(tiny_model_dir), "--max_new_tokens", "8", "--output_dir", str(out), "--no_plots", "true"]
     assert main(argv) == 0
     metrics = json.loads((out / "metrics.json").read_text())
@@ -191,6 +192,10 @@ def test_compare_liveqa_questions_with_subsets_and_extractive(
     assert metrics["answerable/extractive/citation_accuracy"] == float(gout["sources"][0]["doc_id"] in gout["relevant"])
     assert "2:2.0" in details and details["2:2.0"]["answers"]["extractive"].endswith("[1]")
     assert metrics["answerable/reference/rougeL"] == pytest.approx(1.0)
+    # The oracle copies whichever source scores best against the reference, citing that source's number.
+    for row in details.values():
+        assert row["scores"]["oracle"]["rougeL"] >= row["scores"]["extractive"]["rougeL"]
+        assert re.search(r"\[[1-3]\]", row["answers"]["oracle"])
     assert metrics["retrieval/pair_hit@3"] == 1.0  # scored on the answerable question only
     report = (out / "report.md").read_text()
     assert "LiveQA all half" in report and "1 answerable, 1 rest" in report and "### Subset: answerable (1 questions)" in report

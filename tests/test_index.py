@@ -163,6 +163,9 @@ def test_fielded_retrieval_finds_the_topic_a_long_message_names(settings, embed_
     assert len(refs) == len(set(refs))
     treat = retriever.retrieve("glaucoma. my father has it, is there any cure or treatment that works?")
     assert treat[0].node.metadata["focus"] == "Glaucoma" and treat[0].node.metadata["question_type"] == "treatment"
+    # Another top_k is another thin retriever over the same opened index: same ranking, nothing re-read.
+    two = retriever.with_top_k(2)
+    assert two.index is retriever.index and [n.node.node_id for n in two.retrieve(message)] == [n.node.node_id for n in nodes[:2]]
 
 
 def test_fielded_retrieval_works_on_an_index_without_question_vectors(settings, embed_model, caplog) -> None:
@@ -190,8 +193,8 @@ def test_fielded_retriever_reads_the_index_again_when_it_changes(settings, embed
 
     # Without a version stamp (say, the manifest could not be written), a chunk gone from the index still
     # triggers a re-read instead of a missing or empty source.
-    retriever._version = lambda: None
-    retriever.reload()
+    retriever.index.version = lambda: None
+    retriever.index.reload()
     gout.write_text(gout.read_text().replace("zyloprimix", "zyloprimax"))
     build_index(settings, embed_model=embed_model, show_progress=False)
     top = retriever.retrieve("What are the treatments for gout?")[0].node

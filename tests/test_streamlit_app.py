@@ -190,8 +190,14 @@ def test_no_model_screen_gives_the_command(app_env, monkeypatch, tmp_path) -> No
 
 
 def test_rebuild_button_updates_the_index(app: AppTest) -> None:
+    """The button starts the shared background build; the sidebar says what it did when it ends."""
     app.sidebar.button(key="rebuild").click().run()
-    assert not app.exception and not app.error
+    deadline = time.monotonic() + TIMEOUT
+    while not app.sidebar.success:
+        assert not app.exception and not app.error, (app.exception, app.error)
+        assert time.monotonic() < deadline, "the build did not finish"
+        time.sleep(0.5)
+        app.run()
     (done,) = app.sidebar.success
     assert "indexed 8 documents" in done.value and "0 embedded" in done.value
     ask(app, "What is gout?")
@@ -284,19 +290,19 @@ def test_source_views_number_and_mark_citations() -> None:
 
 
 def test_request_engine_copies_and_leaves_shared_objects_alone(bundled_llm_model) -> None:
+    from llama_index.core.schema import TextNode
+
     from rag_app.engine import build_query_engine
-    from rag_app.retrieval import MedQARetriever
+    from rag_app.retrieval import MedQARetriever, bm25_retriever
 
-    class _Retriever(MedQARetriever):
-        def __init__(self):  # no index needed: only top_k matters here
-            self.top_k, self.candidate_k = 3, 20
-
+    nodes = [TextNode(text=f"Gout is treated with medicine number {i}.", id_=f"n{i}") for i in range(8)]
+    shared = MedQARetriever(None, bm25_retriever(nodes, 20), top_k=3, candidate_k=20)
     base = build_query_engine(use_rag=False, llm=bundled_llm_model)
-    shared = _Retriever()
     before = dict(bundled_llm_model.generate_kwargs), bundled_llm_model.max_new_tokens
     engine = chat.request_engine(base, chat.ChatOptions(llm="x", top_k=5, temperature=0.7, max_new_tokens=12), bundled_llm_model, shared)
     config = chat.engine_config(engine)
     assert config["use_rag"] and config["top_k"] == 5 and config["temperature"] == 0.7 and config["max_new_tokens"] == 12
+    assert len(engine.retrieve("How is gout treated?")) == 5 and len(shared.retrieve("How is gout treated?")) == 3
     assert engine.streaming and engine.llm._model is bundled_llm_model._model
     assert (dict(bundled_llm_model.generate_kwargs), bundled_llm_model.max_new_tokens) == before and shared.top_k == 3
     off = chat.request_engine(base, chat.ChatOptions(llm="x", use_rag=False), bundled_llm_model, shared)
@@ -328,9 +334,11 @@ def test_the_shipped_model_is_the_default_and_the_base_is_one_choice_away() -> N
     assert choices[0].label == "Fine-tuned: smollm2-135m-raft (retrieval-aware fine-tune)" and choices[0].finetuned
 
 
-def test_build_index_with_progress_reports_fractions(settings, embed_model) -> None:
+def test_build_index_reports_progress_fractions(settings, embed_model) -> None:
+    from rag_app.index import build_index
+
     seen: list[tuple[float, str]] = []
-    stats = chat.build_index_with_progress(settings, lambda f, t: seen.append((f, t)), embed_model=embed_model)
+    stats = build_index(settings, embed_model=embed_model, show_progress=False, on_progress=lambda f, t: seen.append((f, t)))
     assert stats.embedded_documents == 8
     fractions = [f for f, _ in seen]
     assert fractions == sorted(fractions) and fractions[-1] == 1.0 and 0 < len(seen)

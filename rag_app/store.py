@@ -1,0 +1,217 @@
+"""The built index, opened for search: :class:`MedQAIndex`.
+
+Chroma finds the nearest neighbours and holds the texts. Ranking a few hundred candidates also needs their
+vectors, topics and types, and fetching those per query would cost more than the search itself, so they are read
+once into memory (about 55 MB for all of MedQuAD) as an :class:`IndexSnapshot`. The copy is read again when the
+index version changes (the manifest is rewritten whenever the content changes) or when a chunk it names has gone
+from the index (:meth:`MedQAIndex.reread`); records added after the last read are fetched from Chroma as they come
+up. :func:`rag_app.retrieval.fielded_retriever` makes the ranking retriever over it.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable, Sequence
+
+from rag_app.config import Settings
+
+if TYPE_CHECKING:
+    from llama_index.core.schema import BaseNode
+    from llama_index.vector_stores.chroma import ChromaVectorStore
+
+logger = logging.getLogger("rag_app")
+
+
+@dataclass
+class IndexSnapshot:
+    """What :class:`MedQAIndex` reads from the index at once: vectors, and each pair's chunks, topic and type."""
+
+    version: Any = None
+    chunk_ids: dict[str, list[str]] = field(default_factory=dict)  # doc id -> its chunk ids
+    doc_of_chunk: dict[str, str] = field(default_factory=dict)
+    chunk_row: dict[str, int] = field(default_factory=dict)  # chunk id -> row of chunk_vectors
+    chunk_vectors: Any = None
+    question_row: dict[str, int] = field(default_factory=dict)  # doc id -> row of question_vectors
+    question_vectors: Any = None
+    question_type: dict[str, str] = field(default_factory=dict)
+    source_of: dict[str, str] = field(default_factory=dict)
+    matcher: Any = None
+
+
+class MedQAIndex:
+    """The chunk and question collections of a built index, with the in-memory copy ranking reads.
+
+    One instance serves every retriever made from it (the chat serves several tabs, each request with its own
+    ``top_k``), so the copy is read once per index version.
+
+    Args:
+        chunks: The chunk collection, as a LlamaIndex ``ChromaVectorStore``.
+        questions: The question-only vectors' collection, or None (an index built before it existed).
+        embed_model: The LlamaIndex embedding model that built the index.
+        version: Returns a value that changes when the index content changes (default: never re-read).
+    """
+
+    def __init__(
+        self, chunks: "ChromaVectorStore", questions: "ChromaVectorStore | None", embed_model: Any, version: Callable[[], Any] | None = None
+    ) -> None:
+        self.chunks = chunks
+        self.questions = questions
+        self.embed_model = embed_model
+        self.version = version or (lambda: None)
+        self._lock = threading.Lock()
+        self._snapshot = self._read()
+
+    # ---- the in-memory copy ----------------------------------------------------------
+    def _read(self) -> IndexSnapshot:
+        import numpy as np
+
+        from corpus.medquad import SYNONYM_SEPARATOR
+        from rag_app.focus import FocusMatcher
+        from rag_app.index import iter_records
+
+        snap = IndexSnapshot(version=self.version())
+        vectors = []
+        foci: dict[str, str] = {}
+        synonyms: dict[str, list[str]] = {}
+        # Each chunk carries its QA pair's metadata, so one pass gives every pair's topic, synonyms and type.
+        for node_id, meta, vector in iter_records(self.chunks.client, ["metadatas", "embeddings"]):
+            meta = meta or {}
+            doc_id = meta.get("ref_doc_id") or node_id
+            snap.chunk_ids.setdefault(doc_id, []).append(node_id)
+            snap.doc_of_chunk[node_id] = doc_id
+            snap.chunk_row[node_id] = len(vectors)
+            vectors.append(vector)
+            if doc_id not in foci:
+                foci[doc_id] = str(meta.get("focus") or "")
+                synonyms[doc_id] = [n for n in str(meta.get("synonyms") or "").split(SYNONYM_SEPARATOR) if n.strip()]
+                snap.question_type[doc_id] = str(meta.get("question_type") or "")
+                snap.source_of[doc_id] = str(meta.get("collection") or "")
+        snap.chunk_vectors = np.asarray(vectors, dtype=np.float32) if vectors else np.zeros((0, 0), np.float32)
+        vectors = []
+        if self.questions is not None:
+            for doc_id, vector in iter_records(self.questions.client, ["embeddings"]):
+                snap.question_row[doc_id] = len(vectors)
+                vectors.append(vector)
+        snap.question_vectors = np.asarray(vectors, dtype=np.float32) if vectors else np.zeros((0, 0), np.float32)
+        snap.matcher = FocusMatcher(foci, synonyms)
+        return snap
+
+    def reload(self) -> None:
+        """Read the index again now.
+
+        The new copy replaces the old one in a single assignment, so a query running meanwhile reads one
+        consistent copy.
+        """
+        self._snapshot = self._read()
+
+    def reread(self, stale: IndexSnapshot) -> None:
+        """Read the index again in place of ``stale``, unless another thread already has."""
+        with self._lock:
+            if self._snapshot is stale:
+                logger.info("the index changed; re-reading its vectors and topics")
+                self.reload()
+
+    def snapshot(self) -> IndexSnapshot:
+        """The current copy, read again first when the index version has changed since it was read."""
+        snap = self._snapshot
+        if self.version() != snap.version:
+            self.reread(snap)
+        return self._snapshot
+
+    @property
+    def matcher(self) -> Any:
+        """The topic names (and synonyms) of the indexed pairs (:class:`rag_app.focus.FocusMatcher`)."""
+        return self.snapshot().matcher
+
+    @property
+    def source_of(self) -> dict[str, str]:
+        """The source collection of each QA pair."""
+        return self.snapshot().source_of
+
+    # ---- search ------------------------------------------------------------------------
+    def nearest(self, vector: Sequence[float], k: int, snap: IndexSnapshot) -> list[str]:
+        """QA pairs of the ``k`` nearest chunks, then of the ``k`` nearest questions (doc ids, first seen first)."""
+        near = self.chunks.client.query(query_embeddings=[list(vector)], n_results=k, include=[])["ids"][0]
+        new = [c for c in near if c not in snap.doc_of_chunk]
+        if new:  # indexed after the last read
+            for node_id, meta in zip(new, self.chunks.client.get(ids=new, include=["metadatas"])["metadatas"]):
+                snap.doc_of_chunk[node_id] = (meta or {}).get("ref_doc_id") or node_id
+        doc_ids = dict.fromkeys(snap.doc_of_chunk[c] for c in near)
+        if self.questions is not None:
+            doc_ids.update(dict.fromkeys(self.questions.client.query(query_embeddings=[list(vector)], n_results=k, include=[])["ids"][0]))
+        return list(doc_ids)
+
+    def chunk_similarities(self, doc_ids: Sequence[str], queries: Any, snap: IndexSnapshot) -> tuple[list[str], Any]:
+        """The chunks of ``doc_ids`` and their dot products with the query vectors (one column each).
+
+        Pairs indexed after the last read are fetched from Chroma.
+        """
+        import numpy as np
+
+        chunk_ids = [cid for d in doc_ids for cid in snap.chunk_ids.get(d, ())]
+        sims = snap.chunk_vectors[[snap.chunk_row[c] for c in chunk_ids]] @ queries if chunk_ids else np.zeros((0, queries.shape[1]))
+        unknown = [d for d in doc_ids if d not in snap.chunk_ids]
+        if unknown:
+            more = self.chunks.client.get(where={"ref_doc_id": {"$in": unknown}}, include=["embeddings", "metadatas"])
+            for node_id, meta in zip(more["ids"], more["metadatas"]):
+                snap.doc_of_chunk[node_id] = (meta or {}).get("ref_doc_id") or node_id
+            if len(more["ids"]):
+                chunk_ids += list(more["ids"])
+                sims = np.concatenate([sims, np.asarray(more["embeddings"], dtype=np.float32) @ queries])
+        return chunk_ids, sims
+
+    def question_similarities(self, doc_ids: Sequence[str], queries: Any, snap: IndexSnapshot) -> tuple[list[str], Any]:
+        """The pairs of ``doc_ids`` that have a question vector, and its dot products with the query vectors."""
+        import numpy as np
+
+        if self.questions is None:
+            return [], np.zeros((0, queries.shape[1]))
+        have = [d for d in doc_ids if d in snap.question_row]
+        sims = snap.question_vectors[[snap.question_row[d] for d in have]] @ queries if have else np.zeros((0, queries.shape[1]))
+        missing = [d for d in doc_ids if d not in snap.question_row]
+        if missing:
+            got = self.questions.client.get(ids=missing, include=["embeddings"])
+            if len(got["ids"]):
+                have += list(got["ids"])
+                sims = np.concatenate([sims, np.asarray(got["embeddings"], dtype=np.float32) @ queries])
+        return have, sims
+
+    def nodes(self, chunk_ids: Sequence[str]) -> dict[str, "BaseNode"]:
+        """LlamaIndex nodes of the given chunks that are still in the index, by id (one Chroma get)."""
+        if not chunk_ids:  # get_nodes with no ids returns every node
+            return {}
+        return {node.node_id: node for node in self.chunks.get_nodes(node_ids=list(chunk_ids))}
+
+
+def open_index(settings: Settings, embed_model: Any = None) -> MedQAIndex:
+    """Open the index ``settings`` name for search.
+
+    Args:
+        settings: Index location, collection and embedding model.
+        embed_model: The embedding model (loaded from ``settings`` when omitted).
+
+    Raises:
+        IndexMissingError: If the index does not exist or was built with another embedding model.
+    """
+    from llama_index.vector_stores.chroma import ChromaVectorStore
+
+    from rag_app.index import IndexMissingError, get_collection, index_version, questions_collection_name
+    from rag_app.models import load_embed_model
+
+    chunks = get_collection(settings)  # fail early, with the fix, when there is no index
+    try:
+        questions = ChromaVectorStore(chroma_collection=get_collection(settings, name=questions_collection_name(settings)))
+    except IndexMissingError:
+        logger.warning(
+            "index '%s' has no question vectors; retrieval uses chunks only until `python -m rag_app.index` adds them",
+            settings.collection,
+        )
+        questions = None
+    return MedQAIndex(
+        ChromaVectorStore(chroma_collection=chunks),
+        questions,
+        embed_model or load_embed_model(settings),
+        version=lambda: index_version(settings),
+    )
