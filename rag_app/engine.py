@@ -21,15 +21,23 @@ def source_coverage(question: str, nodes: list[NodeWithScore], matcher: Any) -> 
     """Whether the sources are about what the question asks about, by the index's topic names.
 
     Returns:
-        ``"covered"`` when the question names a topic (or a synonym) in full and a source is a QA pair about it;
-        ``"uncovered"`` when it names topics and no source is about any of them; ``"unknown"`` when it names
-        none, or there is no topic matcher (retrieval modes other than ``fielded``).
+        ``"covered"`` when the question names a topic (or a synonym) in full and a source is a QA pair about it,
+        or names none in full but a source's topic in part (at least :data:`rag_app.focus.PARTIAL_NAME_SCORE`
+        of it, e.g. "alzheimer's" for "Alzheimer's Disease"); ``"uncovered"`` when it names topics in full and
+        no source is about any of them; ``"unknown"`` otherwise, or when there is no topic matcher (retrieval
+        modes other than ``fielded``).
     """
-    names = matcher.named(question) if matcher is not None else []
-    if not names:
+    from rag_app.focus import PARTIAL_NAME_SCORE
+
+    if matcher is None:
         return "unknown"
-    about = {doc for name in names for doc in matcher.doc_ids(name)}
-    return "covered" if any(n.node.ref_doc_id in about for n in nodes) else "uncovered"
+    names = matcher.named(question)
+    if names:
+        about = {doc for name in names for doc in matcher.doc_ids(name)}
+        return "covered" if any(n.node.ref_doc_id in about for n in nodes) else "uncovered"
+    # A topic named only in part is evidence enough that a source on it is about the question, not that none is.
+    partly = matcher.doc_scores(question, PARTIAL_NAME_SCORE, limit=10**6)
+    return "covered" if any(n.node.ref_doc_id in partly for n in nodes) else "unknown"
 
 
 def decline_start_ids(tokenizer: Any) -> list[int]:

@@ -36,6 +36,10 @@ TYPE_CUES: dict[str, str] = {
     "susceptibility": r"\brisks?\b|suscept",
 }
 _TYPE_RES = {qtype: re.compile(pattern, re.IGNORECASE) for qtype, pattern in TYPE_CUES.items()}
+#: Least :meth:`FocusMatcher.focus_scores` score of a topic named in part that counts: the retriever adds such a
+#: topic's pairs as candidates, and the engine counts a source on it as about the message.
+PARTIAL_NAME_SCORE = 0.5
+
 # The type whose pages give the overview; the usual best answer when a message asks nothing more specific.
 OVERVIEW_TYPE = "information"
 

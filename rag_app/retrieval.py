@@ -17,6 +17,7 @@ from llama_index.core.base.base_retriever import BaseRetriever
 from llama_index.core.schema import NodeWithScore, QueryBundle
 
 from rag_app.config import Settings
+from rag_app.focus import PARTIAL_NAME_SCORE
 from rag_app.store import IndexSnapshot, MedQAIndex, open_index
 
 logger = logging.getLogger("rag_app")
@@ -284,7 +285,7 @@ class FieldedRetriever(BaseRetriever):
         top_k: int,
         candidate_k: int,
         exclude: frozenset[str] = frozenset(),
-        focus_min_score: float = 0.5,
+        focus_min_score: float = PARTIAL_NAME_SCORE,
         focus_limit: int = 100,
         source_prior: Mapping[str, float] | None = None,
     ) -> None:

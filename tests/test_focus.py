@@ -100,3 +100,26 @@ def test_models_without_mean_pooling_embed_each_sentence(embed_model) -> None:
     vectors = message_vectors(Plain(), message)
     assert vectors.shape == (3, 384)
     assert np.allclose(vectors[2], embed_model.get_query_embedding("My knee swells and hurts after running."), atol=1e-5)
+
+
+def test_source_coverage_counts_a_topic_named_in_part() -> None:
+    """A source on a topic the message names only in part is about it; a partial name never makes a decline."""
+    from llama_index.core.schema import NodeRelationship, NodeWithScore, RelatedNodeInfo, TextNode
+
+    from rag_app.engine import source_coverage
+
+    def source(doc_id: str) -> NodeWithScore:
+        node = TextNode(text="...", relationships={NodeRelationship.SOURCE: RelatedNodeInfo(node_id=doc_id)})
+        return NodeWithScore(node=node, score=1.0)
+
+    matcher = FocusMatcher(FOCI)
+    gilbert, lupus, lung = source("ghr/1"), source("mplus/1"), source("mplus/3")
+    assert source_coverage("Is Gilbert syndrome dangerous?", [gilbert], matcher) == "covered"
+    assert source_coverage("Is Gilbert syndrome dangerous?", [lupus], matcher) == "uncovered"
+    # "gilberts" names the rare part of "Gilbert syndrome": its pages are about the message; others are not known
+    # to be off topic, so the model may still decline by itself.
+    assert source_coverage("are gilberts dangerous? my bilirubin is high", [lupus, gilbert], matcher) == "covered"
+    assert source_coverage("are gilberts dangerous? my bilirubin is high", [lupus], matcher) == "unknown"
+    # "cancer" alone is a small part of "Lung Cancer": not enough.
+    assert source_coverage("my aunt has cancer, what now?", [lung], matcher) == "unknown"
+    assert source_coverage("Is Gilbert syndrome dangerous?", [gilbert], None) == "unknown"
