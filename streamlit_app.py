@@ -388,13 +388,14 @@ def main() -> None:
     settings_json = settings.model_dump_json()
     status = index_status(settings)
     build = background_build(settings_json)
-    if build.progress().state == "done" and st.session_state.pop("build_seen_running", False):
-        st.session_state["build_result"] = build.progress().summary  # the sidebar says so once
+    progress = build.progress()  # one reading: the build thread may move on meanwhile
+    if progress.state == "done" and st.session_state.pop("build_seen_running", False):
+        st.session_state["build_result"] = progress.summary  # the sidebar says so once
     if chat.index_needs_build(settings, status) and not chat.missing_corpus(settings):
         # A missing, half-built or outdated index is built in the background; the chat opens at once.
-        if build.progress().state == "idle":
+        if progress.state == "idle":
             build.start()
-    elif build.progress().state in ("idle", "done"):
+    elif progress.state in ("idle", "done"):
         build = None  # nothing building: the sidebar shows the index facts
     options, model_slot, download_slot = sidebar(settings, status, build)
     if options.use_rag and not status.get("exists") and build is None:

@@ -283,28 +283,29 @@ def exclusion_set(rows: Sequence[dict[str, Any]], nodes: Sequence[Any]) -> froze
     return frozenset(ids)
 
 
-def extractive_answer(nodes: Sequence[Any], max_tokens: int, count: Any) -> str:
-    """The top source's answer text cut to ``max_tokens`` at a sentence end, citing ``[1]`` (a baseline).
+def extractive_answer(nodes: Sequence[Any], max_tokens: int, count: Any, position: int = 1) -> str:
+    """Source ``position``'s answer text cut to ``max_tokens`` at a sentence end, citing ``[position]`` (a baseline).
 
     Args:
         nodes: Retrieved sources in rank order.
         max_tokens: The answer budget.
         count: Token counter of the model's tokenizer.
+        position: 1-based number of the source to answer with (default: the top one).
     """
     from finetune.raft import cited_answer
 
-    if not nodes:
+    if len(nodes) < position:
         return ""
-    text = nodes[0].node.get_content()
+    text = nodes[position - 1].node.get_content()
     _, sep, answer = text.partition("Answer: ")
-    return cited_answer(answer if sep else text, 1, count, max_tokens)
+    return cited_answer(answer if sep else text, position, count, max_tokens)
 
 
 def oracle_answer(nodes: Sequence[Any], reference: Any, max_tokens: int, count: Any) -> str:
-    """Of the sources' answer texts cut to ``max_tokens``, the one scoring best against ``reference`` (ROUGE-L).
+    """Of the sources' extractive answers (:func:`extractive_answer`), the one scoring best against ``reference``.
 
-    It cites the source's own number and looks at the reference, so it is a ceiling to read other systems
-    against, not a system a user could run: no answer copied from one of these sources scores higher.
+    It cites the source's own number and looks at the reference (ROUGE-L), so it is a ceiling to read other
+    systems against, not a system a user could run: no answer copied from one of these sources scores higher.
 
     Args:
         nodes: Retrieved sources in rank order.
@@ -313,13 +314,10 @@ def oracle_answer(nodes: Sequence[Any], reference: Any, max_tokens: int, count: 
         count: Token counter of the model's tokenizer.
     """
     from eval.metrics import rouge_scores
-    from finetune.raft import cited_answer
 
     if not nodes:
         return ""
-    texts = [n.node.get_content() for n in nodes]
-    texts = [t.partition("Answer: ")[2] or t for t in texts]
-    candidates = [cited_answer(t, i, count, max_tokens) for i, t in enumerate(texts, start=1)]
+    candidates = [extractive_answer(nodes, max_tokens, count, position) for position in range(1, len(nodes) + 1)]
     scores = rouge_scores(candidates, [reference] * len(candidates))["rougeL"]
     return candidates[max(range(len(candidates)), key=lambda i: (scores[i], -i))]
 
