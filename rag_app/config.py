@@ -107,6 +107,13 @@ class Settings(BaseSettings):
         description="Passages per encoder batch. On 2 CPU cores 16 encoded faster than 64 in float32 and bfloat16 "
         "alike (`benchmarks/bench_index.py` prints both rates).",
     )
+    embed_workers: int = Field(
+        0,
+        ge=0,
+        description="Threads that encode side by side while the index is built, each on its share of the CPU cores: "
+        "0 picks one per core on a CPU (at most 4) and 1 on a GPU. On 2 cores, two workers of one core each encode "
+        "faster than one worker on both (`benchmarks/bench_index.py` prints both rates).",
+    )
     collection: str = Field("medqa", description="Chroma collection name.")
     chroma_host: Optional[str] = Field(None, description="Chroma server host; server mode when set.")
     chroma_port: int = Field(8000, description="Chroma server port.")

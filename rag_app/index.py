@@ -16,6 +16,7 @@ import json
 import logging
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
@@ -171,19 +172,57 @@ def node_parser(settings: Settings):
     )
 
 
-def length_sorter():
-    """A pipeline step that orders chunks by length before embedding.
+def embed_texts(embed_model: Any, texts: Sequence[str], workers: int = 1) -> list[list[float]]:
+    """Embed ``texts`` shortest first, on ``workers`` threads that share this thread's CPU cores when there are many.
 
-    The embedding model pads each batch to its longest text; batches of similar lengths waste
-    little compute on padding (what ``SentenceTransformer.encode`` does over its whole input).
+    The encoder pads each batch to its longest text, so batches of similar lengths waste little compute on
+    padding. On a CPU the workers beat one encoder on all cores: each runs its own batches with one share of the
+    cores (torch's thread count is per thread, so the caller's is left as it was).
+
+    Args:
+        embed_model: A LlamaIndex embedding model (its ``embed_batch_size`` texts per encoder call).
+        texts: The texts.
+        workers: Threads to encode on; 1 encodes in the calling thread.
+
+    Returns:
+        One vector per text, in the order of ``texts``.
     """
+    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+    batch = int(getattr(embed_model, "embed_batch_size", 1) or 1)
+    workers = max(1, min(workers, len(texts) // batch))
+    if workers == 1:
+        vectors = embed_model.get_text_embedding_batch([texts[i] for i in order])
+        return [v for _, v in sorted(zip(order, vectors), key=lambda pair: pair[0])]
+    import torch
+
+    threads = max(1, torch.get_num_threads() // workers)
+    # Interleaved shares of the sorted texts: every worker gets the same mix of lengths and ends at about the same time.
+    shares = [order[w::workers] for w in range(workers)]
+
+    def encode(share: list[int]) -> list[list[float]]:
+        torch.set_num_threads(threads)
+        return embed_model.get_text_embedding_batch([texts[i] for i in share])
+
+    vectors: list[Any] = [None] * len(texts)
+    with ThreadPoolExecutor(workers, thread_name_prefix="medqa-embed") as pool:
+        for share, done in zip(shares, pool.map(encode, shares)):
+            for i, vector in zip(share, done):
+                vectors[i] = vector
+    return vectors
+
+
+def embedder(embed_model: Any, workers: int = 1):
+    """A pipeline step that gives each node its vector, through :func:`embed_texts`."""
     from llama_index.core.schema import MetadataMode, TransformComponent
 
-    class SortByLength(TransformComponent):
+    class Embed(TransformComponent):
         def __call__(self, nodes, **kwargs):
-            return sorted(nodes, key=lambda n: len(n.get_content(metadata_mode=MetadataMode.EMBED)))
+            texts = [n.get_content(metadata_mode=MetadataMode.EMBED) for n in nodes]
+            for node, vector in zip(nodes, embed_texts(embed_model, texts, workers)):
+                node.embedding = vector
+            return nodes
 
-    return SortByLength()
+    return Embed()
 
 
 def _load_docstore(path: Path):
@@ -230,7 +269,7 @@ def build_index(
     from tqdm.auto import tqdm
 
     from corpus import load_corpus
-    from rag_app.models import load_embed_model
+    from rag_app.models import embed_workers, load_embed_model, pick_device
 
     report_progress = on_progress or (lambda fraction, text: None)
     started = time.perf_counter()
@@ -267,9 +306,10 @@ def build_index(
     todo_questions = [d for d in documents if d.id_ in have_question and (d.id_ in changed or d.id_ not in stored_questions)]
     embed_model = embed_model if embed_model is not None or not (todo or todo_questions) else load_embed_model(settings)
 
+    workers = embed_workers(settings, pick_device(settings.device)) if todo or todo_questions else 1
     if todo:  # the embedding model is only loaded when something needs embedding
         pipeline = IngestionPipeline(
-            transformations=[node_parser(settings), length_sorter(), embed_model],
+            transformations=[node_parser(settings), embedder(embed_model, workers)],
             vector_store=store,
             docstore=docstore,
             docstore_strategy=DocstoreStrategy.UPSERTS,
@@ -281,7 +321,7 @@ def build_index(
             nodes = pipeline.run(documents=batch, show_progress=False)
             # The batch's question vectors too, so every committed batch is fully searchable.
             asked = [d for d in batch if d.id_ in pending]
-            stats.embedded_questions += _embed_questions(questions, asked, embed_model, False) if asked else 0
+            stats.embedded_questions += _embed_questions(questions, asked, embed_model, workers, False) if asked else 0
             pending -= {d.id_ for d in asked}
             stats.embedded_documents += len(batch)
             stats.embedded_chunks += len(nodes)
@@ -294,7 +334,7 @@ def build_index(
         bar.close()
         todo_questions = [d for d in todo_questions if d.id_ in pending]
     if todo_questions:
-        stats.embedded_questions += _embed_questions(questions, todo_questions, embed_model, show_progress)
+        stats.embedded_questions += _embed_questions(questions, todo_questions, embed_model, workers, show_progress)
 
     current = {d.id_ for d in documents}
     stale = [doc_id for doc_id in known if doc_id not in current]
@@ -328,7 +368,7 @@ def _question_of(document: Any) -> str:
     return str((document.metadata or {}).get("question") or "").strip()
 
 
-def _embed_questions(collection: Any, documents: Sequence[Any], embed_model: Any, show_progress: bool) -> int:
+def _embed_questions(collection: Any, documents: Sequence[Any], embed_model: Any, workers: int, show_progress: bool) -> int:
     """Embed each document's question alone and upsert it (id = document id) with its topic metadata."""
     from tqdm.auto import tqdm
 
@@ -337,10 +377,11 @@ def _embed_questions(collection: Any, documents: Sequence[Any], embed_model: Any
     batch_size = getattr(embed_model, "embed_batch_size", None)
     bigger = batch_size and hasattr(embed_model, "model_copy")
     question_encoder = embed_model.model_copy(update={"embed_batch_size": batch_size * 4}) if bigger else embed_model
+    documents = sorted(documents, key=lambda d: len(_question_of(d)))  # similar lengths share a batch
     for start in range(0, len(documents), BATCH_DOCS):
-        batch = list(documents[start : start + BATCH_DOCS])
+        batch = documents[start : start + BATCH_DOCS]
         texts = [_question_of(d) for d in batch]
-        vectors = question_encoder.get_text_embedding_batch(texts)
+        vectors = embed_texts(question_encoder, texts, workers)
         metadatas = [
             {
                 "ref_doc_id": d.id_,

@@ -118,6 +118,20 @@ def embed_dtype(settings: Settings, device: str) -> str:
     return "bfloat16" if device == "cpu" and cpu_has_bf16() else "float32"
 
 
+def embed_workers(settings: Settings, device: str) -> int:
+    """How many threads encode side by side during an index build: ``settings.embed_workers``, with 0 resolved.
+
+    On a CPU, small matrix products split over several cores wait on each other; one core per worker, each
+    encoding its own batches, keeps every core busy. The cap of 4 keeps Python's own work per batch from
+    becoming the limit.
+    """
+    import torch
+
+    if settings.embed_workers:
+        return settings.embed_workers
+    return min(torch.get_num_threads(), 4) if device == "cpu" else 1
+
+
 def load_embed_model(settings: Settings) -> "HuggingFaceEmbedding":
     """Load the embedding model named by ``settings.embed_model`` (bundled MiniLM by default).
 

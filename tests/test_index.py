@@ -47,6 +47,51 @@ def test_changed_document_is_replaced_and_removed_one_deleted(settings, embed_mo
     assert len([n for n in nodes if "zyloprimix" in n.get_content()]) == 1  # the old chunk is gone, no duplicate
 
 
+def _own_vectors(got, texts, embed_model) -> bool:
+    """True when each vector in ``got`` is closest to its own text's vector (bfloat16 vectors differ in the 3rd decimal)."""
+    import numpy as np
+
+    single = np.asarray([embed_model.get_text_embedding(t) for t in texts])
+    sims = np.asarray(got) @ single.T
+    return bool((sims.argmax(axis=1) == np.arange(len(texts))).all() and sims.diagonal().min() > 0.99)
+
+
+def test_encoding_on_several_workers_gives_each_text_its_own_vector(settings, embed_model) -> None:
+    import torch
+
+    conditions = ["gout", "asthma", "glaucoma", "anemia", "psoriasis", "migraine", "shingles", "scoliosis"]
+    aspects = ["What causes {}?", "How is {} treated at home and by doctors?", "Is {} inherited, and can children get it from a parent?",
+               "What are the first signs of {} in older adults?", "Which tests does a doctor order to confirm {}?"]
+    texts = [a.format(c) for c in conditions for a in aspects]
+    threads = torch.get_num_threads()
+    threaded = index_mod.embed_texts(embed_model, texts, workers=2)
+    assert torch.get_num_threads() == threads  # the workers' share of the cores is theirs alone
+    assert _own_vectors(threaded, texts, embed_model)
+
+    # The build's pipeline step: every stored chunk vector is its own text's.
+    small = embed_model.model_copy(update={"embed_batch_size": 4})  # enough batches for two workers
+    build_index(settings.model_copy(update={"embed_workers": 2}), embed_model=small, show_progress=False)
+    texts = {n.id_: n.get_content(metadata_mode="embed") for n in load_nodes(settings)}
+    stored = get_collection(settings).get(include=["embeddings"])
+    assert len(stored["ids"]) == 8  # two workers of batch 4
+    assert _own_vectors(stored["embeddings"], [texts[c] for c in stored["ids"]], embed_model)
+
+
+def test_nearest_chunks_are_exact_over_the_in_memory_copy(settings, embed_model) -> None:
+    import numpy as np
+
+    from rag_app.store import open_index
+
+    build_index(settings, embed_model=embed_model, show_progress=False)
+    index = open_index(settings, embed_model)
+    snap = index.snapshot()
+    query = np.asarray(embed_model.get_query_embedding("How is a rare disease of the skin treated?"), dtype=np.float32)
+    sims = snap.chunk_vectors @ query
+    best_first = [snap.doc_of_chunk[snap.chunk_at[r]] for r in np.argsort(-sims)]
+    got = index.nearest(query.tolist(), 3, snap)
+    assert got[:2] == list(dict.fromkeys(best_first))[:2]  # chunks first, best first; then the nearest questions
+
+
 def test_interrupted_run_leaves_index_usable_and_resumes(settings, embed_model, monkeypatch: pytest.MonkeyPatch) -> None:
     docs, _ = load_corpus(settings.corpus)
     build_index(settings, documents=docs[:4], embed_model=embed_model, show_progress=False)

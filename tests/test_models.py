@@ -19,6 +19,17 @@ def test_default_embedding_model_is_bundled_and_real(embed_model) -> None:
     assert len(a) == 384 and dot(a, b) > dot(a, c) + 0.2
 
 
+def test_encoder_workers_one_per_core_on_a_cpu_and_one_on_a_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
+    assert models.embed_workers(Settings(), "cpu") == 2
+    assert models.embed_workers(Settings(), "cuda") == 1
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 16)
+    assert models.embed_workers(Settings(), "cpu") == 4  # Python's own work per batch would limit more
+    assert models.embed_workers(Settings(embed_workers=3), "cpu") == 3
+
+
 def test_gguf_is_converted_once_and_cached(bundled_llm_dir: Path) -> None:
     storage = bundled_llm_dir.parent.parent
     gguf = models.bundled_gguf()
