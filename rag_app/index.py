@@ -190,24 +190,29 @@ def embed_texts(embed_model: Any, texts: Sequence[str], workers: int = 1) -> lis
     order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
     batch = int(getattr(embed_model, "embed_batch_size", 1) or 1)
     workers = max(1, min(workers, len(texts) // batch))
-    if workers == 1:
-        vectors = embed_model.get_text_embedding_batch([texts[i] for i in order])
-        return [v for _, v in sorted(zip(order, vectors), key=lambda pair: pair[0])]
-    import torch
-
-    threads = max(1, torch.get_num_threads() // workers)
     # Interleaved shares of the sorted texts: every worker gets the same mix of lengths and ends at about the same time.
     shares = [order[w::workers] for w in range(workers)]
 
     def encode(share: list[int]) -> list[list[float]]:
-        torch.set_num_threads(threads)
         return embed_model.get_text_embedding_batch([texts[i] for i in share])
 
+    if workers == 1:
+        encoded = [encode(order)]
+    else:
+        import torch
+
+        threads = max(1, torch.get_num_threads() // workers)
+
+        def encode_on_share_of_cores(share: list[int]) -> list[list[float]]:
+            torch.set_num_threads(threads)
+            return encode(share)
+
+        with ThreadPoolExecutor(workers, thread_name_prefix="medqa-embed") as pool:
+            encoded = list(pool.map(encode_on_share_of_cores, shares))
     vectors: list[Any] = [None] * len(texts)
-    with ThreadPoolExecutor(workers, thread_name_prefix="medqa-embed") as pool:
-        for share, done in zip(shares, pool.map(encode, shares)):
-            for i, vector in zip(share, done):
-                vectors[i] = vector
+    for share, done in zip(shares, encoded):
+        for i, vector in zip(share, done):
+            vectors[i] = vector
     return vectors
 
 

@@ -138,8 +138,7 @@ class MedQAIndex:
         """QA pairs of the ``k`` nearest chunks, then of the ``k`` nearest questions (doc ids, first seen first).
 
         The search is exact over the in-memory copy: Chroma's HNSW graph misses a real message's nearest chunk now
-        and then (about 2% of LiveQA questions), and a copy of this size is compared in about a millisecond.
-        Chroma's own search adds what was indexed after the copy was read.
+        and then. Chroma's own search adds what was indexed after the copy was read.
         """
         near = _top(snap.chunk_vectors, vector, k, snap.chunk_at)
         new = [c for c in self.chunks.client.query(query_embeddings=[list(vector)], n_results=k, include=[])["ids"][0] if c not in snap.doc_of_chunk]
@@ -202,7 +201,7 @@ def _top(vectors: Any, vector: Sequence[float], k: int, ids: list[str]) -> list[
     if not len(ids):
         return []
     # torch, not numpy: the encoder's threads have just run, and a BLAS pool of numpy's own would fight them for the
-    # cores (measured: 25-65 ms instead of under 1 ms per search on 2 cores).
+    # cores (bench_index's retrieval p50 was several times higher with numpy here).
     sims = torch.from_numpy(vectors) @ torch.tensor(vector, dtype=torch.float32)
     rows = torch.topk(sims, min(k, len(ids))).indices.tolist()
     return [ids[r] for r in rows]
