@@ -122,6 +122,8 @@ def run_build(settings: Settings, rebuild: bool) -> None:
     if not background_build(settings.model_dump_json()).start(rebuild=rebuild):
         st.warning("The index is already being built; its progress is in the sidebar.")
         return
+    # This session started it, so it hears how it ended even when the build is over before the next run.
+    st.session_state["build_seen_running"] = True
     st.rerun()
 
 
