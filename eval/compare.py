@@ -342,7 +342,7 @@ def run(args: CompareArguments) -> int:
 
     from eval import metrics as M
     from rag_app.config import load_settings
-    from rag_app.decoding import citation_to_add, repeats
+    from rag_app.decoding import finish_citations, repeats
     from rag_app.engine import build_query_engine
     from rag_app.models import llm_info, load_llm
 
@@ -446,8 +446,11 @@ def run(args: CompareArguments) -> int:
             prompts.append(engine.messages(clean, chosen))
             coverage.append(engine.coverage(clean, chosen))
         texts = generate_as_engine(llm, prompts, coverage, args, settings, desc=f"Generating {spec.name}")
-        # As the engine finishes an answer: the source it was taken from is cited when the model left the number out.
-        answers[spec.name] = [t + citation_to_add(t, [n.node.get_content() for n in srcs]) for t, srcs in zip(texts, per_q_sources)]
+        # As the engine finishes an answer: each citation names the source its text was taken from, and that source
+        # is cited when the model left the number out.
+        answers[spec.name] = [
+            finish_citations(t, [n.node.get_content() for n in srcs], attribute=settings.attribute_citations) for t, srcs in zip(texts, per_q_sources)
+        ]
         used_sources[spec.name] = per_q_sources
     llm_cache.clear()
     ran = [s for s in specs if s.name in answers]
@@ -464,6 +467,7 @@ def run(args: CompareArguments) -> int:
         if spec.rag:
             srcs = used_sources[spec.name]
             scores["grounding"] = [M.grounding_score(a, [n.node.get_content() for n in s]) for a, s in zip(answers[spec.name], srcs)]
+            scores["citation_support"] = [M.citation_support(a, [n.node.get_content() for n in s]) for a, s in zip(answers[spec.name], srcs)]
             golds = [[i for i, n in enumerate(s, start=1) if n.node.ref_doc_id in rel] for s, rel in zip(srcs, relevant)]
             scores["citation_accuracy"] = [M.citation_correct(a, p) for a, p in zip(answers[spec.name], golds)]
         per_q[spec.name] = scores

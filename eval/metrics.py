@@ -22,6 +22,7 @@ _ABSTAIN = re.compile(
     re.IGNORECASE,
 )
 _WORD = re.compile(r"[a-z0-9]+")
+_MARKER = re.compile(r"\[(\d{1,2})\]")
 _SENTENCE = re.compile(r"(?<=[.!?])\s+|\n+")
 # A short stop list: grounding counts only content words.
 _STOP = frozenset(
@@ -205,6 +206,26 @@ def grounding_score(answer: str, contexts: Sequence[str], min_words: int = 3) ->
         if len(words) >= min_words:
             supports.append(sum(w in vocab for w in words) / len(words))
     return float(np.mean(supports)) if supports else math.nan
+
+
+def citation_support(answer: str, contexts: Sequence[str], min_share: float = 0.5, min_words: int = 3) -> float:
+    """Share of an answer's citations whose source holds the text they close: does ``[n]`` point where the words came from?
+
+    Each single-number citation ``[n]`` closes the text since the previous citation. It is supported when passage n
+    holds at least ``min_share`` of that text's content words (as in :func:`grounding_score`). Citations closing
+    fewer than ``min_words`` content words are not counted; NaN when no citation is counted.
+    """
+    counted = []
+    last = 0
+    for match in _MARKER.finditer(answer or ""):
+        words = content_words(answer[last : match.start()])
+        last = match.end()
+        if len(words) < min_words:
+            continue
+        n = int(match.group(1))
+        vocab = set(content_words(contexts[n - 1])) if 1 <= n <= len(contexts) else set()
+        counted.append(float(sum(w in vocab for w in words) / len(words) >= min_share))
+    return float(np.mean(counted)) if counted else math.nan
 
 
 def summarize(values: Sequence[float], seed: int = 0) -> dict[str, Any]:

@@ -10,7 +10,7 @@ from typing import Any, Sequence
 #: Per-question ROUGE-L scatter plots (x system, y system, file), drawn when both systems ran.
 SCATTERS = (("ft", "ft+rag", "scatter_ft_vs_ft_rag.png"), ("ft+rag", "raft+rag", "scatter_ft_rag_vs_raft_rag.png"))
 ANSWER_METRICS = (
-    "rouge1", "rouge2", "rougeL", "grounding", "citation_accuracy", "abstention", "repetition", "words", "ragas_faithfulness", "ragas_response_relevancy",
+    "rouge1", "rouge2", "rougeL", "grounding", "citation_accuracy", "citation_support", "abstention", "repetition", "words", "ragas_faithfulness", "ragas_response_relevancy",
 )
 
 
@@ -118,6 +118,8 @@ def write_report(
         "is the share of its content words found in the passages shown to the model; the score is the mean support.",
         "- citation_accuracy: share of answers whose first cited [n] is a relevant QA pair (the test question's own "
         "pair; for LiveQA, a pair holding a reference answer), among questions where one was retrieved.",
+        "- citation_support: share of an answer's citations [n] (each closing the text since the previous one, 3+ "
+        "content words) whose source n holds at least half of that text's content words; the mean over answers that cite.",
         "- abstention: share of answers that decline (\"I don't know\", \"the sources don't cover ...\").",
         "- Retrieval: hit/MRR/nDCG@k of the question's own QA pair (`pair_`) and of any pair from its source "
         "document (`document_`); ragas judge-free context precision/recall (string similarity to the reference "

@@ -153,6 +153,9 @@ class Settings(BaseSettings):
     stop_on_repeat: bool = Field(
         True, description="Stop an answer once it repeats a sentence and drop the repeat (rag_app.decoding); never loops."
     )
+    attribute_citations: bool = Field(
+        True, description="Renumber a citation [n] to the source its text was copied from (rag_app.decoding.attribute_citations)."
+    )
 
     @field_validator("corpus", mode="before")
     @classmethod

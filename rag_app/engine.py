@@ -57,7 +57,8 @@ class MedQAQueryEngine(CustomQueryEngine):
     ``source_nodes`` are the sources shown to the model, in citation order: ``[1]`` is
     ``source_nodes[0]``. ``retrieve(q)`` returns those sources without generating.
 
-    An answer that cites nothing but is taken from one source gets that source's number
+    A citation names the source its text was taken from (:func:`rag_app.decoding.attribute_citations`), and an
+    answer that cites nothing but is taken from one source gets that source's number
     (:func:`rag_app.decoding.citation_to_add`). With ``decline_by_topic`` the engine, not the model, decides
     whether to decline: when the question names
     a topic and no source is about it, it answers :data:`rag_app.prompts.ABSTAIN_ANSWER` without generating;
@@ -76,6 +77,7 @@ class MedQAQueryEngine(CustomQueryEngine):
     medical_notice: bool = True
     stop_on_repeat: bool = True  # drop a repeated sentence (the LLM's stop ends generation there)
     decline_by_topic: bool = True
+    attribute_citations: bool = True  # a citation names the source its text was copied from
 
     # ---- helpers ------------------------------------------------------------
     def _count(self, text: str) -> int:
@@ -133,23 +135,24 @@ class MedQAQueryEngine(CustomQueryEngine):
         return Response(response=self._finish(text, passages), source_nodes=nodes, metadata=metadata)
 
     def _finish(self, text: str, passages: list[str]) -> str:
-        from rag_app.decoding import citation_to_add, trim_repetition
+        from rag_app.decoding import finish_citations, trim_repetition
 
         text = trim_repetition(text.strip()) if self.stop_on_repeat else text.strip()
-        text += citation_to_add(text, passages)
+        text = finish_citations(text, passages, attribute=self.attribute_citations)
         return f"{text}\n\n{prompts.MEDICAL_NOTICE}" if self.medical_notice else text
 
     def _stream(self, llm: Any, chat: list[Any], passages: list[str]) -> Generator[str, None, None]:
-        from rag_app.decoding import StreamTrimmer, citation_to_add
+        from rag_app.decoding import StreamAttributor, StreamTrimmer, citation_to_add
 
         trimmer = StreamTrimmer()  # never shows a repeated sentence (the generation stop ends the answer there)
+        attributor = StreamAttributor(passages if self.attribute_citations else [])
         text = ""
         for chunk in llm.stream_chat(chat):
-            shown = trimmer.feed(chunk.delta or "") if self.stop_on_repeat else chunk.delta
+            shown = attributor.feed(trimmer.feed(chunk.delta or "") if self.stop_on_repeat else chunk.delta or "")
             if shown:
                 text += shown
                 yield shown
-        rest = trimmer.finish() if self.stop_on_repeat else ""
+        rest = attributor.feed(trimmer.finish() if self.stop_on_repeat else "") + attributor.finish()
         rest += citation_to_add(text + rest, passages)
         if rest:
             yield rest
@@ -209,4 +212,5 @@ def build_query_engine(
         medical_notice=settings.medical_notice,
         stop_on_repeat=settings.stop_on_repeat,
         decline_by_topic=settings.decline_by_topic,
+        attribute_citations=settings.attribute_citations,
     )

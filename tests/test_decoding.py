@@ -62,3 +62,40 @@ def test_a_repeat_at_the_very_end_is_cut_before_a_citation_is_added() -> None:
     passage = "Bleeding after bowel movements is a sign to see a doctor."
     assert not repeats(trimmed + citation_to_add(trimmed, [passage]))
     assert trim_repetition("Gout is a form of arthritis. It is painful.") == "Gout is a form of arthritis. It is painful."
+
+
+PASSAGES = [
+    "Question: What is (are) Herniated Disk ? Answer: Your backbone is made up of 26 bones called vertebrae, with soft disks between them.",
+    "Question: What is (are) Hernia ? Answer: A hernia happens when part of an internal organ or tissue bulges through a weak area of muscle.",
+    "Question: What is (are) Hernia ? Answer: A hernia is when part of an organ or tissue bulges through a weak spot in a muscle wall.",
+]
+
+
+def test_a_citation_names_the_source_its_text_was_copied_from() -> None:
+    from rag_app.decoding import attribute_citations, finish_citations
+
+    copied = "A hernia happens when part of an internal organ or tissue bulges through a weak area of muscle [1]."
+    assert attribute_citations(copied, PASSAGES) == copied.replace("[1]", "[2]")
+    # Each citation closes the text since the previous one; a right number is kept.
+    two = "Your backbone is made up of 26 bones called vertebrae [1]. A hernia happens when tissue bulges through a weak area of muscle [3]."
+    assert attribute_citations(two, PASSAGES) == two.replace("[3]", "[2]")
+    # Kept: a near tie (source 3 says much the same), words found in no source, too few words, lists, no sources.
+    tie = "A hernia is when part of an organ or tissue bulges through a weak spot in muscle [2]."
+    assert attribute_citations(tie, PASSAGES) == tie
+    for kept in ("Ask your doctor about colchicine and rest for swollen joints [1].", "See a doctor [1].", "A hernia bulges through muscle [1, 3]."):
+        assert attribute_citations(kept, PASSAGES) == kept
+    assert attribute_citations(copied, []) == copied
+    # The engine's finish: attribution, then the number of an uncited answer's source; switched off, the model's number stays.
+    assert finish_citations(copied.replace(" [1]", ""), PASSAGES).endswith("muscle. [2]")
+    assert finish_citations(copied, PASSAGES, attribute=False) == copied
+
+
+def test_streamed_citations_are_attributed_as_they_complete() -> None:
+    from rag_app.decoding import StreamAttributor, attribute_citations
+
+    answer = "A hernia happens when part of an internal organ or tissue bulges through a weak area of muscle [1]. See [NAME] [1"
+    attributor = StreamAttributor(PASSAGES)
+    pieces = [attributor.feed(c) for c in answer]
+    assert "".join(pieces) + attributor.finish() == attribute_citations(answer, PASSAGES)
+    assert "".join(pieces).endswith("See [NAME] ")  # only an unfinished "[1" is held back
+    assert pieces[answer.index("[1]") + 1] == "" and pieces[answer.index("[1]") + 2] == "[2]"

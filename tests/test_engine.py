@@ -62,3 +62,51 @@ def test_overlong_question_is_truncated_with_warning(bundled_llm_model, caplog: 
         response = engine.query("I have had a headache " * 400 + "what should I do?")
     assert response.metadata["warnings"] and "truncated" in caplog.text
     assert engine._count(response.metadata["question"]) <= 34
+
+
+def _copies_source_two() -> object:
+    """An LLM that answers with source [2]'s first answer sentence and cites [1] (a small model's misattribution)."""
+    import re
+    from typing import Any
+
+    from llama_index.core.llms import CompletionResponse, CustomLLM, LLMMetadata
+    from llama_index.core.llms.callbacks import llm_completion_callback
+
+    class CopiesSourceTwo(CustomLLM):
+        def _answer(self, prompt: str) -> str:
+            block = re.search(r"^\[2\] .*?Answer: (.+?[.!?])(?:\s|$)", prompt, re.MULTILINE | re.DOTALL)
+            return f"{block.group(1)} [1]"
+
+        @property
+        def metadata(self) -> LLMMetadata:
+            return LLMMetadata(model_name="copies-source-two")
+
+        @llm_completion_callback()
+        def complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponse:
+            return CompletionResponse(text=self._answer(prompt))
+
+        @llm_completion_callback()
+        def stream_complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> Any:
+            text = self._answer(prompt)
+
+            def gen() -> Any:
+                for i in range(0, len(text), 3):
+                    yield CompletionResponse(text=text[: i + 3], delta=text[i : i + 3])
+
+            return gen()
+
+    return CopiesSourceTwo()
+
+
+@pytest.mark.parametrize("streaming", [False, True])
+def test_a_citation_points_at_the_source_the_answer_was_copied_from(indexed, embed_model, streaming: bool) -> None:
+    """Through the real index: the model copies source [2] and writes [1]; the reader is sent to [2]."""
+    for attribute, number in ((True, "[2]"), (False, "[1]")):
+        engine = build_query_engine(
+            indexed.model_copy(update={"attribute_citations": attribute, "medical_notice": False}),
+            llm=_copies_source_two(), embed_model=embed_model, streaming=streaming,
+        )
+        response = engine.query("How is gout treated?")
+        text = "".join(response.response_gen) if streaming else str(response)
+        second = response.source_nodes[1].node.get_content()
+        assert text.endswith(number) and text[: -len(number)].strip() in second

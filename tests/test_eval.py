@@ -50,6 +50,13 @@ def test_abstention_citations_and_grounding() -> None:
     assert M.grounding_score("Gout attacks are treated with colchicine [1].", ctx) == 1.0
     assert M.grounding_score("Bananas contain potassium and vitamins.", ctx) == 0.0
     assert math.isnan(M.grounding_score("Yes.", ctx))
+    # Citation support: does each [n] point at the source holding the words it closes?
+    two = ctx + ["Bananas contain potassium and many vitamins."]
+    answer = "Gout attacks are treated with colchicine [1]. Bananas contain potassium and vitamins [1]."
+    assert M.citation_support(answer, two) == 0.5
+    assert M.citation_support(answer.replace("vitamins [1]", "vitamins [2]"), two) == 1.0
+    assert M.citation_support("Gout attacks are treated with colchicine [3].", two) == 0.0  # no source 3
+    assert math.isnan(M.citation_support("Gout attacks are treated with colchicine.", two))  # cites nothing
 
 
 def test_ragas_judge_free_context_metrics() -> None:
