@@ -466,8 +466,9 @@ def run(args: CompareArguments) -> int:
         scores["repetition"] = [float(repeats(a)) for a in answers[spec.name]]
         if spec.rag:
             srcs = used_sources[spec.name]
-            scores["grounding"] = [M.grounding_score(a, [n.node.get_content() for n in s]) for a, s in zip(answers[spec.name], srcs)]
-            scores["citation_support"] = [M.citation_support(a, [n.node.get_content() for n in s]) for a, s in zip(answers[spec.name], srcs)]
+            passages = [[n.node.get_content() for n in s] for s in srcs]
+            scores["grounding"] = [M.grounding_score(a, p) for a, p in zip(answers[spec.name], passages)]
+            scores["citation_support"] = [M.citation_support(a, p) for a, p in zip(answers[spec.name], passages)]
             golds = [[i for i, n in enumerate(s, start=1) if n.node.ref_doc_id in rel] for s, rel in zip(srcs, relevant)]
             scores["citation_accuracy"] = [M.citation_correct(a, p) for a, p in zip(answers[spec.name], golds)]
         per_q[spec.name] = scores

@@ -11,7 +11,7 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from rag_app.prompts import CITATION, cited_numbers  # noqa: F401 (cited_numbers is part of this module's API)
+from rag_app.prompts import CITATION, SINGLE_CITATION, cited_numbers  # noqa: F401 (cited_numbers is part of this module's API)
 
 ROUGE_TYPES = ("rouge1", "rouge2", "rougeL")
 
@@ -22,7 +22,6 @@ _ABSTAIN = re.compile(
     re.IGNORECASE,
 )
 _WORD = re.compile(r"[a-z0-9]+")
-_MARKER = re.compile(r"\[(\d{1,2})\]")
 _SENTENCE = re.compile(r"(?<=[.!?])\s+|\n+")
 # A short stop list: grounding counts only content words.
 _STOP = frozenset(
@@ -217,7 +216,7 @@ def citation_support(answer: str, contexts: Sequence[str], min_share: float = 0.
     """
     counted = []
     last = 0
-    for match in _MARKER.finditer(answer or ""):
+    for match in SINGLE_CITATION.finditer(answer or ""):
         words = content_words(answer[last : match.start()])
         last = match.end()
         if len(words) < min_words:

@@ -19,6 +19,8 @@ from __future__ import annotations
 import re
 from typing import Any, Sequence
 
+from rag_app.prompts import SINGLE_CITATION
+
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\n+")
 _WORD = re.compile(r"[a-z0-9]+")
 #: A sentence shorter than this (in words) may legitimately recur ("Yes.", "- Fever"): never a loop by itself.
@@ -173,10 +175,9 @@ def supporting_source(answer: str, passages: Sequence[str], min_share: float = 0
     passage; the best passage counts when it holds at least ``min_share`` of them.
     """
     opening = " ".join(_SENTENCE_END.split(answer.strip())[:2])
-    words = _CONTENT.findall(opening.lower())
-    if len(words) < 4 or not passages:
+    shares = _shares(opening, _vocabularies(passages))
+    if not shares:
         return None
-    shares = [sum(w in set(_CONTENT.findall(p.lower())) for w in words) / len(words) for p in passages]
     best = max(range(len(shares)), key=shares.__getitem__)
     return best + 1 if shares[best] >= min_share else None
 
@@ -199,31 +200,30 @@ def citation_to_add(answer: str, passages: Sequence[str]) -> str:
 ATTRIBUTION_MIN_SHARE = 0.6
 #: ... and this much more of them than the source it names (so near ties, e.g. two pages saying the same, stay).
 ATTRIBUTION_MARGIN = 0.2
-_MARKER = re.compile(r"\[(\d{1,2})\]")
-#: What may still become a citation marker at the end of streamed text ("[", "[1", "[12").
-_OPEN_MARKER = re.compile(r"\[\d{0,2}$")
+#: What may still become a citation at the end of streamed text ("[", "[1", "[12").
+_OPEN_CITATION = re.compile(r"\[\d{0,2}$")
 
 
-def _shares(text: str, passages: Sequence[str]) -> list[float] | None:
+def _vocabularies(passages: Sequence[str]) -> list[set[str]]:
+    return [set(_CONTENT.findall(p.lower())) for p in passages]
+
+
+def _shares(text: str, vocabularies: Sequence[set[str]]) -> list[float] | None:
+    """Share of ``text``'s words (lower-case, 3+ characters) in each vocabulary; None under 4 words or none given."""
     words = _CONTENT.findall(text.lower())
-    if len(words) < 4:
+    if len(words) < 4 or not vocabularies:
         return None
-    return [sum(w in vocab for w in words) / len(words) for vocab in (set(_CONTENT.findall(p.lower())) for p in passages)]
+    return [sum(w in vocab for w in words) / len(words) for vocab in vocabularies]
 
 
-def attributed_source(text: str, passages: Sequence[str], cited: int) -> int:
+def _attributed_source(text: str, vocabularies: Sequence[set[str]], cited: int) -> int:
     """The number a citation closing ``text`` should carry: ``cited``, or the source the text was taken from.
 
     Small models copy a passage and then write the wrong number after it ("A hernia happens when ... [1]" with the
     hernia page as [2]). The citation is moved to source m when m holds at least :data:`ATTRIBUTION_MIN_SHARE` of the
-    text's words (lower-case, 3+ characters) and :data:`ATTRIBUTION_MARGIN` more than source ``cited`` does.
-
-    Args:
-        text: The words the citation closes (those since the previous citation).
-        passages: The sources' texts; source n is ``passages[n - 1]``.
-        cited: The number the model wrote.
+    text's words and :data:`ATTRIBUTION_MARGIN` more than source ``cited`` does.
     """
-    shares = _shares(text, passages)
+    shares = _shares(text, vocabularies)
     if not shares:
         return cited
     best = max(range(len(shares)), key=shares.__getitem__)
@@ -231,49 +231,49 @@ def attributed_source(text: str, passages: Sequence[str], cited: int) -> int:
     return best + 1 if shares[best] >= ATTRIBUTION_MIN_SHARE and shares[best] >= named + ATTRIBUTION_MARGIN else cited
 
 
-def attribute_citations(answer: str, passages: Sequence[str]) -> str:
-    """``answer`` with every single-number citation ``[n]`` pointing at the source its text came from.
-
-    Each ``[n]`` closes the text since the previous citation; :func:`attributed_source` decides its number. Text
-    found in no source keeps the number the model wrote, and lists (``[1, 2]``) are left as they are.
-    """
-    if not passages:
-        return answer
-    out, last = [], 0
-    for match in _MARKER.finditer(answer):
-        number = attributed_source(answer[last : match.start()], passages, int(match.group(1)))
-        out.append(f"{answer[last : match.start()]}[{number}]")
-        last = match.end()
-    return "".join(out) + answer[last:]
-
-
 class StreamAttributor:
-    """Streams an answer with :func:`attribute_citations` applied: a citation is shown once it is complete.
+    """Streams an answer with every single-number citation ``[n]`` pointing at the source its text came from.
 
-    Feed it the text as it is shown; it returns what can be shown now, holding back only an unfinished ``[n``.
+    Each ``[n]`` closes the text since the previous citation; it is renumbered to the source that holds clearly more
+    of those words (:data:`ATTRIBUTION_MIN_SHARE`, :data:`ATTRIBUTION_MARGIN`). Text found in no source keeps the
+    number the model wrote, and lists (``[1, 2]``) are left as they are. Feed it the text as it is shown; it returns
+    what can be shown now, holding back only an unfinished ``[n`` (a number depends only on the text before it, so
+    nothing shown changes later).
     """
 
     def __init__(self, passages: Sequence[str]) -> None:
-        self.passages = list(passages)
+        self.vocabularies = _vocabularies(passages)
         self.text = ""
-        self.shown = 0  # characters of the attributed text already returned
+        self.shown = 0  # characters of ``text`` already returned
+        self.closes = 0  # where the text the next citation closes starts
 
     def feed(self, delta: str) -> str:
         """Add shown text; return its attributed part that can be shown now."""
         self.text += delta
-        held = _OPEN_MARKER.search(self.text)
-        return self._show(self.text[: held.start()] if held else self.text)
+        held = _OPEN_CITATION.search(self.text, self.shown)
+        return self._show(held.start() if held else len(self.text))
 
     def finish(self) -> str:
         """The rest (an unfinished ``[`` at the very end is shown as it is)."""
-        return self._show(self.text)
+        return self._show(len(self.text))
 
-    def _show(self, text: str) -> str:
-        # A citation's number depends only on the text before it, so the attributed prefix never changes.
-        fixed = attribute_citations(text, self.passages)
-        out = fixed[self.shown :]
-        self.shown = len(fixed)
-        return out
+    def _show(self, upto: int) -> str:
+        out = []
+        for match in SINGLE_CITATION.finditer(self.text, self.shown, upto):
+            cited = int(match.group(1))
+            number = _attributed_source(self.text[self.closes : match.start()], self.vocabularies, cited)
+            out.append(self.text[self.shown : match.start()] + (match.group(0) if number == cited else f"[{number}]"))
+            self.shown = self.closes = match.end()
+        out.append(self.text[self.shown : upto])
+        self.shown = max(self.shown, upto)
+        return "".join(out)
+
+
+def attribute_citations(answer: str, passages: Sequence[str]) -> str:
+    """``answer`` with every single-number citation ``[n]`` pointing at the source its text came from
+    (:class:`StreamAttributor`, fed the whole answer at once)."""
+    attributor = StreamAttributor(passages)
+    return attributor.feed(answer) + attributor.finish()
 
 
 def finish_citations(answer: str, passages: Sequence[str], attribute: bool = True) -> str:

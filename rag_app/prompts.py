@@ -202,6 +202,8 @@ def messages_to_llama(messages: Sequence[dict[str, str]]) -> list[Any]:
 
 #: A citation as answers write it: ``[2]``, or a list ``[1, 3]``.
 CITATION = re.compile(r"\[(\d{1,2}(?:\s*,\s*\d{1,2})*)\]")
+#: One citation of one source, ``[n]`` (not a list): the number is group 1.
+SINGLE_CITATION = re.compile(r"\[(\d{1,2})\]")
 
 
 def cited_numbers(text: str) -> list[int]:
