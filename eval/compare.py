@@ -296,9 +296,9 @@ def extractive_answer(nodes: Sequence[Any], max_tokens: int, count: Any, positio
 
     if len(nodes) < position:
         return ""
-    text = nodes[position - 1].node.get_content()
-    _, sep, answer = text.partition("Answer: ")
-    return cited_answer(answer if sep else text, position, count, max_tokens)
+    from rag_app.prompts import answer_text
+
+    return cited_answer(answer_text(nodes[position - 1].node.get_content()), position, count, max_tokens)
 
 
 def oracle_answer(nodes: Sequence[Any], reference: Any, max_tokens: int, count: Any) -> str:
@@ -438,14 +438,15 @@ def run(args: CompareArguments) -> int:
         model_info[spec.name] = llm_info(llm)
         # The real retriever: sources were retrieved once above, but the engine reads its topic names from it.
         engine = build_query_engine(settings, use_rag=spec.rag, llm=llm, retriever=retriever if spec.rag else None)
-        prompts, per_q_sources, coverage = [], [], []
+        prompts, per_q_sources, coverage, openings = [], [], [], []
         for q, srcs in zip(questions, sources):
             clean, _ = engine.clean_question(q)
             chosen = srcs[: spec.top_k] if spec.rag else []
             per_q_sources.append(chosen)
             prompts.append(engine.messages(clean, chosen))
             coverage.append(engine.coverage(clean, chosen))
-        texts = generate_as_engine(llm, prompts, coverage, args, settings, desc=f"Generating {spec.name}")
+            openings.append(engine.opening(coverage[-1], [n.node.get_content() for n in chosen]))
+        texts = generate_as_engine(llm, prompts, coverage, openings, args, settings, desc=f"Generating {spec.name}")
         # As the engine finishes an answer: each citation names the source its text was taken from, and that source
         # is cited when the model left the number out.
         answers[spec.name] = [
@@ -608,20 +609,36 @@ class AnswerCache:
 
 
 def generate_as_engine(
-    llm: Any, prompts: Sequence[list[dict[str, str]]], coverage: Sequence[str], args: CompareArguments, settings: Any, desc: str
+    llm: Any,
+    prompts: Sequence[list[dict[str, str]]],
+    coverage: Sequence[str],
+    openings: Sequence[Any],
+    args: CompareArguments,
+    settings: Any,
+    desc: str,
 ) -> list[str]:
     """Answers as the query engine gives them: declined without generating where no source is about the
-    question's topic, generated without a leading decline where one is, generated plainly otherwise."""
+    question's topic; otherwise opening as ``openings`` say (the engine's :meth:`~rag_app.engine.MedQAQueryEngine.opening`),
+    or, without one, generated without a leading decline where a source is about the topic and plainly elsewhere."""
     from rag_app.engine import decline_start_ids
     from rag_app.prompts import ABSTAIN_ANSWER
 
     out = [ABSTAIN_ANSWER if c == "uncovered" else "" for c in coverage]
     path = settings.storage_dir / "cache" / "eval-answers.jsonl"
-    for kind, extra in (("unknown", {}), ("covered", {"begin_suppress_tokens": decline_start_ids(llm._tokenizer)})):
-        idx = [i for i, c in enumerate(coverage) if c == kind]
+    groups = (
+        ("opening", lambda i: openings[i] is not None, {}),
+        ("unknown", lambda i: openings[i] is None and coverage[i] == "unknown", {}),
+        ("covered", lambda i: openings[i] is None and coverage[i] == "covered", {"begin_suppress_tokens": decline_start_ids(llm._tokenizer)}),
+    )
+    for kind, member, extra in groups:
+        idx = [i for i, c in enumerate(coverage) if c != "uncovered" and member(i)]
         if not idx:
             continue
-        cache = AnswerCache(path, llm, args.max_new_tokens, variant=kind if extra else "") if args.cache else None
+        # The opening follows from the prompt's sources, so its variant name keys the cache.
+        variant = "opening" if kind == "opening" else kind if extra else ""
+        cache = AnswerCache(path, llm, args.max_new_tokens, variant=variant) if args.cache else None
+        if kind == "opening":
+            extra = {"openings": [openings[i] for i in idx]}
         texts = generate_all(llm, [prompts[i] for i in idx], args.batch_size, args.max_new_tokens, cache, desc=f"{desc} ({kind})", **extra)
         for i, text in zip(idx, texts):
             out[i] = text
@@ -640,6 +657,7 @@ def generate_all(
 
     from eval.generate import generate_batch
 
+    openings = generate_kwargs.pop("openings", None)  # one per prompt
     outs: list[Optional[str]] = [cache.get(p) if cache else None for p in prompts]
     todo = [i for i, o in enumerate(outs) if o is None]
     if cache and len(todo) < len(prompts):
@@ -649,6 +667,8 @@ def generate_all(
     for start in tqdm(range(0, len(todo), batch_size), desc=desc, unit="batch"):
         idx = todo[start : start + batch_size]
         batch = [prompts[i] for i in idx]
+        if openings is not None:
+            generate_kwargs["openings"] = [openings[i] for i in idx]
         generated = generate_batch(llm, batch, max_new_tokens, **generate_kwargs)
         if cache:
             cache.put_many(batch, generated)

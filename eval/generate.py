@@ -13,7 +13,8 @@ def generate_batch(llm: Any, conversations: Sequence[list[dict[str, str]]], max_
             the llama.cpp backend, which answers one conversation at a time (:func:`generate_each`).
         conversations: Chat messages per example, as built by the engine (``engine.messages``).
         max_new_tokens: Generation budget per answer.
-        generate_kwargs: More ``model.generate`` arguments (e.g. ``begin_suppress_tokens``).
+        generate_kwargs: More ``model.generate`` arguments (e.g. ``begin_suppress_tokens``), and ``openings``: one
+            :class:`rag_app.decoding.Opening` (or None) per conversation.
 
     Returns:
         The decoded answers, special tokens removed.
@@ -35,6 +36,13 @@ def generate_batch(llm: Any, conversations: Sequence[list[dict[str, str]]], max_
     finally:
         tokenizer.padding_side = side
     extra: dict[str, Any] = {}
+    openings = generate_kwargs.pop("openings", None)
+    if openings is not None and any(o is not None for o in openings):
+        from transformers import LogitsProcessorList
+
+        from rag_app.decoding import OpeningProcessor
+
+        extra["logits_processor"] = LogitsProcessorList([OpeningProcessor(openings)])
     stop_on_repeat = getattr(llm, "_medqa_info", {}).get("stop_on_repeat", False)
     if stop_on_repeat:
         from transformers import StoppingCriteriaList
@@ -61,22 +69,23 @@ def generate_batch(llm: Any, conversations: Sequence[list[dict[str, str]]], max_
 def generate_each(llm: Any, conversations: Sequence[list[dict[str, str]]], max_new_tokens: int, **generate_kwargs: Any) -> list[str]:
     """Greedy answers one conversation at a time, through the LLM's own ``chat`` (the llama.cpp backend).
 
-    ``begin_suppress_tokens`` in ``generate_kwargs`` becomes the backend's first-token suppression; nothing
-    else is accepted.
+    ``begin_suppress_tokens`` in ``generate_kwargs`` becomes the backend's first-token suppression and
+    ``openings`` (one per conversation) its answer openings; nothing else is accepted.
     """
     from llama_index.core.llms import ChatMessage
 
     from rag_app.decoding import trim_repetition
     from rag_app.models import llm_info, with_decoding
 
-    unknown = set(generate_kwargs) - {"begin_suppress_tokens"}
+    unknown = set(generate_kwargs) - {"begin_suppress_tokens", "openings"}
     if unknown:
         raise ValueError(f"generate_each does not take {sorted(unknown)}")
     suppress = generate_kwargs.get("begin_suppress_tokens") or ()
+    openings = generate_kwargs.get("openings") or [None] * len(conversations)
     stop_on_repeat = llm_info(llm).get("stop_on_repeat", False)
     texts = []
-    for conversation in conversations:
-        mine = with_decoding(llm, suppress=suppress, temperature=0.0, max_new_tokens=max_new_tokens)
+    for conversation, opening in zip(conversations, openings):
+        mine = with_decoding(llm, suppress=suppress, opening=opening, temperature=0.0, max_new_tokens=max_new_tokens)
         reply = mine.chat([ChatMessage(role=m["role"], content=m["content"]) for m in conversation]).message.content or ""
         texts.append(trim_repetition(reply.strip()) if stop_on_repeat else reply.strip())
     return texts

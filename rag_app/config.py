@@ -156,6 +156,13 @@ class Settings(BaseSettings):
     attribute_citations: bool = Field(
         True, description="Renumber a citation [n] to the source its text was copied from (rag_app.decoding.attribute_citations)."
     )
+    open_with_top_source: Literal["auto", "on", "off"] = Field(
+        "auto",
+        description=(
+            "Make answers open with the top source's first words (rag_app.decoding.answer_opening); "
+            "auto: for retrieval-aware fine-tunes only."
+        ),
+    )
 
     @field_validator("corpus", mode="before")
     @classmethod

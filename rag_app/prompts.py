@@ -93,6 +93,12 @@ def format_sources(passages: Sequence[str], titles: Sequence[str] | None = None)
     return "\n\n".join(blocks)
 
 
+def answer_text(passage: str) -> str:
+    """A QA pair's answer text: what follows ``Answer: `` (the whole passage for a chunk without it)."""
+    _, sep, answer = passage.partition("Answer: ")
+    return answer if sep else passage
+
+
 def truncate_to_tokens(text: str, max_tokens: int, count: TokenCounter = _default_counter) -> str:
     """Cut ``text`` at a word boundary so it holds at most ``max_tokens`` (by ``count``)."""
     if count(text) <= max_tokens:

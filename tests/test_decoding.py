@@ -99,3 +99,41 @@ def test_streamed_citations_are_attributed_as_they_complete() -> None:
     assert "".join(pieces) + attributor.finish() == attribute_citations(answer, PASSAGES)
     assert "".join(pieces).endswith("See [NAME] ")  # only an unfinished "[1" is held back
     assert pieces[answer.index("[1]") + 1] == "" and pieces[answer.index("[1]") + 2] == "[2]"
+
+
+def test_opening_quotes_the_top_source_until_it_is_told_apart() -> None:
+    """The opening runs to the first word no other source shares at that place, plus two, within 4 to 12 words."""
+    from rag_app.decoding import opening_words
+
+    same_start = ["Answer: Lupus is a chronic disease of the immune system that", "Answer: Lupus is an autoimmune disease"]
+    assert opening_words(same_start) == "Lupus is a chronic disease"
+    assert opening_words(["Answer: Physicians often prescribe high doses of NSAIDs", "Answer: Gout is"]) == "Physicians often prescribe high"
+    long_shared = ["Answer: " + " ".join(f"w{i}" for i in range(30)), "Answer: " + " ".join(f"w{i}" for i in range(20))]
+    assert len(opening_words(long_shared).split()) == 12
+    # A chunk that starts mid-sentence opens with its first whole sentence; no sources, no opening.
+    assert opening_words(["sodium intake and alcohol. Being overweight raises blood pressure too", "x"]) == "Being overweight raises blood"
+    assert opening_words([]) == ""
+
+
+def test_opening_allows_its_tokens_in_order_then_anything() -> None:
+    from rag_app.decoding import Opening
+
+    opening = Opening((5, 6, 7), alternatives=(9,))
+    assert opening.allowed([]) == [5, 9]
+    assert opening.allowed([5]) == [6] and opening.allowed([5, 6]) == [7]
+    assert opening.allowed([5, 6, 7]) is None  # quoted: free from here
+    assert opening.allowed([9]) is None  # declined instead: free
+
+
+def test_opening_processor_masks_each_row_of_a_batch() -> None:
+    import torch
+
+    from rag_app.decoding import Opening, OpeningProcessor
+
+    processor = OpeningProcessor([Opening((2, 3)), None])
+    prompt = torch.zeros((2, 4), dtype=torch.long)
+    scores = processor(prompt, torch.zeros((2, 5)))
+    assert torch.isfinite(scores[0]).tolist() == [False, False, True, False, False]
+    assert torch.isfinite(scores[1]).all()  # a row without an opening is free
+    step = torch.cat([prompt, torch.tensor([[2], [4]])], dim=1)
+    assert torch.isfinite(processor(step, torch.zeros((2, 5)))[0]).tolist() == [False, False, False, True, False]

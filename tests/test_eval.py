@@ -207,3 +207,19 @@ def test_compare_liveqa_questions_with_subsets_and_extractive(
     report = (out / "report.md").read_text()
     assert "LiveQA all half" in report and "1 answerable, 1 rest" in report and "### Subset: answerable (1 questions)" in report
     assert main(["--questions", "liveqa", "--liveqa", str(tmp_path / "none"), "--storage_dir", str(settings.storage_dir)]) == 2
+
+
+def test_batched_generation_opens_each_row_as_told(tiny_model_dir: Path) -> None:
+    """The evaluation's batched transformers path applies each prompt's own opening (and none where it has none)."""
+    from eval.generate import generate_batch
+    from rag_app.config import Settings
+    from rag_app.decoding import answer_opening
+    from rag_app.models import load_llm
+
+    llm = load_llm(Settings(llm=str(tiny_model_dir), max_new_tokens=12), llm_backend="transformers")
+    conversations = [[{"role": "user", "content": "What is gout?"}], [{"role": "user", "content": "What is lupus, and how is it treated?"}]]
+    opening = answer_opening(llm._tokenizer, ["Answer: Gout is a form of arthritis that causes pain", "Answer: Lupus"])
+    free = generate_batch(llm, conversations, 12)
+    opened = generate_batch(llm, conversations, 12, openings=[opening, None])
+    assert opened[0].startswith("Gout is a form") and not free[0].startswith("Gout is a form")
+    assert opened[1] == free[1]

@@ -103,3 +103,15 @@ def test_engine_streams_the_same_answer_it_returns(shipped) -> None:
     streamed = "".join(build_query_engine(llm=fast, retriever=OneSource(), streaming=True, medical_notice=False,
                                           decline_by_topic=False).query("What is gout?").response_gen)
     assert whole == streamed and "[1]" in whole
+
+
+def test_answer_opening_on_both_backends(shipped) -> None:
+    """An answer made to open with the top source's first words starts with them on llama.cpp and transformers."""
+    from rag_app.decoding import answer_opening, opening_words
+
+    passages = ["Answer: Uric acid crystals in a joint cause the pain of gout", "Answer: Gout is a form of arthritis"]
+    for llm in shipped:
+        opening = answer_opening(llm._tokenizer, passages)
+        assert _chat(llm).startswith("Gout")  # on its own it opens with the topic's name
+        assert opening_words(passages) == "Uric acid crystals in"
+        assert _chat(llm, opening=opening).startswith("Uric acid crystals in "), llm

@@ -53,6 +53,7 @@ def test_shipped_model_answers_real_questions_with_citations(tmp_path: Path, emb
     """Loaded from the committed adapter (merged on first use), it answers from the sources and cites them."""
     from eval.metrics import cited_numbers, is_abstention
     from rag_app.config import Settings
+    from rag_app.decoding import opening_words
     from rag_app.engine import build_query_engine
     from rag_app.index import build_index
     from rag_app.models import llm_info, load_llm
@@ -77,3 +78,8 @@ def test_shipped_model_answers_real_questions_with_citations(tmp_path: Path, emb
         assert cited and all(1 <= n <= len(response.source_nodes) for n in cited), (question, answer)
         topic = response.source_nodes[cited[0] - 1].node.metadata["focus"].lower()
         assert any(word in topic for word in ("gout", "blood pressure", "gilbert")), (question, topic)
+        # It answers from the top-ranked source: the answer opens with that source's first words.
+        opening = opening_words([n.node.get_content() for n in response.source_nodes])
+        assert opening and answer.startswith(opening), (question, opening, answer)
+        if "treated" in question:  # answered from a treatment page, not the overview the model used to copy
+            assert "treat" in response.source_nodes[cited[0] - 1].node.metadata["question"].lower(), (question, answer)
