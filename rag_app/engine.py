@@ -13,6 +13,7 @@ from llama_index.core.schema import NodeWithScore, QueryBundle
 
 from rag_app import prompts
 from rag_app.config import Settings
+from rag_app.decoding import Opening
 
 logger = logging.getLogger("rag_app")
 
@@ -112,7 +113,7 @@ class MedQAQueryEngine(CustomQueryEngine):
 
         return source_coverage(question, nodes, topic_matcher(self.retriever))
 
-    def opening(self, coverage: str, passages: list[str]) -> Any:
+    def opening(self, coverage: str, passages: list[str]) -> Opening | None:
         """How an answer from ``passages`` must open (:func:`rag_app.decoding.answer_opening`), or None.
 
         With ``open_with_top_source`` on (``auto``: for a retrieval-aware fine-tune), the answer quotes the top

@@ -21,6 +21,7 @@ from llama_index.llms.llama_cpp import LlamaCPP
 from rag_app.config import Settings
 from rag_app.decoding import Opening
 
+
 class MedQALlamaCPP(LlamaCPP):
     """LlamaIndex's ``LlamaCPP`` with the checkpoint's tokenizer, one generation at a time, and per-answer stops.
 
