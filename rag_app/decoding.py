@@ -13,8 +13,8 @@ number after it. :func:`attribute_citations` (and :class:`StreamAttributor` whil
 ``[n]`` to the source that holds clearly more of the words it closes; :func:`citation_to_add` cites the source
 of an answer that cites nothing.
 
-An answer that opens with the top source: the retriever ranks the sources, but a 135M fine-tune picks the one it
-copies almost regardless of that rank (and its first word leans to the topic's name, "Gout often prescribed ...",
+An answer that opens with the top source: the retriever ranks the sources, but a 135M fine-tune often copies a lower-ranked
+one, and picks the relevant one less often than the ranking does (its first word leans to the topic's name, "Gout often prescribed ...",
 which then drifts into whichever source goes on from there). :func:`answer_opening` makes the answer quote the top
 source's first words, as far as needed to tell it from the other sources, and then leaves the model free; where
 the model may decline, declining stays its choice at the first token (:class:`Opening`).
