@@ -438,19 +438,20 @@ def run(args: CompareArguments) -> int:
         model_info[spec.name] = llm_info(llm)
         # The real retriever: sources were retrieved once above, but the engine reads its topic names from it.
         engine = build_query_engine(settings, use_rag=spec.rag, llm=llm, retriever=retriever if spec.rag else None)
-        prompts, per_q_sources, coverage, openings = [], [], [], []
+        prompts, per_q_sources, per_q_passages, coverage, openings = [], [], [], [], []
         for q, srcs in zip(questions, sources):
             clean, _ = engine.clean_question(q)
             chosen = srcs[: spec.top_k] if spec.rag else []
             per_q_sources.append(chosen)
+            per_q_passages.append([n.node.get_content() for n in chosen])
             prompts.append(engine.messages(clean, chosen))
             coverage.append(engine.coverage(clean, chosen))
-            openings.append(engine.opening(coverage[-1], [n.node.get_content() for n in chosen]))
+            openings.append(engine.opening(coverage[-1], per_q_passages[-1]))
         texts = generate_as_engine(llm, prompts, coverage, openings, args, settings, desc=f"Generating {spec.name}")
         # As the engine finishes an answer: each citation names the source its text was taken from, and that source
         # is cited when the model left the number out.
         answers[spec.name] = [
-            finish_citations(t, [n.node.get_content() for n in srcs], attribute=settings.attribute_citations) for t, srcs in zip(texts, per_q_sources)
+            finish_citations(t, passages, attribute=settings.attribute_citations) for t, passages in zip(texts, per_q_passages)
         ]
         used_sources[spec.name] = per_q_sources
     llm_cache.clear()
@@ -625,20 +626,19 @@ def generate_as_engine(
 
     out = [ABSTAIN_ANSWER if c == "uncovered" else "" for c in coverage]
     path = settings.storage_dir / "cache" / "eval-answers.jsonl"
-    groups = (
-        ("opening", lambda i: openings[i] is not None, {}),
-        ("unknown", lambda i: openings[i] is None and coverage[i] == "unknown", {}),
-        ("covered", lambda i: openings[i] is None and coverage[i] == "covered", {"begin_suppress_tokens": decline_start_ids(llm._tokenizer)}),
-    )
-    for kind, member, extra in groups:
-        idx = [i for i, c in enumerate(coverage) if c != "uncovered" and member(i)]
+    kinds = [c if c == "uncovered" or o is None else "opening" for c, o in zip(coverage, openings)]
+    for kind in ("opening", "unknown", "covered"):
+        idx = [i for i, k in enumerate(kinds) if k == kind]
         if not idx:
             continue
-        # The opening follows from the prompt's sources, so its variant name keys the cache.
-        variant = "opening" if kind == "opening" else kind if extra else ""
-        cache = AnswerCache(path, llm, args.max_new_tokens, variant=variant) if args.cache else None
+        # The cache variant names the decoding; an opening follows from the prompt's sources, so its name is enough.
+        extra: dict[str, Any] = {}
         if kind == "opening":
             extra = {"openings": [openings[i] for i in idx]}
+        elif kind == "covered":
+            extra = {"begin_suppress_tokens": decline_start_ids(llm._tokenizer)}
+        variant = "" if kind == "unknown" else kind
+        cache = AnswerCache(path, llm, args.max_new_tokens, variant=variant) if args.cache else None
         texts = generate_all(llm, [prompts[i] for i in idx], args.batch_size, args.max_new_tokens, cache, desc=f"{desc} ({kind})", **extra)
         for i, text in zip(idx, texts):
             out[i] = text

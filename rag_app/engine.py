@@ -130,12 +130,12 @@ class MedQAQueryEngine(CustomQueryEngine):
             return None
         return answer_opening(tokenizer, passages, () if coverage == "covered" else decline_start_ids(tokenizer))
 
-    def answering_llm(self, coverage: str, passages: list[str] | None = None) -> Any:
+    def answering_llm(self, coverage: str, passages: list[str]) -> Any:
         """The LLM for one answer: opening with the top source (:meth:`opening`), else, when the sources cover
         the question, one that can't start by declining."""
         from rag_app.models import with_decoding
 
-        opening = self.opening(coverage, passages or [])
+        opening = self.opening(coverage, passages)
         if opening is not None:
             return with_decoding(self.llm, opening=opening)
         tokenizer = llm_tokenizer(self.llm)
