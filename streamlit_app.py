@@ -54,13 +54,22 @@ def get_retriever(settings_json: str, built_at: str | None = None) -> Any:
     return build_retriever(settings, embed_model=embed)
 
 
+@st.cache_resource(show_spinner="Loading the re-ranker…", max_entries=1)
+def get_reranker(settings_json: str) -> Any:
+    """The shared cross-encoder re-ranker (None when MEDQA_RERANK is off)."""
+    from rag_app.rerank import load_reranker
+
+    return load_reranker(Settings.model_validate_json(settings_json))
+
+
 @st.cache_resource(show_spinner=False, max_entries=2)
 def get_engine(llm: str, settings_json: str) -> Any:
-    """The base engine (prompt budget, notice, question limits from settings); copied per question."""
+    """The base engine (prompt budget, notice, question limits, the re-ranker from settings); copied per question."""
     from rag_app.engine import build_query_engine
 
     settings = Settings.model_validate_json(settings_json)
-    return build_query_engine(settings, use_rag=False, streaming=True, llm=get_llm(llm, settings_json))
+    engine = build_query_engine(settings, use_rag=False, streaming=True, llm=get_llm(llm, settings_json))
+    return engine.model_copy(update={"reranker": get_reranker(settings_json)})
 
 
 @st.cache_resource(show_spinner=False)

@@ -120,9 +120,7 @@ def main() -> int:
         for q in questions:
             run = through_engine(engine, q, tokenizer)
             if backend == "auto":
-                clean, _ = engine.clean_question(q)
-                messages = engine.messages(clean, engine.retrieve(q))
-                prompts[q] = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+                prompts[q] = tokenizer.apply_chat_template(engine.plan(q).messages, tokenize=False, add_generation_prompt=True)
                 lengths[q] = max(run["tokens"], 2)
                 run["prompt"] = len(tokenizer(prompts[q], add_special_tokens=False)["input_ids"])
             runs.append(run)

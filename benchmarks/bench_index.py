@@ -170,6 +170,13 @@ def main() -> int:
         "hybrid (RRF)": MedQARetriever(dense, sparse, top_k=k, candidate_k=settings.candidate_k),
         f"default ({settings.retrieval_mode})": build_retriever(settings.model_copy(update={"top_k": k}), embed_model=embed_model, nodes=stored),
     }
+    if settings.rerank:  # what the query engine returns: the fielded candidates re-ranked
+        from llama_index.core.llms import MockLLM
+
+        from rag_app.engine import build_query_engine
+
+        engine = build_query_engine(settings, llm=MockLLM(), embed_model=embed_model, top_k=k)
+        retrievers[f"engine ({settings.retrieval_mode} + re-ranker)"] = engine
     questions = [(d.metadata["question"], d.id_) for d in docs if d.metadata.get("question")]
     questions = random.Random(0).sample(questions, min(args.queries, len(questions)))
     results = {name: quality(r, questions) for name, r in retrievers.items()}

@@ -70,11 +70,50 @@ def source_log_odds(
     return {s: round(math.log((relevant[s] + alpha) / (seen[s] + alpha / p)) - math.log(p), 2) for s in sorted(seen) if s}
 
 
+#: Weights of the re-ranker's probability beside the fielded score tried by ``--rerank`` (inf: the re-ranker alone).
+RERANK_WEIGHTS = (0.0, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.6, 0.8, 1.0, 1.5, 2.0, 3.0, 5.0, float("inf"))
+
+
+def tune_rerank(settings, retriever, queries, labels, groups) -> None:
+    """Choose ``MEDQA_RERANK_WEIGHT`` on the tune half: the fielded top candidates are re-ranked once by the
+    re-ranker, then every weight of :data:`RERANK_WEIGHTS` fuses the two scores (neighbour-averaged choice)."""
+    from tqdm.auto import tqdm
+
+    from rag_app.rerank import fused_score, load_reranker
+
+    reranker = load_reranker(settings.model_copy(update={"rerank": True}))
+    candidates = settings.rerank_candidates
+    scored = {}
+    for qid, query in tqdm(sorted(queries.items()), desc="re-ranking", unit="q"):
+        nodes = retriever.with_top_k(candidates).retrieve(query)
+        scored[qid] = [(n.node.ref_doc_id, n.score or 0.0, logit) for n, logit in zip(nodes, reranker.logits(query, nodes))]
+
+    def figures(weight: float, group: str) -> dict[str, float]:
+        def key(item):
+            doc_id, score, logit = item
+            return -(logit if weight == float("inf") else fused_score(score, logit, weight))
+        rankings = {qid: [d for d, _, _ in sorted(found, key=key)][:K] for qid, found in scored.items()}
+        return aggregate(rankings, labels, groups[group])
+
+    tune = [figures(w, "tune")[f"mrr@{K}"] for w in RERANK_WEIGHTS]
+    smoothed = [sum(tune[max(i - 1, 0) : i + 2]) / len(tune[max(i - 1, 0) : i + 2]) for i in range(len(tune))]
+    best = max(range(len(tune)), key=lambda i: (round(smoothed[i], 9), -i))
+    print(f"\nre-ranker {settings.rerank_model} over the fielded top {candidates}; tune n={len(groups['tune'])}, report n={len(groups['report'])}")
+    print(f"| {'weight':>6} | {'tune MRR@10':>11} | {'tune hit@1':>10} | {'report MRR@10':>13} | {'report hit@1':>12} | {'all MRR@10':>10} |")
+    print(f"|{'-' * 8}|{'-' * 13}|{'-' * 12}|{'-' * 15}|{'-' * 14}|{'-' * 12}|")
+    for i, w in enumerate(RERANK_WEIGHTS):
+        t, r, a = (figures(w, g) for g in ("tune", "report", "all"))
+        mark = " <- chosen (tune, neighbour-averaged)" if i == best else (" <- MEDQA_RERANK_WEIGHT" if w == settings.rerank_weight else "")
+        name = "alone" if w == float("inf") else f"{w:.2f}"
+        print(f"| {name:>6} | {t[f'mrr@{K}']:>11.3f} | {t['hit@1']:>10.3f} | {r[f'mrr@{K}']:>13.3f} | {r['hit@1']:>12.3f} | {a[f'mrr@{K}']:>10.3f} |{mark}")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--liveqa", default=str(REPO.parent / "shared" / "data" / "liveqa-train"))
     parser.add_argument("--corpus", default=_default_corpus())
     parser.add_argument("--candidate-k", type=int, default=0, help="candidates per vector field (default: MEDQA_CANDIDATE_K)")
+    parser.add_argument("--rerank", action="store_true", help="choose the re-ranker's weight (MEDQA_RERANK_WEIGHT) instead")
     args = parser.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -94,6 +133,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     groups = split_halves(labels)
     queries = {q.qid: q.query for q in questions if q.qid in labels}
     retriever = build_retriever(settings)
+    if args.rerank:
+        tune_rerank(settings, retriever, queries, labels, groups)
+        return 0
     evidence = {qid: retriever.candidates(query) for qid, query in tqdm(sorted(queries.items()), desc="candidates", unit="q")}
 
     # The source prior, estimated here on the tune half over all candidates, so that it depends on neither the

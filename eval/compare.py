@@ -342,7 +342,7 @@ def run(args: CompareArguments) -> int:
 
     from eval import metrics as M
     from rag_app.config import load_settings
-    from rag_app.decoding import finish_citations, repeats
+    from rag_app.decoding import repeats
     from rag_app.engine import build_query_engine
     from rag_app.models import llm_info, load_llm
 
@@ -365,11 +365,15 @@ def run(args: CompareArguments) -> int:
     relevant = [set(r["relevant"]) for r in rows]
     notes: list[str] = []
 
-    # ---- retrieval, once for all RAG systems -------------------------------------------------
+    # ---- retrieval, once for all RAG systems: the engine's own (retriever, then re-ranker) -----------------
     rag_k = max([s.top_k for s in specs if s.rag] or [0])
+    ranked: list[list[Any]] = [[] for _ in rows]
     sources: list[list[Any]] = [[] for _ in rows]
     index_note = "no RAG system ran"
+    retriever = reranker = None
     if rag_k:
+        from llama_index.core.llms import MockLLM
+
         from rag_app.index import load_nodes
         from rag_app.retrieval import build_retriever
 
@@ -377,7 +381,7 @@ def run(args: CompareArguments) -> int:
         indexed = {n.ref_doc_id for n in nodes}
         present = sum(bool(rel & indexed) for rel in relevant)
         exclude = exclusion_set(rows, nodes) if args.exclude_test_from_index else frozenset()
-        ret_settings = settings.model_copy(update={"top_k": max(rag_k, 10), "candidate_k": max(settings.candidate_k, 60 if exclude else 20)})
+        ret_settings = settings.model_copy(update={"candidate_k": max(settings.candidate_k, 60 if exclude else 20)})
         retriever = build_retriever(ret_settings, nodes=nodes, exclude=exclude)
         if exclude:
             index_note = (
@@ -388,13 +392,17 @@ def run(args: CompareArguments) -> int:
             index_note = f"{present}/{len(rows)} questions have a relevant MedQuAD pair in the index"
         else:
             index_note = f"open book: {present}/{len(rows)} test questions' own QA pairs are in the index"
-        from rag_app.prompts import clean_question, token_counter
-
-        count = token_counter()  # no model yet: the question is cut by the estimated token count
+        # No model yet: the question is cut by the estimated token count. Ten sources, for the retrieval metrics.
+        ranker = build_query_engine(settings, llm=MockLLM(), retriever=retriever, top_k=max(rag_k, 10))
+        reranker = ranker.reranker
         for i, q in enumerate(tqdm(questions, desc="Retrieving", unit="q")):
-            sources[i] = retriever.retrieve(clean_question(q, count, settings.max_question_tokens)[0])
+            clean = ranker.clean_question(q)[0]
+            ranked[i] = ranker.ranked(clean)
+            sources[i] = ranker.select_sources(clean, ranked[i])
 
     # ---- generation -----------------------------------------------------------------
+    from eval.generate import AnswerCache, answer_plans
+
     answers: dict[str, list[str]] = {}
     used_sources: dict[str, list[list[Any]]] = {}
     model_info: dict[str, Any] = {}
@@ -436,24 +444,15 @@ def run(args: CompareArguments) -> int:
             llm_cache[spec.model] = load_llm(settings.model_copy(update={"llm": spec.model}), max_new_tokens=args.max_new_tokens)
         llm = llm_cache[spec.model]
         model_info[spec.name] = llm_info(llm)
-        # The real retriever: sources were retrieved once above, but the engine reads its topic names from it.
-        engine = build_query_engine(settings, use_rag=spec.rag, llm=llm, retriever=retriever if spec.rag else None)
-        prompts, per_q_sources, per_q_passages, coverage, openings = [], [], [], [], []
-        for q, srcs in zip(questions, sources):
-            clean, _ = engine.clean_question(q)
-            chosen = srcs[: spec.top_k] if spec.rag else []
-            per_q_sources.append(chosen)
-            per_q_passages.append([n.node.get_content() for n in chosen])
-            prompts.append(engine.messages(clean, chosen))
-            coverage.append(engine.coverage(clean, chosen))
-            openings.append(engine.opening(coverage[-1], per_q_passages[-1]))
-        texts = generate_as_engine(llm, prompts, coverage, openings, args, settings, desc=f"Generating {spec.name}")
-        # As the engine finishes an answer: each citation names the source its text was taken from, and that source
-        # is cited when the model left the number out.
-        answers[spec.name] = [
-            finish_citations(t, passages, attribute=settings.attribute_citations) for t, passages in zip(texts, per_q_passages)
-        ]
-        used_sources[spec.name] = per_q_sources
+        # The engine plans each answer from the ranked sources (and reads its topic names from the retriever).
+        engine = build_query_engine(
+            settings, use_rag=spec.rag, llm=llm, retriever=retriever if spec.rag else None, reranker=reranker if spec.rag else None,
+            top_k=spec.top_k, max_new_tokens=args.max_new_tokens, medical_notice=False,
+        )
+        plans = [engine.plan(q, ranked=r if spec.rag else None) for q, r in zip(questions, ranked)]
+        cache = AnswerCache(settings.storage_dir / "cache" / "eval-answers.jsonl", llm) if args.cache else None
+        answers[spec.name] = answer_plans(engine, plans, args.batch_size, cache, desc=f"Generating {spec.name}")
+        used_sources[spec.name] = [plan.sources for plan in plans]
     llm_cache.clear()
     ran = [s for s in specs if s.name in answers]
     if not ran:
@@ -552,129 +551,6 @@ def run(args: CompareArguments) -> int:
     print(table)
     print(f"\nreport: {out_dir / 'report.md'}")
     return 0
-
-
-class AnswerCache:
-    """Answers already generated, keyed by model weights, prompt and token budget (an append-only JSONL file).
-
-    Greedy decoding makes an answer a pure function of these, so a re-run (or an interrupted run) only
-    generates what is missing. A model is identified by its folder and the size and modification time of
-    its weight files, so retraining into the same folder invalidates its answers.
-    """
-
-    def __init__(self, path: Path, llm: Any, max_new_tokens: int, variant: str = "") -> None:
-        self.path = path
-        self.model_key = self._fingerprint(llm)
-        self.max_new_tokens = max_new_tokens
-        # Decoding that changes answers is part of the key (older entries, made without it, keep theirs).
-        # "2": the stop also checks an answer's last sentence (answers made before that are not reused)
-        stop = "stop_on_repeat2" if getattr(llm, "_medqa_info", {}).get("stop_on_repeat") else ""
-        self.decoding = "+".join(p for p in (stop, variant) if p)
-        self.answers: dict[str, str] = {}
-        if path.is_file():
-            for line in path.read_text(encoding="utf-8").splitlines():
-                try:
-                    row = json.loads(line)
-                    self.answers[row["key"]] = row["answer"]
-                except (ValueError, KeyError, TypeError):
-                    continue  # a line cut short by an interrupted run: ignore it
-
-    @staticmethod
-    def _fingerprint(llm: Any) -> str:
-        model = getattr(llm, "_model", None)
-        root = Path(str(getattr(model, "name_or_path", "") or getattr(llm, "model_name", "") or getattr(llm, "model_path", "")))
-        weights = sorted(root.glob("*.safetensors")) + sorted(root.glob("*.bin")) if root.is_dir() else []
-        if root.is_file():  # a GGUF file (the llama.cpp backend)
-            weights = [root]
-        return json.dumps([str(root.resolve()) if root.exists() else str(root)] + [[w.name, w.stat().st_size, w.stat().st_mtime_ns] for w in weights])
-
-    def key(self, conversation: list[dict[str, str]]) -> str:
-        """The cache key of one prompt for this model and budget."""
-        import hashlib
-
-        blob = json.dumps([self.model_key, conversation, self.max_new_tokens] + ([self.decoding] if self.decoding else []), sort_keys=True)
-        return hashlib.sha256(blob.encode("utf-8")).hexdigest()
-
-    def get(self, conversation: list[dict[str, str]]) -> Optional[str]:
-        """The cached answer, or None."""
-        return self.answers.get(self.key(conversation))
-
-    def put_many(self, conversations: Sequence[list[dict[str, str]]], outs: Sequence[str]) -> None:
-        """Store answers (appended and flushed at once, so an interruption keeps them)."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self.path.open("a", encoding="utf-8") as handle:
-            for conv, out in zip(conversations, outs):
-                key = self.key(conv)
-                self.answers[key] = out
-                handle.write(json.dumps({"key": key, "answer": out}) + "\n")
-
-
-def generate_as_engine(
-    llm: Any,
-    prompts: Sequence[list[dict[str, str]]],
-    coverage: Sequence[str],
-    openings: Sequence[Any],
-    args: CompareArguments,
-    settings: Any,
-    desc: str,
-) -> list[str]:
-    """Answers as the query engine gives them: declined without generating where no source is about the
-    question's topic; otherwise opening as ``openings`` say (the engine's :meth:`~rag_app.engine.MedQAQueryEngine.opening`),
-    or, without one, generated without a leading decline where a source is about the topic and plainly elsewhere."""
-    from rag_app.engine import decline_start_ids
-    from rag_app.prompts import ABSTAIN_ANSWER
-
-    out = [ABSTAIN_ANSWER if c == "uncovered" else "" for c in coverage]
-    path = settings.storage_dir / "cache" / "eval-answers.jsonl"
-    kinds = [c if c == "uncovered" or o is None else "opening" for c, o in zip(coverage, openings)]
-    for kind in ("opening", "unknown", "covered"):
-        idx = [i for i, k in enumerate(kinds) if k == kind]
-        if not idx:
-            continue
-        # The cache variant names the decoding; an opening follows from the prompt's sources, so its name is enough.
-        extra: dict[str, Any] = {}
-        if kind == "opening":
-            extra = {"openings": [openings[i] for i in idx]}
-        elif kind == "covered":
-            extra = {"begin_suppress_tokens": decline_start_ids(llm._tokenizer)}
-        variant = "" if kind == "unknown" else kind
-        cache = AnswerCache(path, llm, args.max_new_tokens, variant=variant) if args.cache else None
-        texts = generate_all(llm, [prompts[i] for i in idx], args.batch_size, args.max_new_tokens, cache, desc=f"{desc} ({kind})", **extra)
-        for i, text in zip(idx, texts):
-            out[i] = text
-    return out
-
-
-def generate_all(
-    llm: Any, prompts: Sequence[list[dict[str, str]]], batch_size: int, max_new_tokens: int, cache: Optional[AnswerCache], desc: str,
-    **generate_kwargs: Any,
-) -> list[str]:
-    """Answers for every prompt: cached ones reused, the rest generated in batches of similar length.
-
-    ``generate_kwargs`` go to ``model.generate`` (e.g. ``begin_suppress_tokens``); the cache must be keyed for them.
-    """
-    from tqdm.auto import tqdm
-
-    from eval.generate import generate_batch
-
-    openings = generate_kwargs.pop("openings", None)  # one per prompt
-    outs: list[Optional[str]] = [cache.get(p) if cache else None for p in prompts]
-    todo = [i for i, o in enumerate(outs) if o is None]
-    if cache and len(todo) < len(prompts):
-        logger.info("%s: %d of %d answers reused from %s", desc, len(prompts) - len(todo), len(prompts), cache.path)
-    # Longest first, so padding is small within a batch and memory peaks early.
-    todo.sort(key=lambda i: -sum(len(m["content"]) for m in prompts[i]))
-    for start in tqdm(range(0, len(todo), batch_size), desc=desc, unit="batch"):
-        idx = todo[start : start + batch_size]
-        batch = [prompts[i] for i in idx]
-        if openings is not None:
-            generate_kwargs["openings"] = [openings[i] for i in idx]
-        generated = generate_batch(llm, batch, max_new_tokens, **generate_kwargs)
-        if cache:
-            cache.put_many(batch, generated)
-        for i, text in zip(idx, generated):
-            outs[i] = text
-    return [o or "" for o in outs]
 
 
 def _judge(args, ran, questions, answers, used_sources, notes) -> dict[str, dict[str, list[float]]]:

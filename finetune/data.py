@@ -354,13 +354,14 @@ def prepare_splits(args: SplitArguments, show_progress: bool = True) -> tuple[Pa
 
 
 def select_rows(
-    data_args: Any, seed: int
+    data_args: Any, seed: int, by_source: bool | None = None
 ) -> tuple[dict[str, list[dict[str, Any]]], set[str], dict[str, Any], Path, dict[str, list[dict[str, Any]]]]:
     """The (sampled) train and validation rows, every train pair id, the split manifest, the storage dir and
     every row of both splits.
 
-    The same seeded sample as :func:`build_datasets` takes for bare pairs; with ``raft_weight_by_source`` the
-    train pairs are drawn with weights ``exp(source prior)`` of their collection (MEDQA_SOURCE_PRIOR).
+    The same seeded sample as :func:`build_datasets` takes for bare pairs; with ``by_source`` (default: the RAFT
+    options' ``raft_weight_by_source``) the train pairs are drawn with weights ``exp(source prior)`` of their
+    collection (MEDQA_SOURCE_PRIOR).
     """
     import math
 
@@ -368,7 +369,9 @@ def select_rows(
     manifest = read_manifest(split_dir) or {}
     full = {"train": read_split(split_dir / "train.jsonl"), "val": read_split(split_dir / "val.jsonl")}
     weight = None
-    if data_args.raft and data_args.raft_weight_by_source:
+    if by_source is None:
+        by_source = data_args.raft and data_args.raft_weight_by_source
+    if by_source:
         from rag_app.config import Settings
 
         prior = Settings(storage_dir=storage_dir).source_prior

@@ -116,23 +116,23 @@ def request_llm(llm: Any, temperature: float, max_new_tokens: int, stop: threadi
     return with_decoding(llm, stop=stop, temperature=temperature, max_new_tokens=max_new_tokens)
 
 
-def request_retriever(retriever: Any, top_k: int) -> Any:
-    """A retriever over the shared index returning ``top_k`` sources (nothing is copied)."""
-    return retriever.with_top_k(top_k) if retriever is not None else None
-
-
 def request_engine(base: Any, options: ChatOptions, llm: Any, retriever: Any = None, stop: threading.Event | None = None) -> Any:
-    """The engine for one question: ``base`` (from ``build_query_engine``) with the sidebar's choices."""
+    """The engine for one question: ``base`` (from ``build_query_engine``, with its re-ranker) with the sidebar's choices.
+
+    The retriever over the shared index and the re-ranker are shared; nothing is copied or loaded.
+    """
     use_rag = options.use_rag and retriever is not None
-    return base.model_copy(
+    engine = base.model_copy(
         update={
             "llm": request_llm(llm, options.temperature, options.max_new_tokens, stop),
-            "retriever": request_retriever(retriever, options.top_k) if use_rag else None,
+            "retriever": retriever if use_rag else None,
+            "reranker": base.reranker if use_rag else None,
             "use_rag": use_rag,
             "streaming": True,
             "max_new_tokens": options.max_new_tokens,
         }
     )
+    return engine.with_top_k(options.top_k)
 
 
 def engine_config(engine: Any) -> dict[str, Any]:
@@ -143,7 +143,7 @@ def engine_config(engine: Any) -> dict[str, Any]:
     return {
         "model": llm_info(engine.llm).get("name"),
         "use_rag": engine.use_rag,
-        "top_k": getattr(engine.retriever, "top_k", None),
+        "top_k": engine.top_k if engine.use_rag else None,
         "temperature": (kwargs.get("temperature") or 0.0) if kwargs.get("do_sample", True) else 0.0,
         "backend": llm_info(engine.llm).get("backend", ""),
         "max_new_tokens": getattr(engine.llm, "max_new_tokens", engine.max_new_tokens),

@@ -31,6 +31,9 @@ from rag_app.errors import SettingsError
 #: the bundled SmolLM2-135M-Instruct on first use; ``finetune/adapters/smollm2-135m-raft/README.md`` says how it was made).
 SHIPPED_LLM = str(Path(__file__).resolve().parents[1] / "finetune" / "adapters" / "smollm2-135m-raft")
 DEFAULT_LLM = SHIPPED_LLM
+#: The cross-encoder re-ranker this repository ships (``finetune/rerankers/minilm-medquad-rerank/README.md`` says how
+#: it was made; ``python -m finetune.rerank`` trains it).
+SHIPPED_RERANKER = str(Path(__file__).resolve().parents[1] / "finetune" / "rerankers" / "minilm-medquad-rerank")
 DEFAULT_EMBED_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 BUNDLED_LLM = "bundled:smollm2-135m-instruct"
 #: Log-odds that a candidate from each MedQuAD collection is relevant to a real patient message, against the
@@ -140,6 +143,29 @@ class Settings(BaseSettings):
         description="fielded: log-odds that a candidate from each source collection answers a real patient message "
         "(JSON object; collections not named count 0).",
     )
+
+    rerank: bool = Field(True, description="Re-rank the retriever's top candidates with the cross-encoder (rag_app.rerank).")
+    rerank_model: str = Field(SHIPPED_RERANKER, description="The re-ranker: a sentence-transformers CrossEncoder folder (default: the shipped one).")
+    rerank_candidates: int = Field(20, ge=1, le=200, description="Retriever candidates the re-ranker reads (its cost grows with them).")
+    rerank_dtype: Literal["auto", "float32", "bfloat16", "int8"] = Field(
+        "auto",
+        description="The re-ranker's weights: 'auto' (bfloat16 on a CPU with bfloat16 units, int8 linear layers on other "
+        "CPUs, float32 on a GPU), 'float32', 'bfloat16' or 'int8'.",
+    )
+    rerank_weight: float = Field(
+        1.0, ge=0.0, description="Weight of the re-ranker's probability beside the retriever's score (benchmarks/tune_liveqa.py chooses it)."
+    )
+
+    answer_threshold: float = Field(
+        0.5,
+        ge=0.0,
+        le=1.0,
+        description="Re-ranker probability from which the top source counts as answering the question: the answer is never declined.",
+    )
+    answer_from_sentence: bool = Field(
+        True, description="Show the model the top source from the sentence that answers the question (the re-ranker chooses it)."
+    )
+    sentence_margin: float = Field(1.0, ge=0.0, description="Logit margin by which a later sentence must beat the page's first to open the answer.")
 
     max_new_tokens: int = Field(256, ge=1)
     temperature: float = Field(0.0, ge=0.0, le=2.0, description="0 means greedy decoding.")

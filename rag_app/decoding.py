@@ -297,11 +297,12 @@ OPENING_MIN_WORDS = 4
 OPENING_MAX_WORDS = 12
 
 
-def opening_words(passages: Sequence[str]) -> str:
-    """The first words of the top source's answer text, as far as they tell it from the other sources.
+def opening_words(passages: Sequence[str], index: int = 0) -> str:
+    """The first words of a source's answer text (the top one's by default), as far as they tell it from the others.
 
     Args:
         passages: The sources' texts in citation order (QA pairs: only the text after ``Answer:`` counts).
+        index: Which source (0 = the top one).
 
     Returns:
         :data:`OPENING_MIN_WORDS` to :data:`OPENING_MAX_WORDS` words: up to the first word where the top source
@@ -314,9 +315,10 @@ def opening_words(passages: Sequence[str]) -> str:
     """
     from rag_app.prompts import answer_text
 
-    if not passages:
+    if not 0 <= index < len(passages):
         return ""
     texts = [answer_text(p) for p in passages]
+    texts.insert(0, texts.pop(index))
     if texts[0][:1].islower():  # a chunk that starts mid-sentence: open with its first whole sentence
         rest = _SENTENCE_END.split(texts[0], maxsplit=1)
         texts[0] = rest[1] if len(rest) == 2 and rest[1].strip() else texts[0]
@@ -350,15 +352,16 @@ class Opening:
         return None
 
 
-def answer_opening(tokenizer: Any, passages: Sequence[str], alternatives: Sequence[int] = ()) -> Opening | None:
+def answer_opening(tokenizer: Any, passages: Sequence[str], alternatives: Sequence[int] = (), index: int = 0) -> Opening | None:
     """The :class:`Opening` of an answer from ``passages`` for a model with ``tokenizer``; None without one.
 
     Args:
         tokenizer: The model's Hugging Face tokenizer.
         passages: The sources' texts in citation order.
         alternatives: First tokens allowed instead of the opening (e.g. the decline's), when the model may decline.
+        index: The source the answer opens with (0 = the top one).
     """
-    words = opening_words(passages)
+    words = opening_words(passages, index)
     ids = tuple(tokenizer(words, add_special_tokens=False)["input_ids"]) if words else ()
     return Opening(ids, tuple(a for a in alternatives if a != ids[0])) if ids else None
 

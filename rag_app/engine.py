@@ -1,9 +1,17 @@
-"""The medqa query engine: retrieve NIH sources, then answer from them with citations."""
+"""The medqa query engine: retrieve NIH sources, re-rank them, then answer from them with citations.
+
+How an answer is made has one owner, :class:`MedQAQueryEngine`: :meth:`~MedQAQueryEngine.plan` decides everything
+about it before the model runs (the sources and what is shown of them, whether to decline, how each part of the
+answer opens), :meth:`~MedQAQueryEngine.generate` / :meth:`~MedQAQueryEngine.stream` run the model on the plan, and
+:meth:`~MedQAQueryEngine.finish` trims repetition and settles the citations. Evaluation asks the engine for plans and
+finishes its answers the same way.
+"""
 
 from __future__ import annotations
 
 import logging
-from typing import Any, Generator, Optional
+from dataclasses import dataclass, field
+from typing import Any, Generator, Iterator, Optional, Sequence
 
 from llama_index.core.base.base_retriever import BaseRetriever
 from llama_index.core.base.response.schema import Response, StreamingResponse
@@ -16,6 +24,9 @@ from rag_app.config import Settings
 from rag_app.decoding import Opening
 
 logger = logging.getLogger("rag_app")
+
+#: Between the parts of an answer to a message that asks two things.
+PART_SEPARATOR = "\n\n"
 
 
 def source_coverage(question: str, nodes: list[NodeWithScore], matcher: Any) -> str:
@@ -51,6 +62,53 @@ def llm_tokenizer(llm: Any) -> Any:
     return getattr(llm, "_tokenizer", None)
 
 
+@dataclass(frozen=True)
+class AnswerPart:
+    """One stretch of an answer, generated from the plan's prompt with its own opening and budget.
+
+    Attributes:
+        opening: How it must open (:class:`rag_app.decoding.Opening`), or None.
+        suppress: Token ids it may not start with (the decline's first token, where the sources cover the question).
+        max_new_tokens: Its token budget.
+    """
+
+    opening: Opening | None
+    suppress: tuple[int, ...]
+    max_new_tokens: int
+
+
+@dataclass
+class AnswerPlan:
+    """Everything decided about an answer before the model runs.
+
+    Attributes:
+        question: The clean (standalone) question.
+        warnings: What cleaning the question changed (e.g. it was cut).
+        sources: The sources in citation order (``[1]`` first), as the model is shown them.
+        messages: The chat messages the model answers.
+        coverage: ``"covered"``, ``"uncovered"`` (decline without generating) or ``"unknown"`` (the model decides).
+        parts: The stretches of the answer, generated one after another (two when the message asks two things that
+            different pages answer).
+    """
+
+    question: str
+    warnings: list[str]
+    sources: list[NodeWithScore]
+    messages: list[dict[str, str]]
+    coverage: str
+    parts: list[AnswerPart] = field(default_factory=list)
+
+    @property
+    def declines(self) -> bool:
+        """True when the answer is the abstain answer, without generating."""
+        return self.coverage == "uncovered"
+
+    @property
+    def passages(self) -> list[str]:
+        """The sources' texts as shown to the model."""
+        return [n.node.get_content() for n in self.sources]
+
+
 class MedQAQueryEngine(CustomQueryEngine):
     """Answers a question from numbered retrieved sources (or from the model alone when ``use_rag`` is off).
 
@@ -58,18 +116,23 @@ class MedQAQueryEngine(CustomQueryEngine):
     ``source_nodes`` are the sources shown to the model, in citation order: ``[1]`` is
     ``source_nodes[0]``. ``retrieve(q)`` returns those sources without generating.
 
-    A citation names the source its text was taken from (:func:`rag_app.decoding.attribute_citations`), and an
-    answer that cites nothing but is taken from one source gets that source's number
-    (:func:`rag_app.decoding.citation_to_add`). A retrieval-aware fine-tune's answer opens with the top source's
-    first words (``open_with_top_source``, :meth:`opening`). With ``decline_by_topic`` the engine, not the model, decides
-    whether to decline: when the question names
-    a topic and no source is about it, it answers :data:`rag_app.prompts.ABSTAIN_ANSWER` without generating;
-    when a source is about it, the model may not start with that answer (:func:`source_coverage`). A small
-    model's own decline decision follows the question's wording more than the sources' topics.
+    Sources are the retriever's candidates re-ranked by the cross-encoder (``reranker``), best first. The model is
+    shown each source's answer without glued section headings, and the top source from the sentence that answers
+    what was asked (``answer_from_sentence``). A citation names the source its text was taken from
+    (:func:`rag_app.decoding.attribute_citations`), and an answer that cites nothing but is taken from one source gets
+    that source's number (:func:`rag_app.decoding.citation_to_add`). A retrieval-aware fine-tune's answer opens with
+    the top source's words (``open_with_top_source``); a message asking two things that two pages of its topic answer
+    gets a second part opening with the second page's words. With ``decline_by_topic`` the engine, not the model,
+    decides whether to decline: when the question names a topic and no source is about it (and the re-ranker does not
+    find the top source answering it), it answers :data:`rag_app.prompts.ABSTAIN_ANSWER` without generating; when a
+    source is about it, the model may not start with that answer (:func:`source_coverage`).
     """
 
     llm: LLM
     retriever: Optional[BaseRetriever] = None
+    reranker: Optional[Any] = None  # a node postprocessor (rag_app.rerank.CrossEncoderRerank) over the retriever's candidates
+    top_k: int = 3
+    rerank_candidates: int = 20
     use_rag: bool = True
     streaming: bool = False
     max_new_tokens: int = 256
@@ -81,6 +144,9 @@ class MedQAQueryEngine(CustomQueryEngine):
     decline_by_topic: bool = True
     attribute_citations: bool = True  # a citation names the source its text was copied from
     open_with_top_source: str = "auto"  # "on", "off", or "auto": on for retrieval-aware fine-tunes
+    answer_from_sentence: bool = True  # the top source is shown from the sentence that answers the question
+    sentence_margin: float = 1.0  # logit margin by which a later sentence must beat the page's first
+    answer_threshold: float = 0.5  # re-ranker probability from which the top source counts as answering the question
 
     # ---- helpers ------------------------------------------------------------
     def _count(self, text: str) -> int:
@@ -91,12 +157,23 @@ class MedQAQueryEngine(CustomQueryEngine):
         return prompts.clean_question(question, self._count, self.max_question_tokens)
 
     def retrieve(self, query: str | QueryBundle) -> list[NodeWithScore]:
-        """The sources for a question (empty when RAG is off)."""
+        """The sources for a question, best first (empty when RAG is off)."""
         query_str = query.query_str if isinstance(query, QueryBundle) else query
         question, _ = self.clean_question(query_str)
+        return self.select_sources(question, self.ranked(question))
+
+    def ranked(self, question: str) -> list[NodeWithScore]:
+        """Every candidate of a clean question, best first: the retriever's, re-ranked when a re-ranker is set."""
         if not self.use_rag or self.retriever is None:
             return []
-        return self.retriever.retrieve(question)
+        nodes = self.retriever.retrieve(question)
+        if self.reranker is not None:
+            return self.reranker.with_top_n(len(nodes)).postprocess_nodes(nodes, query_str=question)
+        return nodes
+
+    def select_sources(self, question: str, ranked: Sequence[NodeWithScore]) -> list[NodeWithScore]:
+        """The ``top_k`` sources from the ranked candidates."""
+        return list(ranked[: self.top_k])
 
     def messages(self, question: str, nodes: list[NodeWithScore] | None) -> list[dict[str, str]]:
         """The chat messages sent to the model for a (clean) question and its sources."""
@@ -106,73 +183,158 @@ class MedQAQueryEngine(CustomQueryEngine):
         )
 
     def coverage(self, question: str, nodes: list[NodeWithScore]) -> str:
-        """:func:`source_coverage` of a clean question's sources; ``"unknown"`` without RAG or ``decline_by_topic``."""
-        if not (self.use_rag and self.decline_by_topic):
-            return "unknown"
+        """Whether the sources answer a clean question: :func:`source_coverage` by topic names, and ``"covered"``
+        whenever the re-ranker finds the top source answering it; ``"unknown"`` without RAG or ``decline_by_topic``."""
         from rag_app.retrieval import topic_matcher
 
+        if not (self.use_rag and self.decline_by_topic):
+            return "unknown"
+        if nodes and self.reranker is not None and _relevance(nodes[0]) >= self.answer_threshold:
+            return "covered"
         return source_coverage(question, nodes, topic_matcher(self.retriever))
 
-    def opening(self, coverage: str, passages: list[str]) -> Opening | None:
-        """How an answer from ``passages`` must open (:func:`rag_app.decoding.answer_opening`), or None.
-
-        With ``open_with_top_source`` on (``auto``: for a retrieval-aware fine-tune), the answer quotes the top
-        source's first words; where the sources don't cover the question, it may decline instead.
-        """
-        from rag_app.decoding import answer_opening
+    def opens_with_sources(self) -> bool:
+        """Whether answers open with their sources' words (``open_with_top_source``; ``auto``: retrieval-aware fine-tunes)."""
         from rag_app.models import llm_info
 
-        tokenizer = llm_tokenizer(self.llm)
-        on = self.open_with_top_source == "on" or (
-            self.open_with_top_source == "auto" and llm_info(self.llm).get("kind") == "retrieval-aware fine-tune"
-        )
-        if not (on and self.use_rag and passages and tokenizer is not None):
-            return None
-        return answer_opening(tokenizer, passages, () if coverage == "covered" else decline_start_ids(tokenizer))
+        if self.open_with_top_source == "auto":
+            return llm_info(self.llm).get("kind") == "retrieval-aware fine-tune"
+        return self.open_with_top_source == "on"
 
-    def answering_llm(self, coverage: str, passages: list[str]) -> Any:
-        """The LLM for one answer: opening with the top source (:meth:`opening`), else, when the sources cover
-        the question, one that can't start by declining."""
+    def opening(self, coverage: str, passages: list[str], index: int = 0) -> Opening | None:
+        """How an answer from ``passages`` must open (:func:`rag_app.decoding.answer_opening`), or None.
+
+        With ``open_with_top_source`` on, the answer quotes source ``index + 1``'s first words; where the sources don't
+        cover the question, it may decline instead.
+        """
+        from rag_app.decoding import answer_opening
+
+        tokenizer = llm_tokenizer(self.llm)
+        if not (self.opens_with_sources() and self.use_rag and passages and tokenizer is not None):
+            return None
+        return answer_opening(tokenizer, passages, () if coverage == "covered" else decline_start_ids(tokenizer), index=index)
+
+    # ---- the plan --------------------------------------------------------------
+    def shown(self, question: str, sources: Sequence[NodeWithScore], second_part: bool) -> list[NodeWithScore]:
+        """The sources as the model is shown them: headings dropped, the top source (and a second part's page) from
+        the sentence that answers the question."""
+        from rag_app.passages import page_sentences, shown_node
+
+        out = []
+        for i, node in enumerate(sources):
+            start = 0
+            if self.answer_from_sentence and self.reranker is not None and (i == 0 or (i == 1 and second_part)):
+                start = self.reranker.start_sentence(question, node, page_sentences(node), self.sentence_margin)
+            out.append(shown_node(node, start))
+        return out
+
+    def plan(self, query_str: str, ranked: Sequence[NodeWithScore] | None = None) -> AnswerPlan:
+        """Decide how to answer ``query_str``: sources, what is shown of them, declining, and each part's opening.
+
+        Args:
+            query_str: The question as asked.
+            ranked: Its ranked candidates when already known (:meth:`ranked`); retrieved otherwise.
+        """
+        question, warnings = self.clean_question(query_str)
+        if ranked is None:
+            ranked = self.ranked(question)
+        sources = self.select_sources(question, ranked) if self.use_rag else []
+        coverage = self.coverage(question, sources)
+        # A second part where source [2] is another page of the top source's topic, on another question type, that the
+        # re-ranker also finds answering the message: it asks two things ("what can he take, and will it come back?").
+        second = (
+            self.opens_with_sources()
+            and len(sources) > 1
+            and _topic(sources[1]) == _topic(sources[0])
+            and _type(sources[0]) != _type(sources[1])
+            and min(_relevance(sources[0]), _relevance(sources[1])) >= self.answer_threshold
+            and self.reranker is not None
+        )
+        shown = self.shown(question, sources, second) if self.use_rag else []
+        tokenizer = llm_tokenizer(self.llm)
+        suppress = tuple(decline_start_ids(tokenizer)) if coverage == "covered" and tokenizer is not None else ()
+        passages = [n.node.get_content() for n in shown]
+        if second:
+            half = self.max_new_tokens // 2
+            parts = [
+                AnswerPart(self.opening(coverage, passages), suppress, self.max_new_tokens - half),
+                AnswerPart(self.opening("covered", passages, index=1), suppress, half),
+            ]
+        else:
+            parts = [AnswerPart(self.opening(coverage, passages), suppress, self.max_new_tokens)]
+        return AnswerPlan(question, warnings, shown, self.messages(question, shown), coverage, parts)
+
+    # ---- generation --------------------------------------------------------------
+    def part_llm(self, part: AnswerPart, llm: Any = None) -> Any:
+        """The LLM (``llm``, default the engine's) decoding one part: its opening, or no leading decline, and budget."""
         from rag_app.models import with_decoding
 
-        opening = self.opening(coverage, passages)
-        if opening is not None:
-            return with_decoding(self.llm, opening=opening)
-        tokenizer = llm_tokenizer(self.llm)
-        if coverage != "covered" or tokenizer is None:
-            return self.llm
-        return with_decoding(self.llm, suppress=decline_start_ids(tokenizer))
+        llm = llm or self.llm
+        if part.opening is None and not part.suppress and part.max_new_tokens == self.max_new_tokens:
+            return llm
+        return with_decoding(llm, opening=part.opening, suppress=() if part.opening else part.suppress, max_new_tokens=part.max_new_tokens)
 
-    # ---- CustomQueryEngine ----------------------------------------------------
-    def custom_query(self, query_str: str) -> Response | StreamingResponse:
-        question, warnings = self.clean_question(query_str)
-        nodes = self.retriever.retrieve(question) if self.use_rag and self.retriever is not None else []
-        coverage = self.coverage(question, nodes)
-        chat = prompts.messages_to_llama(self.messages(question, nodes))
-        metadata = {"question": question, "warnings": warnings, "use_rag": self.use_rag, "coverage": coverage}
-        passages = [n.node.get_content() for n in nodes]
-        llm = self.answering_llm(coverage, passages)
-        if self.streaming:
-            tokens = iter([prompts.ABSTAIN_ANSWER]) if coverage == "uncovered" else self._stream(llm, chat, passages)
-            return StreamingResponse(response_gen=self._with_notice(tokens), source_nodes=nodes, metadata=metadata)
-        text = prompts.ABSTAIN_ANSWER if coverage == "uncovered" else (llm.chat(chat).message.content or "")
-        return Response(response=self._finish(text, passages), source_nodes=nodes, metadata=metadata)
+    def join_parts(self, texts: Sequence[str]) -> str:
+        """The generated parts of an answer as one text, each cut before its repeat (the generation stop ends a part
+        once it repeats itself, so the repeat is its last sentence)."""
+        from rag_app.decoding import trim_repetition
 
-    def _finish(self, text: str, passages: list[str]) -> str:
+        texts = [trim_repetition(t.strip()) if self.stop_on_repeat else t.strip() for t in texts]
+        return PART_SEPARATOR.join(t for t in texts if t)
+
+    def generate(self, plan: AnswerPlan, llm: Any = None) -> str:
+        """The model's answer to a plan, parts joined (the abstain answer when the plan declines)."""
+        if plan.declines:
+            return prompts.ABSTAIN_ANSWER
+        chat = prompts.messages_to_llama(plan.messages)
+        return self.join_parts([self.part_llm(part, llm).chat(chat).message.content or "" for part in plan.parts])
+
+    def stream(self, plan: AnswerPlan, llm: Any = None) -> Iterator[str]:
+        """The model's answer to a plan as it is generated: the parts one after another, each without its repeat
+        (text that may be starting a repeated sentence is held back, :class:`rag_app.decoding.StreamTrimmer`)."""
+        from rag_app.decoding import StreamTrimmer
+
+        if plan.declines:
+            yield prompts.ABSTAIN_ANSWER
+            return
+        chat = prompts.messages_to_llama(plan.messages)
+        for i, part in enumerate(plan.parts):
+            trimmer = StreamTrimmer() if self.stop_on_repeat else None
+            if i:
+                yield PART_SEPARATOR
+            for chunk in self.part_llm(part, llm).stream_chat(chat):
+                shown = trimmer.feed(chunk.delta or "") if trimmer else chunk.delta or ""
+                if shown:
+                    yield shown
+            if trimmer:
+                yield trimmer.finish()
+
+    def finish(self, plan: AnswerPlan, text: str) -> str:
+        """A raw answer as the reader gets it: without its repeat, citations settled, the notice appended."""
         from rag_app.decoding import finish_citations, trim_repetition
 
         text = trim_repetition(text.strip()) if self.stop_on_repeat else text.strip()
-        text = finish_citations(text, passages, attribute=self.attribute_citations)
+        text = finish_citations(text, plan.passages, attribute=self.attribute_citations)
         return f"{text}\n\n{prompts.MEDICAL_NOTICE}" if self.medical_notice else text
 
-    def _stream(self, llm: Any, chat: list[Any], passages: list[str]) -> Generator[str, None, None]:
+    # ---- CustomQueryEngine ----------------------------------------------------
+    def custom_query(self, query_str: str) -> Response | StreamingResponse:
+        plan = self.plan(query_str)
+        metadata = {"question": plan.question, "warnings": plan.warnings, "use_rag": self.use_rag, "coverage": plan.coverage}
+        if self.streaming:
+            return StreamingResponse(response_gen=self._with_notice(self._shown_stream(plan)), source_nodes=plan.sources, metadata=metadata)
+        return Response(response=self.finish(plan, self.generate(plan)), source_nodes=plan.sources, metadata=metadata)
+
+    def _shown_stream(self, plan: AnswerPlan) -> Generator[str, None, None]:
+        """:meth:`stream` as the reader sees it: repeats held back, citations settled as they come."""
         from rag_app.decoding import StreamAttributor, StreamTrimmer, citation_to_add
 
-        trimmer = StreamTrimmer()  # never shows a repeated sentence (the generation stop ends the answer there)
+        passages = plan.passages
+        trimmer = StreamTrimmer()  # a later part repeating an earlier one is not shown either
         attributor = StreamAttributor(passages if self.attribute_citations else [])
         text = ""
-        for chunk in llm.stream_chat(chat):
-            shown = attributor.feed(trimmer.feed(chunk.delta or "") if self.stop_on_repeat else chunk.delta or "")
+        for delta in self.stream(plan):
+            shown = attributor.feed(trimmer.feed(delta) if self.stop_on_repeat else delta)
             if shown:
                 text += shown
                 yield shown
@@ -186,6 +348,35 @@ class MedQAQueryEngine(CustomQueryEngine):
         if self.medical_notice:
             yield f"\n\n{prompts.MEDICAL_NOTICE}"
 
+    def with_top_k(self, top_k: int) -> "MedQAQueryEngine":
+        """A copy answering from ``top_k`` sources (the retriever and re-ranker are shared, nothing is loaded)."""
+        return self.model_copy(update=candidate_pipeline(self.retriever, self.reranker, top_k, self.rerank_candidates))
+
+
+def _topic(node: NodeWithScore) -> str:
+    return str(node.node.metadata.get("focus") or "").strip().lower()
+
+
+def _type(node: NodeWithScore) -> str:
+    return str(node.node.metadata.get("question_type") or "")
+
+
+def _relevance(node: NodeWithScore) -> float:
+    from rag_app.rerank import RELEVANCE_KEY
+
+    return float(node.node.metadata.get(RELEVANCE_KEY, 0.0))
+
+
+def candidate_pipeline(retriever: Any, reranker: Any, top_k: int, candidates: int) -> dict[str, Any]:
+    """The retriever, re-ranker and ``top_k`` of an engine returning ``top_k`` sources.
+
+    With a re-ranker the retriever returns ``max(candidates, top_k)`` candidates for it to read; without one, ``top_k``.
+    """
+    wanted = max(candidates, top_k) if reranker is not None else top_k
+    if retriever is not None and hasattr(retriever, "with_top_k") and getattr(retriever, "top_k", None) != wanted:
+        retriever = retriever.with_top_k(wanted)
+    return {"retriever": retriever, "reranker": reranker, "top_k": top_k}
+
 
 def build_query_engine(
     settings: Settings | None = None,
@@ -195,6 +386,7 @@ def build_query_engine(
     llm: Any = None,
     embed_model: Any = None,
     retriever: Any = None,
+    reranker: Any = None,
     **overrides: Any,
 ) -> MedQAQueryEngine:
     """Build the medqa query engine from settings.
@@ -206,6 +398,7 @@ def build_query_engine(
         llm: A LlamaIndex LLM to use instead of loading ``settings.llm``.
         embed_model: An embedding model to use instead of loading ``settings.embed_model``.
         retriever: A retriever to use instead of building one over the index.
+        reranker: A node postprocessor to use instead of loading ``settings.rerank_model`` (``MEDQA_RERANK``).
 
     Returns:
         A LlamaIndex query engine with ``query``, ``retrieve`` and streaming.
@@ -215,6 +408,7 @@ def build_query_engine(
         ModelUnavailableError: If no LLM can be loaded.
     """
     from rag_app.models import load_llm
+    from rag_app.rerank import load_reranker
     from rag_app.retrieval import build_retriever
 
     settings = settings or Settings()
@@ -222,10 +416,16 @@ def build_query_engine(
         settings = Settings(**{**settings.model_dump(), **overrides})
     if use_rag and retriever is None:
         retriever = build_retriever(settings, embed_model=embed_model)
+    if use_rag and reranker is None:
+        reranker = load_reranker(settings)
+    pipeline = candidate_pipeline(retriever, reranker, settings.top_k, settings.rerank_candidates) if use_rag else {}
     llm = llm or load_llm(settings)
     return MedQAQueryEngine(
         llm=llm,
-        retriever=retriever if use_rag else None,
+        retriever=pipeline.get("retriever"),
+        reranker=pipeline.get("reranker"),
+        top_k=settings.top_k,
+        rerank_candidates=settings.rerank_candidates,
         use_rag=use_rag,
         streaming=streaming,
         max_new_tokens=settings.max_new_tokens,
@@ -238,4 +438,7 @@ def build_query_engine(
         decline_by_topic=settings.decline_by_topic,
         attribute_citations=settings.attribute_citations,
         open_with_top_source=settings.open_with_top_source,
+        answer_from_sentence=settings.answer_from_sentence,
+        sentence_margin=settings.sentence_margin,
+        answer_threshold=settings.answer_threshold,
     )

@@ -110,3 +110,76 @@ def test_a_citation_points_at_the_source_the_answer_was_copied_from(indexed, emb
         text = "".join(response.response_gen) if streaming else str(response)
         second = response.source_nodes[1].node.get_content()
         assert text.endswith(number) and text[: -len(number)].strip() in second
+
+
+GOUT_PAGES = {
+    "information": ("What is (are) Gout ?", "Sudden, Intense Joint Pain Gout is a form of arthritis that causes sudden attacks of pain. "
+                    "Where Gout Usually Occurs Sometime during the course of the disease, many patients develop gout in the big toe."),
+    "treatment": ("What are the treatments for Gout ?", "Physicians often prescribe non-steroidal anti-inflammatory drugs for a sudden "
+                  "attack of gout. With proper treatment, most people with gout control their symptoms."),
+    "outlook": ("What is the outlook for Gout ?", "Attacks may come back months or years later. Most people with gout live active lives."),
+    "causes": ("What causes Gout ?", "Most people with gout have too much uric acid in their blood."),
+}
+
+
+@pytest.fixture()
+def gout_index(tmp_path, embed_model):
+    """An index of one gout document with four pages (overview, treatment, outlook, causes) and a glaucoma page."""
+    from rag_app.config import Settings
+
+    root = tmp_path / "medquad" / "7_SeniorHealth_QA"
+    root.mkdir(parents=True)
+    pairs = "".join(
+        f'<QAPair pid="{i}"><Question qid="0000028-{i}" qtype="{qtype}">{q}</Question><Answer>{a}</Answer></QAPair>'
+        for i, (qtype, (q, a)) in enumerate(GOUT_PAGES.items(), start=1)
+    )
+    (root / "0000028.xml").write_text(
+        f'<?xml version="1.0"?><Document id="0000028" source="NIHSeniorHealth" url="https://nih.gov/gout"><Focus>Gout</Focus>'
+        f"<QAPairs>{pairs}</QAPairs></Document>", encoding="utf-8")
+    (root / "0000029.xml").write_text(
+        '<?xml version="1.0"?><Document id="0000029" source="NIHSeniorHealth" url="https://nih.gov/glaucoma"><Focus>Glaucoma</Focus>'
+        '<QAPairs><QAPair pid="1"><Question qid="0000029-1" qtype="information">What is (are) Glaucoma ?</Question>'
+        "<Answer>Glaucoma is a group of diseases that damage the optic nerve.</Answer></QAPair></QAPairs></Document>", encoding="utf-8")
+    settings = Settings(storage_dir=tmp_path / "storage", corpus=[str(tmp_path / "medquad")], chunk_size=128, chunk_overlap=16)
+    build_index(settings, embed_model=embed_model, show_progress=False)
+    return settings
+
+
+def test_plan_answers_a_message_asking_two_things_from_both_pages(gout_index, embed_model, tiny_model_dir) -> None:
+    """"What can he take and will it come back?": the shipped re-ranker puts the treatment and the outlook pages first,
+    and the answer has a part opening with each; no glued heading reaches the model."""
+    from rag_app.models import load_llm
+
+    llm = load_llm(gout_index.model_copy(update={"llm": str(tiny_model_dir), "llm_backend": "transformers", "max_new_tokens": 24}))
+    engine = build_query_engine(gout_index, llm=llm, embed_model=embed_model, open_with_top_source="on")
+    message = "my dad has gout in his big toe. what can he take for the pain and will it come back?"
+    plan = engine.plan(message)
+    types = [n.node.metadata["question_type"] for n in plan.sources]
+    assert set(types[:2]) == {"treatment", "outlook"}, types
+    assert len(plan.parts) == 2 and all(p.opening is not None for p in plan.parts)
+    second = llm._tokenizer.decode(list(plan.parts[1].opening.tokens))
+    assert second.strip() and second.strip() in plan.passages[1]
+    answer = engine.query(message)
+    text = str(answer)
+    assert text.startswith(llm._tokenizer.decode(list(plan.parts[0].opening.tokens)).strip())
+    assert second.strip() in text  # the second part opens with the second page's words
+    assert "Where Gout Usually Occurs" not in "".join(plan.passages) and "Sudden, Intense" not in "".join(plan.passages)
+    # One thing asked: one part.
+    assert len(engine.plan("what can he take for gout?").parts) == 1
+
+
+def test_the_reranker_orders_sources_and_decides_coverage(gout_index, embed_model) -> None:
+    """Sources follow the re-ranked order; a top source the re-ranker finds answering is covered (never declined)."""
+    from llama_index.core.llms import MockLLM
+
+    from rag_app.rerank import RELEVANCE_KEY
+
+    engine = build_query_engine(gout_index, llm=MockLLM(), embed_model=embed_model)
+    assert engine.reranker is not None  # the shipped re-ranker, on by default
+    sources = engine.retrieve("Is gout hereditary?")
+    assert [n.score for n in sources] == sorted((n.score for n in sources), reverse=True)
+    assert all(RELEVANCE_KEY in n.node.metadata for n in sources)
+    strict = engine.model_copy(update={"answer_threshold": 0.0})
+    assert strict.plan("Is gout hereditary?").coverage == "covered"
+    off = build_query_engine(gout_index, llm=MockLLM(), embed_model=embed_model, rerank=False)
+    assert off.reranker is None and [n.score for n in off.retrieve("Is gout hereditary?")]

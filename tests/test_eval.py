@@ -134,37 +134,50 @@ def test_missing_split_and_bad_system_are_clear_errors(tmp_path: Path, capsys: p
 
 
 def test_answer_cache_reuses_answers_and_resumes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Greedy answers are generated once per (weights, prompt, budget); retraining the model invalidates them."""
+    """Greedy answers are generated once per (weights, prompt, decoding); retraining the model invalidates them."""
     import eval.generate
-    from eval.compare import AnswerCache, generate_all
+    from eval.generate import AnswerCache, answer_plans
+    from rag_app.engine import AnswerPart, AnswerPlan
 
     model_dir = tmp_path / "model"
     model_dir.mkdir()
     (model_dir / "model.safetensors").write_bytes(b"v1")
 
     class FakeLLM:
-        class _model:  # noqa: N801 - mimics HuggingFaceLLM._model.name_or_path
-            name_or_path = str(model_dir)
+        _medqa_info = {"path": str(model_dir)}
+
+    class FakeEngine:
+        llm = FakeLLM()
+
+        def join_parts(self, texts):
+            return "\n\n".join(texts)
+
+        def finish(self, plan, text):
+            return text
 
     calls: list[int] = []
 
-    def fake_generate(llm, conversations, max_new_tokens):
+    def fake_generate(llm, conversations, max_new_tokens, **kwargs):
         calls.append(len(conversations))
-        return [f"answer to {c[-1]['content']}" for c in conversations]
+        return [f"answer to {c[-1]['content']} in {max_new_tokens}" for c in conversations]
 
     monkeypatch.setattr(eval.generate, "generate_batch", fake_generate)
-    prompts = [[{"role": "user", "content": f"q{i}" + "x" * i}] for i in range(5)]
+
+    def plans(budget: int, n: int = 5) -> list[AnswerPlan]:
+        return [AnswerPlan(f"q{i}", [], [], [{"role": "user", "content": f"q{i}" + "x" * i}], "unknown", [AnswerPart(None, (), budget)])
+                for i in range(n)]
+
     path = tmp_path / "cache" / "answers.jsonl"
-    first = generate_all(FakeLLM(), prompts, 2, 16, AnswerCache(path, FakeLLM(), 16), desc="t")
-    assert first == [f"answer to q{i}" + "x" * i for i in range(5)] and sum(calls) == 5
-    again = generate_all(FakeLLM(), prompts, 2, 16, AnswerCache(path, FakeLLM(), 16), desc="t")
+    first = answer_plans(FakeEngine(), plans(16), 2, AnswerCache(path, FakeLLM()), desc="t")
+    assert first == [f"answer to q{i}" + "x" * i + " in 16" for i in range(5)] and sum(calls) == 5
+    again = answer_plans(FakeEngine(), plans(16), 2, AnswerCache(path, FakeLLM()), desc="t")
     assert again == first and sum(calls) == 5  # all reused
     with path.open("a") as handle:
         handle.write('{"key": "cut sh')  # an interrupted write is ignored
-    generate_all(FakeLLM(), prompts, 2, 32, AnswerCache(path, FakeLLM(), 32), desc="t")
+    answer_plans(FakeEngine(), plans(32), 2, AnswerCache(path, FakeLLM()), desc="t")
     assert sum(calls) == 10  # another token budget is another answer
     (model_dir / "model.safetensors").write_bytes(b"v2-retrained")
-    generate_all(FakeLLM(), prompts[:2], 2, 16, AnswerCache(path, FakeLLM(), 16), desc="t")
+    answer_plans(FakeEngine(), plans(16, 2), 2, AnswerCache(path, FakeLLM()), desc="t")
     assert sum(calls) == 12  # new weights, new answers
 
 

@@ -1,0 +1,166 @@
+"""Does a consumer message that names a condition and asks one thing get the page for that thing first?
+
+    MEDQA_STORAGE_DIR=<full MedQuAD index> python benchmarks/bench_aspects.py --json /tmp/aspects.json
+
+Messages are written for this benchmark (not MedQuAD's templates, not ``finetune.consumer``'s training phrasings):
+a short story naming a condition, sometimes misspelt, then one question about one aspect of it (treatment,
+inheritance, outlook, tests, ...). Topics come from the held-out MedQuAD test split (``<storage>/splits/test.jsonl``,
+``python -m finetune.data``), so neither fine-tune nor re-ranker has seen their pages. Relevant: the topic's pages of
+the asked question type. Each message is compared with the same question in MedQuAD's own template wording (the
+pair's question, e.g. "What are the treatments for Gout ?"), through the same engine in the same run, with and
+without the re-ranker (``build_query_engine().retrieve``). The figure is hit@1 of the consumer wording over hit@1 of
+the template wording (target >= 0.9).
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import sys
+from collections import defaultdict
+from pathlib import Path
+from typing import Any, Sequence
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from benchmarks._rows import emit_rows  # noqa: E402
+
+K = 10
+#: How a person asks each aspect once the story has named the condition ("it" is the condition).
+ASKS = {
+    "treatment": ["What can be done to make it better?", "Which medicines or therapies are used for it?",
+                  "what are the options for dealing with it", "Is there anything that helps with it?"],
+    "inheritance": ["Could our children get it from us?", "Is this something passed down in families?",
+                    "can i give it to my kids", "Does it run in families?"],
+    "outlook": ["What can we expect in the long run?", "Will he be able to live a normal life with it?",
+                "does it get better over time or worse", "What are the chances of getting over it?"],
+    "exams and tests": ["How do doctors confirm it?", "What tests would they run to find out?", "how would a doctor know for sure"],
+    "causes": ["Why does someone get this?", "What brings it on?", "what is behind it"],
+    "symptoms": ["What signs should we watch for?", "How does it show itself?", "what does it do to the body"],
+    "prevention": ["Is there a way to avoid getting it?", "What can I do so I don't get it?"],
+    "susceptibility": ["Who is most likely to get it?", "Are some people more likely to get it than others?"],
+    "genetic changes": ["Which gene is involved?", "Is there a gene change behind it?"],
+    "frequency": ["How many people have it?", "Is it a common thing?"],
+    "complications": ["What problems can it lead to later?", "Can it cause other health problems?"],
+}
+STORIES = [
+    "My {rel} was diagnosed with {t} last month.", "I've had {t} for a while now.", "Our doctor thinks my {rel} has {t}.",
+    "my {rel} just found out she has {t}", "A friend told me about {t}.", "I'm worried about {t}.",
+    "We were told at the clinic that my {rel} might have {t}.",
+]
+RELATIVES = ["mom", "dad", "son", "daughter", "wife", "husband", "grandfather", "sister", "neighbor's kid"]
+
+
+def typo(word: str, rng: random.Random) -> str:
+    """One slip of the keyboard in a long word: a letter dropped or two letters swapped."""
+    if len(word) < 6:
+        return word
+    i = rng.randrange(2, len(word) - 2)
+    return word[:i] + word[i + 1 :] if rng.random() < 0.5 else word[:i] + word[i + 1] + word[i] + word[i + 2 :]
+
+
+def message(topic: str, qtype: str, rng: random.Random) -> str:
+    """A consumer message naming ``topic`` in a short story and asking about ``qtype``."""
+    name = topic.lower() if rng.random() < 0.6 else topic
+    if rng.random() < 0.3:  # the condition misspelt, as people write it
+        name = " ".join(typo(w, rng) for w in name.split())
+    story = rng.choice(STORIES).format(rel=rng.choice(RELATIVES), t=name)
+    return f"{story} {rng.choice(ASKS[qtype])}"
+
+
+def aspect_set(rows: Sequence[dict[str, Any]], n: int, seed: int) -> list[dict[str, Any]]:
+    """``n`` (message, template question, relevant pair ids) items from split rows, one per (topic, aspect) at most."""
+    from finetune.data import normalize_focus
+
+    by_aspect: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
+    for row in rows:
+        topic = normalize_focus(str(row.get("focus") or ""))
+        if topic and row.get("question_type") in ASKS:
+            by_aspect[(topic, row["question_type"])].append(row)
+    # Only topics with more than one kind of page: otherwise there is nothing to choose between.
+    kinds: dict[str, set[str]] = defaultdict(set)
+    for row in rows:
+        kinds[normalize_focus(str(row.get("focus") or ""))].add(str(row.get("question_type") or ""))
+    keys = sorted(k for k in by_aspect if len(kinds[k[0]]) > 1)
+    rng = random.Random(seed)
+    out = []
+    for key in rng.sample(keys, min(n, len(keys))):
+        pages = sorted(by_aspect[key], key=lambda r: r["doc_id"])
+        page = rng.choice(pages)
+        out.append(
+            {
+                "message": message(str(page["focus"]), key[1], rng),
+                "template": page["question"],
+                "aspect": key[1],
+                "relevant": {r["doc_id"] for r in pages},
+            }
+        )
+    return out
+
+
+def hit_at_1(engine: Any, items: Sequence[dict[str, Any]], field: str) -> tuple[float, float, dict[str, list[int]]]:
+    """hit@1 and MRR@10 of ``engine.retrieve`` on ``items[field]``, and the hits per aspect."""
+    hits, rr = [], []
+    per: dict[str, list[int]] = defaultdict(list)
+    for item in items:
+        ranked = [n.node.ref_doc_id for n in engine.retrieve(item[field])]
+        rank = next((i for i, d in enumerate(ranked[:K], start=1) if d in item["relevant"]), None)
+        hits.append(int(rank == 1))
+        rr.append(1.0 / rank if rank else 0.0)
+        per[item["aspect"]].append(int(rank == 1))
+    return sum(hits) / len(hits), sum(rr) / len(rr), per
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--n", type=int, default=300, help="messages (one per topic and aspect)")
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--split-dir", help="split folder (default: <storage>/splits)")
+    parser.add_argument("--show", type=int, default=0, help="print this many messages with their first source")
+    parser.add_argument("--json", help="also write the figures to this JSON file")
+    args = parser.parse_args(argv)
+
+    from llama_index.core.llms import MockLLM
+
+    from finetune.data import read_split
+    from rag_app.config import Settings
+    from rag_app.engine import build_query_engine
+    from rag_app.models import load_embed_model
+
+    settings = Settings(top_k=K)
+    split_dir = Path(args.split_dir) if args.split_dir else settings.storage_dir / "splits"
+    items = aspect_set(read_split(split_dir / "test.jsonl", required=("question", "doc_id")), args.n, args.seed)
+    embed = load_embed_model(settings)
+    engines = {
+        "fielded": build_query_engine(settings, llm=MockLLM(), embed_model=embed, rerank=False),
+        "re-ranked": build_query_engine(settings, llm=MockLLM(), embed_model=embed),
+    }
+    print(f"{len(items)} messages from {split_dir / 'test.jsonl'}; e.g. {items[0]['message']!r} (template {items[0]['template']!r})")
+    figures = {}
+    for name, engine in engines.items():
+        for field in ("message", "template"):
+            figures[(name, field)] = hit_at_1(engine, items, field)
+    print(f"| {'retrieval':<10} | {'wording':<9} | {'hit@1':>6} | {'MRR@10':>6} |")
+    print(f"|{'-' * 12}|{'-' * 11}|{'-' * 8}|{'-' * 8}|")
+    for (name, field), (hit, mrr, _) in figures.items():
+        print(f"| {name:<10} | {field:<9} | {hit:>6.3f} | {mrr:>6.3f} |")
+    print("\nhit@1 per aspect (consumer wording, re-ranked / template wording, re-ranked; n):")
+    consumer, template = figures[("re-ranked", "message")][2], figures[("re-ranked", "template")][2]
+    for aspect in sorted(consumer):
+        c, t = consumer[aspect], template[aspect]
+        print(f"  {aspect:<16} {sum(c) / len(c):.2f} / {sum(t) / len(t):.2f}  ({len(c)})")
+    for item in items[: args.show]:
+        top = engines["re-ranked"].retrieve(item["message"])[0].node
+        print(f"  {item['message']!r} -> {top.metadata.get('question')!r} ({'relevant' if top.ref_doc_id in item['relevant'] else 'not relevant'})")
+    rows = []
+    for name in engines:
+        c, t = figures[(name, "message")][0], figures[(name, "template")][0]
+        rows.append((f"aspect page first, consumer wording ({name})", c, f"{t:.3f} (template wording)", f"{c / t:.2f}" if t else "-", ">= 0.9x"))
+    print()
+    emit_rows(rows, args.json, target_width=8)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

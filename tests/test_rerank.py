@@ -1,0 +1,131 @@
+"""The re-ranker's mechanics (a tiny random cross-encoder), headings, and what the model is shown of a source."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from llama_index.core.schema import NodeRelationship, NodeWithScore, QueryBundle, RelatedNodeInfo, TextNode
+
+from rag_app.headings import drop_headings, split_heading
+from rag_app.passages import page_sentences, shown_node
+
+GOUT_OVERVIEW = (
+    "Question: What is (are) Gout ?\nAnswer: Sudden, Intense Joint Pain Gout is a form of arthritis that causes the sudden "
+    "onset of intense pain. Attacks frequently occur at night. Where Gout Usually Occurs Sometime during the course of the "
+    "disease, many patients will develop gout in the big toe. Who is at Risk? Adult men are more likely to develop gout."
+)
+
+
+def node(text: str, doc_id: str, focus: str = "Gout", question: str = "What is (are) Gout ?", score: float = 0.5) -> NodeWithScore:
+    n = TextNode(text=text, id_=f"{doc_id}::0", metadata={"focus": focus, "question": question, "question_type": "information"})
+    n.relationships[NodeRelationship.SOURCE] = RelatedNodeInfo(node_id=doc_id)
+    return NodeWithScore(node=n, score=score)
+
+
+@pytest.mark.parametrize(
+    "sentence, heading",
+    [
+        ("Where Gout Usually Occurs Sometime during the course of the disease, many develop gout.", "Where Gout Usually Occurs"),
+        ("A Buildup of Uric Acid Before an attack, crystals of uric acid build up.", "A Buildup of Uric Acid"),
+        ("Symptoms Can Be Controlled With proper treatment, most people with gout control their symptoms.", "Symptoms Can Be Controlled"),
+        ("Risk Factors These risk factors are associated with gout.", "Risk Factors"),
+        # Names that open a sentence are not headings.
+        ("The Human Phenotype Ontology provides the following list of signs and symptoms.", ""),
+        ("Multiple Sclerosis (MS) is a disease of the brain and spinal cord.", ""),
+        ("Lou Gehrig's Disease is a disease of the nerve cells.", ""),
+        ("National Institutes of Health researchers found a gene.", ""),
+        ("Gout is a form of arthritis.", ""),
+    ],
+)
+def test_split_heading(sentence: str, heading: str) -> None:
+    found, rest = split_heading(sentence)
+    assert found == heading
+    assert (heading + " " + rest if heading else rest) == sentence
+
+
+def test_a_heading_may_precede_a_sentence_starting_with_the_topic() -> None:
+    sentence = "Attacks Usually Start at Night Gout is a form of arthritis."
+    assert split_heading(sentence) == ("", sentence)
+    assert split_heading(sentence, ["gout"]) == ("Attacks Usually Start at Night", "Gout is a form of arthritis.")
+
+
+def test_drop_headings_keeps_every_sentence_and_no_heading() -> None:
+    text = GOUT_OVERVIEW.partition("Answer: ")[2]
+    cleaned = drop_headings(text, "Gout")
+    assert cleaned == (
+        "Gout is a form of arthritis that causes the sudden onset of intense pain. Attacks frequently occur at night. "
+        "Sometime during the course of the disease, many patients will develop gout in the big toe. "
+        "Adult men are more likely to develop gout."
+    )
+
+
+def test_shown_node_keeps_the_question_line_metadata_and_id() -> None:
+    source = node(GOUT_OVERVIEW, "gout-1")
+    assert page_sentences(source)[2].startswith("Sometime during")
+    shown = shown_node(source, start=2)
+    assert shown.node.get_content() == (
+        "Question: What is (are) Gout ?\nAnswer: Sometime during the course of the disease, many patients will develop "
+        "gout in the big toe. Adult men are more likely to develop gout."
+    )
+    assert shown.node.node_id == source.node.node_id and shown.node.ref_doc_id == "gout-1"
+    assert shown.node.metadata["focus"] == "Gout" and source.node.get_content() == GOUT_OVERVIEW  # the original is untouched
+
+
+@pytest.fixture(scope="module")
+def tiny_cross_encoder(tmp_path_factory) -> object:
+    """A 2-layer random BERT cross-encoder with the bundled MiniLM tokenizer."""
+    import torch
+    from sentence_transformers.cross_encoder import CrossEncoder
+    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+
+    from rag_app.models import bundled_embed_model_dir
+
+    tokenizer = AutoTokenizer.from_pretrained(bundled_embed_model_dir())
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                        num_attention_heads=4, max_position_embeddings=512, num_labels=1)
+    out: Path = tmp_path_factory.mktemp("tiny-ce")
+    BertForSequenceClassification(config).save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return CrossEncoder(str(out), max_length=64)
+
+
+def test_rerank_fuses_scores_keeps_top_n_and_records_relevance(tiny_cross_encoder) -> None:
+    from rag_app.rerank import RELEVANCE_KEY, CrossEncoderRerank, fused_score
+
+    nodes = [node(f"Question: q{i}\nAnswer: text number {i} about gout", f"d{i}", score=0.1 * i) for i in range(5)]
+    query = "is gout hereditary"
+    reranker = CrossEncoderRerank(tiny_cross_encoder, top_n=3, weight=0.7)
+    logits = reranker.logits(query, nodes)
+    expected = sorted(range(5), key=lambda i: -fused_score(nodes[i].score, logits[i], 0.7))[:3]
+    out = reranker.postprocess_nodes([NodeWithScore(node=n.node, score=n.score) for n in nodes], QueryBundle(query))
+    assert [n.node.ref_doc_id for n in out] == [f"d{i}" for i in expected]
+    assert [n.score for n in out] == sorted((n.score for n in out), reverse=True)
+    assert all(0.0 <= n.node.metadata[RELEVANCE_KEY] <= 1.0 for n in out)
+    # Weight 0 keeps the retriever's order.
+    kept = CrossEncoderRerank(tiny_cross_encoder, top_n=5, weight=0.0).postprocess_nodes(list(nodes), QueryBundle(query))
+    assert [n.node.ref_doc_id for n in kept] == [f"d{i}" for i in range(4, -1, -1)]
+    assert reranker.with_top_n(1).postprocess_nodes(list(nodes), QueryBundle(query))[0].node.ref_doc_id == f"d{expected[0]}"
+
+
+def test_start_sentence_moves_only_past_the_margin(tiny_cross_encoder) -> None:
+    from rag_app.rerank import CrossEncoderRerank
+
+    source = node(GOUT_OVERVIEW, "gout-1")
+    reranker = CrossEncoderRerank(tiny_cross_encoder)
+    sentences = page_sentences(source)
+    assert reranker.start_sentence("where does gout occur", source, sentences, margin=1e9) == 0
+    best = reranker.start_sentence("where does gout occur", source, sentences, margin=-1e9)
+    assert 0 <= best < len(sentences)
+    assert reranker.start_sentence("anything", source, sentences[:1], margin=-1e9) == 0
+
+
+def test_load_reranker_is_off_or_a_clear_error(tmp_path: Path) -> None:
+    from rag_app.config import Settings
+    from rag_app.models import ModelUnavailableError
+    from rag_app.rerank import load_reranker
+
+    assert load_reranker(Settings(rerank=False)) is None
+    with pytest.raises(ModelUnavailableError, match="MEDQA_RERANK_MODEL"):
+        load_reranker(Settings(rerank_model=str(tmp_path / "missing")))
