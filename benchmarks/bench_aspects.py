@@ -125,8 +125,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from finetune.data import read_split
     from rag_app.config import Settings
-    from rag_app.engine import build_query_engine
-    from rag_app.models import load_embed_model
+    from rag_app.answer.engine import build_query_engine
+    from rag_app.llm.load import load_embed_model
 
     settings = Settings(top_k=K)
     split_dir = Path(args.split_dir) if args.split_dir else settings.storage_dir / "splits"

@@ -96,9 +96,11 @@ def main() -> int:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from rag_app.config import Settings
-    from rag_app.engine import build_query_engine
-    from rag_app.models import llm_info, load_embed_model, resolve_llm
-    from rag_app.retrieval import build_retriever
+    from rag_app.answer.engine import build_query_engine
+    from rag_app.llm.load import load_embed_model
+    from rag_app.llm.resolve import resolve_llm
+    from rag_app.llm.info import model_info
+    from rag_app.retrieval.modes import build_retriever
 
     torch.set_num_threads(os.cpu_count() or 1)
     settings = Settings(medical_notice=False)
@@ -113,8 +115,8 @@ def main() -> int:
     names = {}
     for backend in ("auto", "transformers"):
         engine = build_query_engine(settings.model_copy(update={"llm_backend": backend}), streaming=True, retriever=retriever)
-        info = llm_info(engine.llm)
-        names[backend] = info.get("backend", backend)
+        info = model_info(engine.llm)
+        names[backend] = info.backend or backend
         through_engine(engine, "What is diabetes?", tokenizer)  # warm-up
         runs = []
         for q in questions:

@@ -117,8 +117,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     from corpus import load_corpus
     from eval.metrics import ranking_metrics
     from rag_app.config import Settings
-    from rag_app.conversation import build_chat_engine, standalone_question
-    from rag_app.retrieval import topic_matcher
+    from rag_app.answer.conversation import build_chat_engine, standalone_question
+    from rag_app.retrieval.modes import topic_matcher
 
     settings = Settings(top_k=K)
     documents, _ = load_corpus([args.corpus or _default_corpus()])

@@ -5,7 +5,7 @@
 
 The encoder runs with ``MEDQA_EMBED_DTYPE`` (default: bfloat16 on a CPU with bfloat16 units); raw
 ``encode`` is measured in float32 (the baseline) and in bfloat16 on the same chunks, and the build's own encoder
-(``rag_app.index.embed_texts``: ``MEDQA_EMBED_WORKERS`` threads) beside them. With
+(``rag_app.index.build.embed_texts``: ``MEDQA_EMBED_WORKERS`` threads) beside them. With
 ``--reference-storage`` (an index built in float32), self-retrieval MRR@10 and the LiveQA tune-half
 ("dev set") MRR@10 of the default retriever are printed for both indexes.
 
@@ -53,8 +53,8 @@ def reference_rows(settings, args, stored, questions, docs, embed_model) -> list
     """Self-retrieval and LiveQA tune-half MRR@10 of the default retriever: this index against a float32-built one."""
     from benchmarks.bench_liveqa import aggregate, answers_of, run_systems
     from corpus.liveqa import derive_labels, load_liveqa, split_halves
-    from rag_app.models import embed_dtype, load_embed_model
-    from rag_app.retrieval import build_retriever
+    from rag_app.llm.load import embed_dtype, load_embed_model
+    from rag_app.retrieval.modes import build_retriever
 
     ref = settings.model_copy(update={"storage_dir": Path(args.reference_storage), "collection": args.reference_collection, "embed_dtype": "float32"})
     ref_embed = load_embed_model(ref)
@@ -93,9 +93,12 @@ def main() -> int:
 
     from corpus import load_corpus
     from rag_app.config import Settings
-    from rag_app.index import build_index, embed_texts, load_nodes, node_parser
-    from rag_app.models import embed_dtype, embed_workers, load_embed_model, resolve_embed_model
-    from rag_app.retrieval import MedQARetriever, bm25_retriever, build_retriever, dense_retriever
+    from rag_app.index.build import build_index, embed_texts, node_parser
+    from rag_app.index.chroma import load_nodes
+    from rag_app.llm.load import embed_dtype, embed_workers, load_embed_model
+    from rag_app.llm.resolve import resolve_embed_model
+    from rag_app.retrieval.classic import MedQARetriever, bm25_retriever, dense_retriever
+    from rag_app.retrieval.modes import build_retriever
 
     storage = Path(args.storage_dir or tempfile.mkdtemp(prefix="medqa-bench-"))
     settings = Settings(storage_dir=storage, corpus=[args.corpus], collection=args.collection)
@@ -143,7 +146,7 @@ def main() -> int:
         for size in sizes:
             rows.append((f"raw encode, chunks/s (float32, batch {size})", rates["float32", size], baseline, f"{rates['float32', size] / raw_rate:.2f}", "-"))
             rows.append((f"raw encode, chunks/s (bfloat16, batch {size})", rates["bfloat16", size], baseline, f"{rates['bfloat16', size] / raw_rate:.2f}", "-"))
-        rows.append((f"encode, chunks/s ({used}, batch {settings.embed_batch_size}, {workers} workers: rag_app.index.embed_texts)", threaded, baseline, f"{threaded / raw_rate:.2f}", "-"))
+        rows.append((f"encode, chunks/s ({used}, batch {settings.embed_batch_size}, {workers} workers: rag_app.index.build.embed_texts)", threaded, baseline, f"{threaded / raw_rate:.2f}", "-"))
         rows.append((f"index build, chunks/s ({used}, batch {settings.embed_batch_size}, {workers} workers)", index_rate, baseline, f"{index_rate / raw_rate:.2f}", ">= 2"))
 
     # ---- unchanged re-index ---------------------------------------------------------
@@ -173,7 +176,7 @@ def main() -> int:
     if settings.rerank:  # what the query engine returns: the fielded candidates re-ranked
         from llama_index.core.llms import MockLLM
 
-        from rag_app.engine import build_query_engine
+        from rag_app.answer.engine import build_query_engine
 
         engine = build_query_engine(settings, llm=MockLLM(), embed_model=embed_model, top_k=k)
         retrievers[f"engine ({settings.retrieval_mode} + re-ranker)"] = engine

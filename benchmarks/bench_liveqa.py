@@ -12,7 +12,7 @@ Systems, all scored with :func:`eval.metrics.ranking_metrics` at k=10 (a QA pair
 
 * **baseline dense** (measured in the same run): a plain LlamaIndex ``VectorStoreIndex`` with LlamaIndex's
   defaults (default ``SentenceSplitter``: chunk 1024, overlap 200) over every answered MedQuAD document,
-  all-MiniLM-L6-v2 embeddings (the bundled copy, via :mod:`rag_app.models`), persisted in Chroma under
+  all-MiniLM-L6-v2 embeddings (the bundled copy, via :mod:`rag_app.llm`), persisted in Chroma under
   ``--baseline-dir`` (default ``<storage>/bench-liveqa/baseline``), dense top-10. The index is built once and
   reused while the corpus, model and splitter are unchanged; ``--rebuild-baseline`` forces a rebuild.
 * **baseline BM25**: ``llama-index-retrievers-bm25`` (English stemming, as in :mod:`rag_app.retrieval`) over
@@ -136,7 +136,7 @@ def baseline_index(documents: Sequence[Any], embed_model: Any, embed_name: str, 
     from llama_index.core import StorageContext, VectorStoreIndex
     from llama_index.vector_stores.chroma import ChromaVectorStore
 
-    from rag_app.index import iter_records, record_node
+    from rag_app.index.chroma import iter_records, record_node
 
     splitter = LlamaSettings.node_parser  # LlamaIndex's default SentenceSplitter (1024 / 200)
     expected = {
@@ -233,7 +233,7 @@ def rerank_alone(reranker: Any, query: str, nodes: Sequence[Any]) -> list[Any]:
     """``nodes`` (one per QA pair) in the re-ranker's order by its own score, ignoring the retriever's."""
     from llama_index.core.schema import NodeWithScore
 
-    from rag_app.retrieval import one_per_source
+    from rag_app.retrieval.classic import one_per_source
 
     firsts = one_per_source(nodes, len(nodes))
     logits = reranker.logits(query, firsts)
@@ -268,8 +268,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     from corpus import load_corpus
     from corpus.liveqa import derive_labels, load_liveqa
     from rag_app.config import DEFAULT_EMBED_MODEL, Settings
-    from rag_app.engine import build_query_engine
-    from rag_app.models import load_embed_model
+    from rag_app.answer.engine import build_query_engine
+    from rag_app.llm.load import load_embed_model
 
     settings = Settings()
     questions = load_liveqa([args.liveqa])

@@ -3,7 +3,7 @@
     MEDQA_STORAGE_DIR=/tmp/bench/full MEDQA_COLLECTION=bench python benchmarks/tune_liveqa.py \
         --liveqa ../shared/data/liveqa-train --corpus ../shared/data/medquad
 
-Each question's candidates and their evidence (:meth:`rag_app.retrieval.FieldedRetriever.candidates`: best-chunk
+Each question's candidates and their evidence (:meth:`rag_app.retrieval.fielded.FieldedRetriever.candidates`: best-chunk
 cosine, question cosine, topic match, question type, overview) are computed once over the index named by the
 environment. The source prior (:func:`source_log_odds`: how much more often than average a candidate from each
 MedQuAD collection is relevant) is estimated over the tune half's candidates. Every weight combination of the
@@ -75,37 +75,51 @@ RERANK_WEIGHTS = (0.0, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.6, 0.8, 1.0,
 
 
 def tune_rerank(settings, retriever, queries, labels, groups) -> None:
-    """Choose ``MEDQA_RERANK_WEIGHT`` on the tune half: the fielded top candidates are re-ranked once by the
-    re-ranker, then every weight of :data:`RERANK_WEIGHTS` fuses the two scores (neighbour-averaged choice)."""
+    """Choose ``MEDQA_RERANK_WEIGHT`` on two dev sets: the LiveQA tune half (MRR@10) and an aspect set written about the
+    MedQuAD *validation* split's topics (hit@1 of the asked aspect's page, ``bench_aspects.aspect_set``). The fielded
+    top candidates are re-ranked once; every weight of :data:`RERANK_WEIGHTS` then fuses the two scores, and the weight
+    with the best mean of the two figures (neighbour-averaged) is chosen. Neither the report half nor the test split's
+    topics are used."""
+    from bench_aspects import aspect_set
     from tqdm.auto import tqdm
 
-    from rag_app.rerank import fused_score, load_reranker
+    from finetune.data import read_split
+    from rag_app.retrieval.rerank import fused_score, load_reranker
 
     reranker = load_reranker(settings.model_copy(update={"rerank": True}))
     candidates = settings.rerank_candidates
-    scored = {}
-    for qid, query in tqdm(sorted(queries.items()), desc="re-ranking", unit="q"):
-        nodes = retriever.with_top_k(candidates).retrieve(query)
-        scored[qid] = [(n.node.ref_doc_id, n.score or 0.0, logit) for n, logit in zip(nodes, reranker.logits(query, nodes))]
+    pool = retriever.with_top_k(candidates)
+
+    def score(query: str) -> list[tuple[str, float, float]]:
+        nodes = pool.retrieve(query)
+        return [(n.node.ref_doc_id, n.score or 0.0, logit) for n, logit in zip(nodes, reranker.logits(query, nodes))]
+
+    scored = {qid: score(query) for qid, query in tqdm(sorted(queries.items()), desc="re-ranking LiveQA", unit="q")}
+    items = aspect_set(read_split(settings.storage_dir / "splits" / "val.jsonl", required=("question", "doc_id")), 300, seed=7)
+    aspects = [(score(item["message"]), item["relevant"]) for item in tqdm(items, desc="re-ranking the aspect set", unit="q")]
+
+    def order(found, weight: float) -> list[str]:
+        key = (lambda f: -f[2]) if weight == float("inf") else (lambda f: -fused_score(f[1], f[2], weight))
+        return [d for d, _, _ in sorted(found, key=key)]
 
     def figures(weight: float, group: str) -> dict[str, float]:
-        def key(item):
-            doc_id, score, logit = item
-            return -(logit if weight == float("inf") else fused_score(score, logit, weight))
-        rankings = {qid: [d for d, _, _ in sorted(found, key=key)][:K] for qid, found in scored.items()}
-        return aggregate(rankings, labels, groups[group])
+        return aggregate({qid: order(found, weight)[:K] for qid, found in scored.items()}, labels, groups[group])
 
-    tune = [figures(w, "tune")[f"mrr@{K}"] for w in RERANK_WEIGHTS]
-    smoothed = [sum(tune[max(i - 1, 0) : i + 2]) / len(tune[max(i - 1, 0) : i + 2]) for i in range(len(tune))]
-    best = max(range(len(tune)), key=lambda i: (round(smoothed[i], 9), -i))
-    print(f"\nre-ranker {settings.rerank_model} over the fielded top {candidates}; tune n={len(groups['tune'])}, report n={len(groups['report'])}")
-    print(f"| {'weight':>6} | {'tune MRR@10':>11} | {'tune hit@1':>10} | {'report MRR@10':>13} | {'report hit@1':>12} | {'all MRR@10':>10} |")
-    print(f"|{'-' * 8}|{'-' * 13}|{'-' * 12}|{'-' * 15}|{'-' * 14}|{'-' * 12}|")
+    def aspect_hit(weight: float) -> float:
+        return sum(bool(found) and order(found, weight)[0] in relevant for found, relevant in aspects) / len(aspects)
+
+    dev = [(figures(w, "tune")[f"mrr@{K}"] + aspect_hit(w)) / 2 for w in RERANK_WEIGHTS]
+    smoothed = [sum(dev[max(i - 1, 0) : i + 2]) / len(dev[max(i - 1, 0) : i + 2]) for i in range(len(dev))]
+    best = max(range(len(dev)), key=lambda i: (round(smoothed[i], 9), -i))
+    print(f"\nre-ranker {settings.rerank_model} over the fielded top {candidates}; LiveQA tune n={len(groups['tune'])}, "
+          f"report n={len(groups['report'])}; aspect dev set {len(aspects)} messages (validation topics)")
+    print(f"| {'weight':>6} | {'tune MRR@10':>11} | {'aspect dev hit@1':>16} | {'dev mean':>8} | {'report MRR@10':>13} | {'report hit@1':>12} |")
+    print(f"|{'-' * 8}|{'-' * 13}|{'-' * 18}|{'-' * 10}|{'-' * 15}|{'-' * 14}|")
     for i, w in enumerate(RERANK_WEIGHTS):
-        t, r, a = (figures(w, g) for g in ("tune", "report", "all"))
-        mark = " <- chosen (tune, neighbour-averaged)" if i == best else (" <- MEDQA_RERANK_WEIGHT" if w == settings.rerank_weight else "")
+        t, r = figures(w, "tune"), figures(w, "report")
+        mark = " <- chosen (dev mean, neighbour-averaged)" if i == best else (" <- MEDQA_RERANK_WEIGHT" if w == settings.rerank_weight else "")
         name = "alone" if w == float("inf") else f"{w:.2f}"
-        print(f"| {name:>6} | {t[f'mrr@{K}']:>11.3f} | {t['hit@1']:>10.3f} | {r[f'mrr@{K}']:>13.3f} | {r['hit@1']:>12.3f} | {a[f'mrr@{K}']:>10.3f} |{mark}")
+        print(f"| {name:>6} | {t[f'mrr@{K}']:>11.3f} | {aspect_hit(w):>16.3f} | {dev[i]:>8.3f} | {r[f'mrr@{K}']:>13.3f} | {r['hit@1']:>12.3f} |{mark}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -122,7 +136,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     from corpus import load_corpus
     from corpus.liveqa import derive_labels, load_liveqa
     from rag_app.config import Settings
-    from rag_app.retrieval import FusionWeights, build_retriever
+    from rag_app.retrieval.fielded import FusionWeights
+    from rag_app.retrieval.modes import build_retriever
 
     settings = Settings(retrieval_mode="fielded", top_k=K)
     if args.candidate_k:

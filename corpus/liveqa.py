@@ -10,7 +10,6 @@ a MedQuAD QA pair is relevant to a question when its answer contains at least 80
 from __future__ import annotations
 
 import hashlib
-import re
 import xml.etree.ElementTree as ET
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -18,8 +17,8 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from corpus.errors import CorpusError
+from rag_app.text.words import words
 
-_TOKEN = re.compile(r"[a-z0-9]+")
 #: The two fixed halves of the questions: ``tune`` (to choose settings on) and ``report`` (held out).
 HALVES = ("tune", "report")
 
@@ -83,7 +82,7 @@ def load_liveqa(paths: Iterable[str | Path]) -> list[LiveQAQuestion]:
 
 def ngrams(text: str, n: int = 5) -> set[tuple[str, ...]]:
     """Word n-grams of lower-case alphanumeric tokens."""
-    tokens = _TOKEN.findall(text.lower())
+    tokens = words(text)
     return {tuple(tokens[i : i + n]) for i in range(len(tokens) - n + 1)}
 
 

@@ -16,6 +16,7 @@ from llama_index.core import Document
 
 from corpus.errors import CorpusError
 from corpus.report import LoadReport
+from rag_app.index.topics import SYNONYM_SEPARATOR
 
 #: Metadata keys carried by every MedQuAD Document (and by the chunks made from it).
 METADATA_KEYS = (
@@ -29,8 +30,6 @@ METADATA_KEYS = (
     "synonyms",
     "url",
 )
-#: Separator of the topic's other names in the ``synonyms`` metadata (Chroma metadata values are scalars).
-SYNONYM_SEPARATOR = " | "
 
 _SPACES = re.compile(r"[ \t\r\f\v]+")
 _BLANK_LINES = re.compile(r"\n\s*\n+")

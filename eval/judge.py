@@ -14,7 +14,7 @@ from typing import Any, Sequence
 
 def _judge_llm(args: Any) -> Any:
     from rag_app.config import Settings
-    from rag_app.models import load_llm
+    from rag_app.llm.load import load_llm
 
     if args.judge_api_base:
         try:
@@ -39,7 +39,7 @@ def judge_scores(args: Any, systems: Sequence[Any], questions: Sequence[str], an
     from ragas.metrics import Faithfulness, ResponseRelevancy
 
     from rag_app.config import Settings
-    from rag_app.models import load_embed_model
+    from rag_app.llm.load import load_embed_model
 
     llm = LlamaIndexLLMWrapper(_judge_llm(args))
     embeddings = LlamaIndexEmbeddingsWrapper(load_embed_model(Settings()))

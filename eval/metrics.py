@@ -11,7 +11,8 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from rag_app.prompts import CITATION, SINGLE_CITATION, cited_numbers  # noqa: F401 (cited_numbers is part of this module's API)
+from rag_app.text.prompts import CITATION, SINGLE_CITATION, cited_numbers  # noqa: F401 (cited_numbers is part of this module's API)
+from rag_app.text.words import sentences, share_found, words
 
 ROUGE_TYPES = ("rouge1", "rouge2", "rougeL")
 
@@ -21,8 +22,6 @@ _ABSTAIN = re.compile(
     r"i\s+(?:am|'m)\s+not\s+sure|no\s+information\s+(?:about|on))",
     re.IGNORECASE,
 )
-_WORD = re.compile(r"[a-z0-9]+")
-_SENTENCE = re.compile(r"(?<=[.!?])\s+|\n+")
 # A short stop list: grounding counts only content words.
 _STOP = frozenset(
     "a an and are as at be been but by can do does for from has have how i if in into is it its may might "
@@ -183,7 +182,7 @@ def citation_correct(answer: str, gold_position: int | Iterable[int] | None) -> 
 
 def content_words(text: str) -> list[str]:
     """Lower-case alphanumeric tokens of 3+ characters, minus stop words."""
-    return [w for w in _WORD.findall((text or "").lower()) if len(w) >= 3 and w not in _STOP]
+    return [w for w in words(text) if len(w) >= 3 and w not in _STOP]
 
 
 def grounding_score(answer: str, contexts: Sequence[str], min_words: int = 3) -> float:
@@ -200,10 +199,10 @@ def grounding_score(answer: str, contexts: Sequence[str], min_words: int = 3) ->
         return math.nan
     text = CITATION.sub(" ", answer or "")
     supports = []
-    for sentence in _SENTENCE.split(text):
-        words = content_words(sentence)
-        if len(words) >= min_words:
-            supports.append(sum(w in vocab for w in words) / len(words))
+    for sentence in sentences(text):
+        found = content_words(sentence)
+        if len(found) >= min_words:
+            supports.append(share_found(found, vocab))
     return float(np.mean(supports)) if supports else math.nan
 
 
@@ -217,13 +216,13 @@ def citation_support(answer: str, contexts: Sequence[str], min_share: float = 0.
     counted = []
     last = 0
     for match in SINGLE_CITATION.finditer(answer or ""):
-        words = content_words(answer[last : match.start()])
+        found = content_words(answer[last : match.start()])
         last = match.end()
-        if len(words) < min_words:
+        if len(found) < min_words:
             continue
         n = int(match.group(1))
         vocab = set(content_words(contexts[n - 1])) if 1 <= n <= len(contexts) else set()
-        counted.append(float(sum(w in vocab for w in words) / len(words) >= min_share))
+        counted.append(float(share_found(found, vocab) >= min_share))
     return float(np.mean(counted)) if counted else math.nan
 
 

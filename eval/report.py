@@ -112,7 +112,7 @@ def write_report(
         "one where a question has several).",
         "- words: answer length in whitespace-separated words.",
         "- repetition: share of answers that repeat themselves: a complete sentence of 4+ words said again (case and "
-        "punctuation aside), or a run of 12 words said twice in a row (`rag_app.decoding.repeats`).",
+        "punctuation aside), or a run of 12 words said twice in a row (`rag_app.text.repetition.repeats`).",
         "- grounding (RAG systems, no judge): the answer, citation markers removed, is split into sentences; for each "
         "sentence with 3+ content words (lower-case alphanumeric tokens of 3+ characters, minus stop words), support "
         "is the share of its content words found in the passages shown to the model; the score is the mean support.",

@@ -293,7 +293,7 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
     except ImportError:  # sentence-transformers < 5.4
         from sentence_transformers.losses import MultipleNegativesRankingLoss
 
-    from rag_app.models import resolve_embed_model
+    from rag_app.llm.resolve import resolve_embed_model
 
     started = time.time()
     device = "cuda" if torch.cuda.is_available() and not training_args.use_cpu else "cpu"

@@ -9,7 +9,7 @@ temporary name and renamed into place, so an interrupted merge never leaves a ha
 ``--ship DIR`` instead exports the adapter itself for committing: its weights in 16 bits (about 10 MB for
 SmolLM2-135M at r=16), ``adapter_config.json``, the run record ``medqa_run.json`` (recipe, split manifest
 hash, the retrieval settings that built its prompts, losses, and the evaluation figures of ``--reports``)
-and a model card. medqa merges such a folder onto its base on first use (``rag_app.models``).
+and a model card. medqa merges such a folder onto its base on first use (``rag_app.llm``).
 
 Example::
 
@@ -119,7 +119,7 @@ datasets: [MedQuAD]
 A LoRA adapter trained with TRL's `SFTTrainer` on MedQuAD question/answer pairs (with `raft: true`, on the
 query engine's own prompts: a question and numbered retrieved sources), merged into the full-precision base
 weights by `python -m finetune.merge` or, for an adapter folder, by medqa on first use. Prompts use medqa's
-shared chat format (`rag_app.prompts`).
+shared chat format (`rag_app.text.prompts`).
 
 Use it as the medqa LLM: `MEDQA_LLM={{this folder}} python -m rag_app ask "What is glaucoma?"`
 
@@ -173,7 +173,7 @@ def merge_adapter(
     """
     from finetune.runs import resolve_base
     from rag_app.config import Settings
-    from rag_app.models import merge_lora
+    from rag_app.llm.convert import merge_lora
 
     adapter_dir = Path(adapter_dir)
     config_path = adapter_dir / "adapter_config.json"

@@ -1,13 +1,13 @@
 """Retrieval-aware fine-tuning data (RAFT, Zhang et al. 2024): teach the model to answer *from* its sources.
 
 Each training example is the exact prompt the query engine builds at inference (the question plus the
-top-k passages from the project's own retriever, numbered by :func:`rag_app.prompts.rag_messages`):
+top-k passages from the project's own retriever, numbered by :func:`rag_app.text.prompts.rag_messages`):
 
 - an *oracle* example (share ``raft_oracle_fraction``) holds the question's own QA pair (its first
   chunk) among ``k - 1`` retrieved distractors, at a random position; its target is the reference answer
   with the citation ``[n]`` of that passage after the first sentence;
 - a *distractor-only* example holds ``k`` retrieved passages from other topics (no pair with the
-  question's focus); its target is the engine's abstain answer (:data:`rag_app.prompts.ABSTAIN_ANSWER`).
+  question's focus); its target is the engine's abstain answer (:data:`rag_app.text.prompts.ABSTAIN_ANSWER`).
 
 No leakage: distractors come from the index restricted to train-split pairs (every other indexed pair,
 validation and test included, is excluded from retrieval), so no validation or test QA pair ever appears
@@ -24,7 +24,6 @@ import hashlib
 import json
 import logging
 import random
-import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,13 +31,11 @@ from typing import Any, Callable, Sequence
 
 from finetune import UserError
 from finetune.arguments import RaftArguments
+from rag_app.text.words import SENTENCE_END, STATEMENT_END, words
 
 logger = logging.getLogger("finetune")
 
 RAFT_FORMAT_VERSION = 2
-_SENTENCE_END = re.compile(r"(?<=[A-Za-z0-9)\]%])([.!?])(?=\s|$)")
-_STATEMENT_END = re.compile(r"(?<=[A-Za-z0-9)\]%])(\.)(?=\s|$)")
-_TOKEN = re.compile(r"[a-z0-9]+")
 
 
 @dataclass
@@ -62,16 +59,16 @@ def focus_key(text: Any) -> str:
     return normalize_focus(str(text or ""))
 
 
-def covers(passage: str, answer: str, n: int = 5, words: int = 60, threshold: float = 0.3) -> bool:
+def covers(passage: str, answer: str, n: int = 5, n_words: int = 60, threshold: float = 0.3) -> bool:
     """True when ``passage`` holds a good part of the answer's opening (MedQuAD repeats answers across topics).
 
-    Share of the word ``n``-grams of the answer's first ``words`` words that occur in the passage.
+    Share of the word ``n``-grams of the answer's first ``n_words`` words that occur in the passage.
     """
-    head = _TOKEN.findall(answer.lower())[:words]
+    head = words(answer)[:n_words]
     grams = {tuple(head[i : i + n]) for i in range(max(len(head) - n + 1, 0))}
     if not grams:
         return False
-    tokens = _TOKEN.findall(passage.lower())
+    tokens = words(passage)
     have = {tuple(tokens[i : i + n]) for i in range(max(len(tokens) - n + 1, 0))}
     return len(grams & have) / len(grams) >= threshold
 
@@ -85,21 +82,21 @@ def cited_answer(answer: str, position: int, count: Callable[[str], int], max_to
         count: Token counter of the model's tokenizer.
         max_tokens: Budget of the target.
     """
-    from rag_app.prompts import truncate_to_tokens
+    from rag_app.text.prompts import truncate_to_tokens
 
     text = " ".join(answer.split())
     if count(text) > max_tokens:
         cut = truncate_to_tokens(text, max_tokens, count).removesuffix(" …")
-        ends = [m.end() for m in _SENTENCE_END.finditer(cut)]
+        ends = [m.end() for m in SENTENCE_END.finditer(cut)]
         text = cut[: ends[-1]] if ends and ends[-1] > len(cut) * 0.4 else cut
-    match = _STATEMENT_END.search(text)  # cite after the first statement, not after a heading question
+    match = STATEMENT_END.search(text)  # cite after the first statement, not after a heading question
     if match is None:
         return f"{text} [{position}]"
     return f"{text[: match.start()]} [{position}]{text[match.start():]}"
 
 
 class PromptBuilder:
-    """Builds prompts with the query engine's own functions (:mod:`rag_app.prompts`), so they can't drift.
+    """Builds prompts with the query engine's own functions (:mod:`rag_app.text.prompts`), so they can't drift.
 
     Args:
         tokenizer: The model's tokenizer (its token counts set the passage budgets, as at inference).
@@ -107,20 +104,20 @@ class PromptBuilder:
     """
 
     def __init__(self, tokenizer: Any, settings: Any) -> None:
-        from rag_app.prompts import token_counter
+        from rag_app.text.prompts import token_counter
 
         self.settings = settings
         self.count = token_counter(tokenizer)  # the model's token counts set the passage budgets, as at inference
 
     def question(self, question: str) -> str:
         """The question as the engine cleans it."""
-        from rag_app.prompts import clean_question
+        from rag_app.text.prompts import clean_question
 
         return clean_question(question, self.count, self.settings.max_question_tokens)[0]
 
     def messages(self, question: str, nodes: Sequence[Any]) -> list[dict[str, str]]:
         """The engine's messages for a clean question and its sources."""
-        from rag_app.prompts import answer_messages
+        from rag_app.text.prompts import answer_messages
 
         s = self.settings
         return answer_messages(
@@ -158,7 +155,7 @@ def build_examples(
 
     from finetune.consumer import consumer_question, sibling_questions, topic_types
     from finetune.data import normalize_focus
-    from rag_app.prompts import ABSTAIN_ANSWER
+    from rag_app.text.prompts import ABSTAIN_ANSWER
 
     rng = random.Random(seed)
     k = args.raft_top_k
@@ -279,8 +276,8 @@ class TrainOnlyRetriever:
     """The project's retriever over the index, restricted to train-split QA pairs."""
 
     def __init__(self, settings: Any, train_ids: set[str], top_k: int, candidate_k: int) -> None:
-        from rag_app.index import load_nodes
-        from rag_app.retrieval import build_retriever
+        from rag_app.index.chroma import load_nodes
+        from rag_app.retrieval.modes import build_retriever
 
         self.nodes = load_nodes(settings)
         indexed = {n.ref_doc_id for n in self.nodes}
@@ -351,7 +348,7 @@ def load_or_build(
     from tqdm.auto import tqdm
 
     from rag_app.config import Settings
-    from rag_app.index import IndexMissingError
+    from rag_app.errors import IndexMissingError
 
     args.validate()
     settings = settings or Settings(storage_dir=storage_dir)

@@ -1,4 +1,4 @@
-"""Train the cross-encoder re-ranker (:mod:`rag_app.rerank`) on the MedQuAD training split, on a CPU.
+"""Train the cross-encoder re-ranker (:mod:`rag_app.retrieval.rerank`) on the MedQuAD training split, on a CPU.
 
     python -m finetune.data                      # once: <storage>/splits/{train,val,test}.jsonl
     python -m rag_app.index                      # once: the index its hard negatives are mined from
@@ -33,9 +33,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from tqdm.auto import tqdm
+
 from finetune import UserError
 from finetune.arguments import SplitArguments
+from finetune.cli import parse_or_exit, run_cli
+from finetune.consumer import ASKS, PRONOUNS, consumer_question, sibling_questions
+from finetune.data import normalize_focus, select_rows
+from finetune.raft import TrainOnlyRetriever
+from rag_app.config import Settings
+from rag_app.errors import IndexMissingError
 from rag_app.files import atomic_path, write_json_atomic
+from rag_app.llm.resolve import resolve_embed_model
+from rag_app.retrieval.modes import build_retriever
+from rag_app.retrieval.rerank import candidate_text, message_text
 
 logger = logging.getLogger("finetune")
 
@@ -53,8 +64,11 @@ class RerankDataArguments(SplitArguments):
         max_train_samples: Training pairs asked (a seeded sample drawn by source prior); all when unset.
         max_eval_samples: Validation pairs asked; all when unset.
         queries_per_pair: Messages written for each sampled pair.
-        patient_fraction: Share of messages written as patients write (:func:`finetune.patients.patient_message`);
-            the rest ask MedQuAD's own question.
+        consumer_fraction: Share of messages in consumer style; ``sibling_fraction`` another collection's question;
+            the rest MedQuAD's own question.
+        sibling_fraction: See ``consumer_fraction``.
+        second_ask_fraction: Share of consumer messages that also ask a second thing the topic has a page for (both
+            pages are positives).
         hard_negatives: Negatives per message from the retriever's top candidates.
         topic_negatives: Negatives per message from the topic's other pages (when not already among the hard ones).
         random_negatives: Negatives per message drawn at random.
@@ -68,7 +82,9 @@ class RerankDataArguments(SplitArguments):
     max_train_samples: int | None = field(default=None, metadata={"help": "Training pairs asked."})
     max_eval_samples: int | None = field(default=None, metadata={"help": "Validation pairs asked."})
     queries_per_pair: int = field(default=1, metadata={"help": "Messages written per sampled pair."})
-    patient_fraction: float = field(default=0.75, metadata={"help": "Share of messages written as patients write (the rest: MedQuAD's question)."})
+    consumer_fraction: float = field(default=0.6, metadata={"help": "Share of consumer-style messages."})
+    sibling_fraction: float = field(default=0.2, metadata={"help": "Share of another collection's question."})
+    second_ask_fraction: float = field(default=0.2, metadata={"help": "Share of consumer messages asking a second thing."})
     hard_negatives: int = field(default=5, metadata={"help": "Negatives from the retriever's top candidates."})
     topic_negatives: int = field(default=2, metadata={"help": "Negatives from the topic's other pages."})
     random_negatives: int = field(default=1, metadata={"help": "Random negatives."})
@@ -81,8 +97,8 @@ class RerankDataArguments(SplitArguments):
             raise UserError(f"max_length={self.max_length} is too small for a message and a candidate; use e.g. 128")
         if self.num_layers is not None and self.num_layers < 1:
             raise UserError(f"num_layers={self.num_layers} must be at least 1 (or unset for all layers)")
-        if not 0.0 <= self.patient_fraction <= 1.0:
-            raise UserError(f"patient_fraction={self.patient_fraction} must be between 0 and 1")
+        if not 0.0 <= self.consumer_fraction + self.sibling_fraction <= 1.0:
+            raise UserError("consumer_fraction + sibling_fraction must be between 0 and 1")
         if self.queries_per_pair < 1 or self.candidate_k < 1:
             raise UserError("queries_per_pair and candidate_k must be at least 1")
         if self.hard_negatives + self.topic_negatives + self.random_negatives < 1:
@@ -96,8 +112,6 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[Any, RerankDataArgume
         UserError: On unknown keys, bad values, or a missing recipe file.
     """
     from sentence_transformers.cross_encoder import CrossEncoderTrainingArguments
-
-    from finetune.cli import parse_or_exit
 
     argv = list(sys.argv[1:] if argv is None else argv)
     recipe = argv[argv.index("--config") + 1] if "--config" in argv and argv.index("--config") + 1 < len(argv) else None
@@ -120,8 +134,6 @@ class Message:
 
 def topic_index(rows: Sequence[dict[str, Any]]) -> tuple[dict[str, list[dict[str, Any]]], dict[tuple[str, str], list[str]]]:
     """``({topic: its rows}, {(topic, question type): pair ids})`` over split rows (topics normalised)."""
-    from finetune.data import normalize_focus
-
     by_topic: dict[str, list[dict[str, Any]]] = {}
     by_aspect: dict[tuple[str, str], list[str]] = {}
     for row in rows:
@@ -137,30 +149,35 @@ def write_messages(
     row: dict[str, Any],
     args: RerankDataArguments,
     rng: random.Random,
+    siblings: dict[str, list[str]],
     by_topic: dict[str, list[dict[str, Any]]],
     by_aspect: dict[tuple[str, str], list[str]],
 ) -> list[Message]:
     """``args.queries_per_pair`` messages asking what ``row``'s page answers, with every pair that answers each.
 
-    A patient's message (:func:`finetune.patients.patient_message`) is answered by the topic's pages of the question
-    types it asks (all collections); MedQuAD's own question by the pair and its copies of the same topic and type.
+    A consumer-style message (:func:`finetune.consumer.consumer_question`; some ask a second thing the topic has a
+    page for, whose pages are answers too), another collection's question on the same topic and type, or MedQuAD's
+    own question. The pair and its copies of the same topic and type answer it.
     """
-    from finetune.data import normalize_focus
-    from finetune.patients import patient_message
-
     topic = normalize_focus(str(row.get("focus") or ""))
     qtype = str(row.get("question_type") or "")
-    others = sorted({str(r.get("question_type") or "") for r in by_topic.get(topic, [])} - {qtype, ""})
+    same = by_aspect.get((topic, qtype), [row["doc_id"]]) if topic else [row["doc_id"]]
     out = []
     for _ in range(args.queries_per_pair):
-        if rng.random() < args.patient_fraction and topic:
-            text, asked = patient_message(str(row["focus"]), qtype, rng, others)
-            style = "patient, two asks" if len(asked) > 1 else "patient"
+        draw = rng.random()
+        positives = list(dict.fromkeys([row["doc_id"], *same]))
+        if draw < args.consumer_fraction and row.get("focus"):
+            text, style = consumer_question(str(row["focus"]), qtype, rng), "consumer"
+            others = sorted({str(r.get("question_type") or "") for r in by_topic.get(topic, [])} - {qtype, ""})
+            if others and rng.random() < args.second_ask_fraction:
+                extra = rng.choice(others)
+                text += " " + rng.choice(ASKS.get(extra) or ASKS["information"]).format(t=rng.choice(PRONOUNS[:2]))
+                positives += [d for d in by_aspect.get((topic, extra), []) if d not in positives]
+                style = "consumer, two asks"
+        elif draw < args.consumer_fraction + args.sibling_fraction and row["doc_id"] in siblings:
+            text, style = rng.choice(siblings[row["doc_id"]]), "sibling"
         else:
-            text, asked, style = row["question"], {qtype}, "medquad"
-        positives = [row["doc_id"]] if qtype in asked else []
-        for kind in sorted(asked):
-            positives += [d for d in by_aspect.get((topic, kind), []) if d not in positives]
+            text, style = row["question"], "medquad"
         out.append(Message(text, positives, style))
     return out
 
@@ -206,35 +223,28 @@ def build_examples(
         rows: The sampled training pairs.
         topic_rows: Every training row (where a topic's other pages and other collections' questions are found).
         retrieve: Ranked candidate nodes (one per pair) for a message, over the training pairs only.
-        text_of: The re-ranker's text of a pair (:func:`rag_app.rerank.candidate_text` of its first chunk), or None.
+        text_of: The re-ranker's text of a pair (:func:`rag_app.retrieval.rerank.candidate_text` of its first chunk), or None.
         args: Data options.
         seed: Seed of every draw.
 
     Returns:
         ``(columns, stats)``: stats count messages by wording and negatives by kind.
     """
-    from tqdm.auto import tqdm
-
-    from finetune.data import normalize_focus
-    from rag_app.rerank import candidate_text, message_text
-
     rng = random.Random(seed)
+    siblings = sibling_questions(topic_rows, normalize_focus)
     by_topic, by_aspect = topic_index(topic_rows)
     all_ids = sorted(r["doc_id"] for r in topic_rows)
     columns: dict[str, list[Any]] = {"query": [], "passage": [], "label": []}
     stats: dict[str, int] = {"messages": 0, "positives": 0, "retrieved": 0, "topic": 0, "random": 0, "answer_retrieved_first": 0}
     for row in tqdm(rows, desc="re-ranker examples", unit="pair", disable=not show_progress):
         topic = normalize_focus(str(row.get("focus") or ""))
-        for message in write_messages(row, args, rng, by_topic, by_aspect):
-            nodes = list(retrieve(message.text))
-            found = [n.node.ref_doc_id for n in nodes]
+        for message in write_messages(row, args, rng, siblings, by_topic, by_aspect):
+            found = [n.node.ref_doc_id for n in retrieve(message.text)]
             stats["answer_retrieved_first"] += bool(found) and found[0] in message.positives
             negatives = pick_negatives(message, found, by_topic.get(topic, []), all_ids, args, rng)
             labelled = [(d, 1) for d in message.positives] + [(d, 0) for d in negatives]
-            # A retrieved candidate is read through the chunk the retriever found, as at inference; others by their first.
-            chunk = {n.node.ref_doc_id: n.node for n in nodes}
             for doc_id, label in labelled:
-                text = candidate_text(chunk[doc_id]) if doc_id in chunk else text_of(doc_id)
+                text = text_of(doc_id)
                 if text is None:
                     continue
                 columns["query"].append(message_text(message.text))
@@ -260,15 +270,12 @@ def validation_samples(
     Returns:
         ``CrossEncoderRerankingEvaluator`` samples (``query``, ``positive``, ``documents``), texts as the model reads them.
     """
-    from tqdm.auto import tqdm
-
-    from rag_app.rerank import candidate_text, message_text
-
     rng = random.Random(seed)
+    siblings = sibling_questions(rows, normalize_focus)
     by_topic, by_aspect = topic_index(rows)
     samples = []
     for row in tqdm(rows, desc="validation messages", unit="pair", disable=not show_progress):
-        for message in write_messages(row, args, rng, by_topic, by_aspect):
+        for message in write_messages(row, args, rng, siblings, by_topic, by_aspect):
             nodes = list(retrieve(message.text))
             documents = [candidate_text(n.node) for n in nodes]
             positive = [candidate_text(n.node) for n in nodes if n.node.ref_doc_id in message.positives]
@@ -286,8 +293,6 @@ def starting_model(data_args: RerankDataArguments, device: str) -> tuple[Any, st
     tokenizer are kept and a one-logit head is added.
     """
     from sentence_transformers.cross_encoder import CrossEncoder
-
-    from rag_app.models import resolve_embed_model
 
     path = resolve_embed_model(data_args.model_name_or_path)
     config: dict[str, Any] = {"num_labels": 1}
@@ -322,7 +327,7 @@ def model_card(record: dict[str, Any]) -> str:
         f"- MedQuAD training split only (`{data['splits_dir']}/train.jsonl`, manifest hash `{data.get('manifest_hash')}`); "
         "splits are grouped by topic, so validation and test topics never appear here. LiveQA questions are never read.",
         f"- {data['messages']} messages for {data['pairs']} pairs: " + ", ".join(f"{n} {k}" for k, n in data["wording"].items()) + ".",
-        f"- {data['examples']} labelled pairs: {data['positives']} positives (the topic's pages of the types asked, every collection), "
+        f"- {data['examples']} labelled pairs: {data['positives']} positives (the pair and any pair on the same topic and type), "
         f"negatives mined with the project's retriever over the training pairs ({data['retrieved']}), the topic's other pages "
         f"({data['topic']}) and random pairs ({data['random']}).",
         "",
@@ -330,7 +335,8 @@ def model_card(record: dict[str, Any]) -> str:
         "",
         f"- `BinaryCrossEntropyLoss` (positive weight {hp['pos_weight']:.2f}); {record['global_step']} steps of batch "
         f"{hp['per_device_train_batch_size']}, learning rate {hp['learning_rate']} ({hp['lr_scheduler_type']}, warmup "
-        f"{hp['warmup_ratio']}), max length {hp['max_length']}, seed {hp['seed']}.",
+        f"{(record.get('recipe') or {}).get('values', {}).get('warmup_ratio', hp['warmup_ratio'])}), max length {hp['max_length']}, "
+        f"seed {hp['seed']}.",
         f"- {record['train_runtime_s']:.0f} s of training on {record['device']} ({record['wall_time_s']:.0f} s in all, data included).",
         "",
         "## Validation",
@@ -346,7 +352,8 @@ def model_card(record: dict[str, Any]) -> str:
         "## Use",
         "",
         "```bash",
-        f"MEDQA_RERANK_MODEL={record['output_dir']} python -m rag_app ask \"Is gout hereditary?\"",
+        f"python -m finetune.rerank --config {(record.get('recipe') or {}).get('path', '<recipe>')}   # reproduces it",
+        f"MEDQA_RERANK_MODEL={(record.get('recipe') or {}).get('values', {}).get('output_dir', record['output_dir'])} python -m rag_app ask \"Is gout hereditary?\"",
         "```",
         "",
         "The engine fuses its probability with the retriever's score (`MEDQA_RERANK_WEIGHT`). Data: MedQuAD "
@@ -375,12 +382,6 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
     from sentence_transformers.cross_encoder.losses import BinaryCrossEntropyLoss
     from transformers import set_seed
 
-    from finetune.data import select_rows
-    from finetune.raft import TrainOnlyRetriever
-    from rag_app.config import Settings
-    from rag_app.index import IndexMissingError
-    from rag_app.rerank import candidate_text
-    from rag_app.retrieval import build_retriever
 
     started = time.time()
     device = "cuda" if torch.cuda.is_available() and not training_args.use_cpu else "cpu"
@@ -427,7 +428,7 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
         **{k: after.get(f"val_{k}") for k in ("mrr@10", "ndcg@10")},
         "untrained_mrr@10": before.get("val_mrr@10"),
     }
-    wording = {k: v for k, v in stats.items() if k in {"patient", "patient, two asks", "medquad"}}
+    wording = {k: v for k, v in stats.items() if k in {"consumer", "consumer, two asks", "sibling", "medquad"}}
     record: dict[str, Any] = {
         "name": output_dir.name,
         "base_model": data_args.model_name_or_path,
@@ -481,8 +482,6 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """CLI entry point; returns the exit status (2 for user mistakes)."""
-    from finetune.cli import run_cli
-
     return run_cli(lambda: (run(argv), 0)[1])
 
 

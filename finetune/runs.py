@@ -18,7 +18,8 @@ def resolve_base(model_name: str, storage_dir: Path) -> Any:
         UserError: If the model can't be found (missing path, unreachable hub, bad GGUF).
     """
     from rag_app.config import Settings
-    from rag_app.models import ModelUnavailableError, resolve_llm
+    from rag_app.errors import ModelUnavailableError
+    from rag_app.llm.resolve import resolve_llm
 
     try:
         return resolve_llm(Settings(llm=model_name, storage_dir=storage_dir, offline_fallback=False))

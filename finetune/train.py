@@ -10,7 +10,7 @@ Recipes are TRL-style YAML files; any key can be overridden with a flag of the s
 
 The base model is anything ``MEDQA_LLM`` accepts (hub id, local HF directory, ``.gguf`` file, or
 ``bundled:smollm2-135m-instruct``). Training examples are the shared chat prompt
-(:func:`rag_app.prompts.build_messages`) plus the reference answer as the assistant turn; the loss covers
+(:func:`rag_app.text.prompts.build_messages`) plus the reference answer as the assistant turn; the loss covers
 only the assistant tokens (answer and end-of-turn). Batches are packed best-fit-decreasing and fed
 padding-free (``position_ids`` restart per example, so examples never attend to each other), so no
 compute goes to pad tokens. On CUDA the base is loaded in 4-bit NF4 (double quant, bf16 compute) when the
@@ -62,7 +62,7 @@ class ChatEncoder:
     """
 
     def __init__(self, tokenizer: Any, max_length: int, min_answer_tokens: int = 16) -> None:
-        from rag_app.prompts import build_messages
+        from rag_app.text.prompts import build_messages
 
         if not getattr(tokenizer, "chat_template", None):
             raise UserError("the base model's tokenizer has no chat template; use an instruct/chat model or set chat_template_path")
@@ -92,7 +92,7 @@ class ChatEncoder:
 
     def prompt_text(self, question: str | list[dict[str, str]]) -> str:
         """The rendered inference prompt for a question or ready chat messages (with the assistant header)."""
-        from rag_app.prompts import build_messages
+        from rag_app.text.prompts import build_messages
 
         messages = build_messages(question) if isinstance(question, str) else question
         return self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)

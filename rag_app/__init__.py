@@ -12,13 +12,14 @@
     chat.chat("What is gout?"); print(chat.chat("How is it treated?").metadata["searched_for"])
 
     from rag_app import Settings, open_index
-    from rag_app.retrieval import fielded_retriever
+    from rag_app.retrieval.fielded import fielded_retriever
     index = open_index(Settings())                # the index, read once; retrievers over it are cheap
     top5 = fielded_retriever(index, Settings()).with_top_k(5)
 """
 
 from __future__ import annotations
 
+import importlib
 import os
 
 # Nothing leaves the machine: no Chroma telemetry, no tokenizer-parallelism fork warnings.
@@ -27,48 +28,29 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from rag_app.config import Settings, get_settings  # noqa: E402
 
-__all__ = [
-    "Settings",
-    "get_settings",
-    "build_query_engine",
-    "build_chat_engine",
-    "standalone_question",
-    "build_retriever",
-    "open_index",
-    "build_index",
-    "load_llm",
-    "load_embed_model",
-    "IndexMissingError",
-    "ModelUnavailableError",
-    "MedQAQueryEngine",
-    "MedQAChatEngine",
-]
+#: The public names and the module each lives in; they are imported on first use (see :func:`__getattr__`).
+PUBLIC = {
+    "build_query_engine": "rag_app.answer.engine",
+    "MedQAQueryEngine": "rag_app.answer.engine",
+    "build_chat_engine": "rag_app.answer.conversation",
+    "standalone_question": "rag_app.answer.conversation",
+    "MedQAChatEngine": "rag_app.answer.conversation",
+    "build_retriever": "rag_app.retrieval.modes",
+    "open_index": "rag_app.index.store",
+    "build_index": "rag_app.index.build",
+    "index_status": "rag_app.index.chroma",
+    "load_llm": "rag_app.llm.load",
+    "load_embed_model": "rag_app.llm.load",
+    "model_info": "rag_app.llm.info",
+    "MedQAError": "rag_app.errors",
+    "IndexMissingError": "rag_app.errors",
+    "ModelUnavailableError": "rag_app.errors",
+}
+__all__ = ["Settings", "get_settings", *PUBLIC]
 
 
 def __getattr__(name: str):
-    # Heavy imports (torch, llama-index, chromadb) happen on first use, not at `import rag_app`.
-    if name in {"build_query_engine", "MedQAQueryEngine"}:
-        from rag_app import engine
-
-        return getattr(engine, name)
-    if name in {"build_chat_engine", "standalone_question", "MedQAChatEngine"}:
-        from rag_app import conversation
-
-        return getattr(conversation, name)
-    if name == "build_retriever":
-        from rag_app.retrieval import build_retriever
-
-        return build_retriever
-    if name == "open_index":
-        from rag_app.store import open_index
-
-        return open_index
-    if name in {"build_index", "IndexMissingError"}:
-        from rag_app import index
-
-        return getattr(index, name)
-    if name in {"load_llm", "load_embed_model", "ModelUnavailableError"}:
-        from rag_app import models
-
-        return getattr(models, name)
+    # `import rag_app` stays light (settings only): torch, llama-index and chromadb load when a name is first used.
+    if name in PUBLIC:
+        return getattr(importlib.import_module(PUBLIC[name]), name)
     raise AttributeError(f"module 'rag_app' has no attribute {name!r}")

@@ -144,16 +144,16 @@ class Settings(BaseSettings):
         "(JSON object; collections not named count 0).",
     )
 
-    rerank: bool = Field(True, description="Re-rank the retriever's top candidates with the cross-encoder (rag_app.rerank).")
+    rerank: bool = Field(True, description="Re-rank the retriever's top candidates with the cross-encoder (rag_app.retrieval.rerank).")
     rerank_model: str = Field(SHIPPED_RERANKER, description="The re-ranker: a sentence-transformers CrossEncoder folder (default: the shipped one).")
-    rerank_candidates: int = Field(20, ge=1, le=200, description="Retriever candidates the re-ranker reads (its cost grows with them).")
+    rerank_candidates: int = Field(10, ge=1, le=200, description="Retriever candidates the re-ranker reads (its cost grows with them).")
     rerank_dtype: Literal["auto", "float32", "bfloat16", "int8"] = Field(
         "auto",
         description="The re-ranker's weights: 'auto' (bfloat16 on a CPU with bfloat16 units, int8 linear layers on other "
         "CPUs, float32 on a GPU), 'float32', 'bfloat16' or 'int8'.",
     )
     rerank_weight: float = Field(
-        1.0, ge=0.0, description="Weight of the re-ranker's probability beside the retriever's score (benchmarks/tune_liveqa.py chooses it)."
+        0.5, ge=0.0, description="Weight of the re-ranker's probability beside the retriever's score (benchmarks/tune_liveqa.py chooses it)."
     )
 
     answer_threshold: float = Field(
@@ -177,15 +177,15 @@ class Settings(BaseSettings):
         description="Decline when the question names a topic and no source is about it; otherwise never start by declining.",
     )
     stop_on_repeat: bool = Field(
-        True, description="Stop an answer once it repeats a sentence and drop the repeat (rag_app.decoding); never loops."
+        True, description="Stop an answer once it repeats a sentence and drop the repeat (rag_app.text.repetition); never loops."
     )
     attribute_citations: bool = Field(
-        True, description="Renumber a citation [n] to the source its text was copied from (rag_app.decoding.attribute_citations)."
+        True, description="Renumber a citation [n] to the source its text was copied from (rag_app.text.citations.attribute_citations)."
     )
     open_with_top_source: Literal["auto", "on", "off"] = Field(
         "auto",
         description=(
-            "Make answers open with the top source's first words (rag_app.decoding.answer_opening); "
+            "Make answers open with the top source's first words (rag_app.llm.decoding.answer_opening); "
             "auto: for retrieval-aware fine-tunes only."
         ),
     )

@@ -18,3 +18,19 @@ class SettingsError(MedQAError, ValueError):
 
 class QuestionError(MedQAError, ValueError):
     """A question that can't be answered as given (e.g. empty)."""
+
+
+class ModelUnavailableError(MedQAError):
+    """No usable model could be loaded; the message says what to install or set."""
+
+
+class IndexMissingError(MedQAError):
+    """The index is missing or was built in a way that doesn't match the settings."""
+
+
+class IndexDamagedError(IndexMissingError):
+    """The index's Chroma files can't be read (cut short, corrupted); ``python -m rag_app.index --rebuild`` recovers."""
+
+
+class DiskFullError(MedQAError, OSError):
+    """A write ran out of disk space; the message names the path, the space needed and what was kept."""

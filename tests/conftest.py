@@ -106,7 +106,7 @@ def settings(tmp_path: Path, medquad_dir: Path):
 def embed_model():
     """The bundled all-MiniLM-L6-v2 (real weights), loaded once."""
     from rag_app.config import Settings
-    from rag_app.models import load_embed_model
+    from rag_app.llm.load import load_embed_model
 
     return load_embed_model(Settings())
 
@@ -115,7 +115,7 @@ def embed_model():
 def bundled_llm_dir(tmp_path_factory) -> Path:
     """The bundled SmolLM2-135M-Instruct converted to a HF checkpoint once per session."""
     from rag_app.config import Settings
-    from rag_app.models import bundled_llm
+    from rag_app.llm.resolve import bundled_llm
 
     storage = Path(os.environ.get("MEDQA_TEST_MODEL_CACHE", tmp_path_factory.mktemp("models-cache")))
     return bundled_llm(Settings(storage_dir=storage)).path
@@ -125,7 +125,7 @@ def bundled_llm_dir(tmp_path_factory) -> Path:
 def bundled_llm_model(bundled_llm_dir: Path):
     """The bundled LLM wrapped for LlamaIndex, short answers, loaded once."""
     from rag_app.config import Settings
-    from rag_app.models import load_llm
+    from rag_app.llm.load import load_llm
 
     return load_llm(Settings(llm=str(bundled_llm_dir), max_new_tokens=48))
 

@@ -6,13 +6,13 @@ from pathlib import Path
 
 import pytest
 
-from rag_app import chat
+from app import session as chat
 from rag_app.config import Settings
 
 
 def test_background_build_runs_once_and_reports_progress(settings: Settings, embed_model) -> None:
-    from rag_app.background import BackgroundBuild
-    from rag_app.index import index_status
+    from rag_app.index.background import BackgroundBuild
+    from rag_app.index.chroma import index_status
 
     build = BackgroundBuild(settings, embed_model)
     assert build.progress().state == "idle"
@@ -38,7 +38,7 @@ def test_partial_index_notice_and_outdated_corpus(settings: Settings) -> None:
 
 
 def test_a_failed_build_reports_its_error(tmp_path: Path, embed_model) -> None:
-    from rag_app.background import BackgroundBuild
+    from rag_app.index.background import BackgroundBuild
 
     broken = Settings(storage_dir=tmp_path / "s", corpus=[str(tmp_path / "missing")])
     build = BackgroundBuild(broken, embed_model)
@@ -81,7 +81,7 @@ def test_bfloat16_encoder_gives_the_float32_vectors(monkeypatch: pytest.MonkeyPa
     """On a CPU with bfloat16 units the encoder runs in bfloat16; its vectors match float32's to 3 decimals."""
     import numpy as np
 
-    from rag_app.models import cpu_has_bf16, embed_dtype, load_embed_model
+    from rag_app.llm.load import cpu_has_bf16, embed_dtype, load_embed_model
 
     texts = ["What are the treatments for gout?", "Glaucoma is a group of diseases that can damage the eye's optic nerve."]
     fp32 = np.asarray(load_embed_model(Settings(embed_dtype="float32")).get_text_embedding_batch(texts))

@@ -11,8 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from rag_app.index import build_index, load_nodes
-from rag_app.retrieval import build_retriever
+from rag_app.index.build import build_index
+
+from rag_app.index.chroma import load_nodes
+from rag_app.retrieval.modes import build_retriever
 
 CHROMA = shutil.which("chroma") or str(Path(sys.executable).parent / "chroma")
 

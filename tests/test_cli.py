@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from rag_app.index import build_index
+from rag_app.index.build import build_index
 
 REPO = Path(__file__).resolve().parents[1]
 

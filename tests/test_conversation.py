@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from rag_app.conversation import CLARIFY, build_chat_engine, standalone_question
-from rag_app.retrieval import topic_matcher
+from rag_app.answer.conversation import CLARIFY, build_chat_engine, standalone_question
+from rag_app.retrieval.modes import topic_matcher
 
 
 @pytest.fixture()
@@ -13,7 +13,7 @@ def chat_engine(settings, embed_model):
     """A chat engine over a small real index (Glaucoma, Gout, Asthma, Anemia), with a mock LLM."""
     from llama_index.core.llms import MockLLM
 
-    from rag_app.index import build_index
+    from rag_app.index.build import build_index
 
     build_index(settings, embed_model=embed_model, show_progress=False)
     return build_chat_engine(settings, llm=MockLLM(max_tokens=4), embed_model=embed_model)

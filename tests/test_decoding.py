@@ -1,10 +1,12 @@
-"""Answers never loop: the repeated-sentence stop and trim (rag_app.decoding)."""
+"""Answers never loop: the repeated-sentence stop and trim (rag_app.text.repetition)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from rag_app.decoding import answer_start_ids, repeat_start, repeats, repetition_stop, trim_repetition
+from rag_app.llm.decoding import answer_start_ids, repetition_stop
+
+from rag_app.text.repetition import repeat_start, repeats, trim_repetition
 
 LOOP = "Gout is a form of arthritis [1]. Gout is a form of arthritis [1]. Gout is a form of arthritis [1]."
 
@@ -40,7 +42,7 @@ def test_stop_ends_only_the_rows_whose_answer_repeats(bundled_llm_dir: Path) -> 
 
 
 def test_streaming_never_shows_the_repeat() -> None:
-    from rag_app.decoding import StreamTrimmer
+    from rag_app.text.repetition import StreamTrimmer
 
     trimmer = StreamTrimmer()
     shown = "".join(trimmer.feed(t) for t in LOOP.split(" ")[:1] + [" " + t for t in LOOP.split(" ")[1:]]) + trimmer.finish()
@@ -54,7 +56,8 @@ def test_streaming_never_shows_the_repeat() -> None:
 
 def test_a_repeat_at_the_very_end_is_cut_before_a_citation_is_added() -> None:
     """The last sentence counts once it ends with a full stop, so adding " [1]" after it can't reveal a repeat."""
-    from rag_app.decoding import citation_to_add, repeats, trim_repetition
+    from rag_app.text.citations import citation_to_add
+    from rag_app.text.repetition import repeats, trim_repetition
 
     answer = "6. Bleeding after bowel movements.\n7. Bleeding after bowel movements."
     trimmed = trim_repetition(answer)
@@ -72,7 +75,7 @@ PASSAGES = [
 
 
 def test_a_citation_names_the_source_its_text_was_copied_from() -> None:
-    from rag_app.decoding import attribute_citations, finish_citations
+    from rag_app.text.citations import attribute_citations, finish_citations
 
     copied = "A hernia happens when part of an internal organ or tissue bulges through a weak area of muscle [1]."
     assert attribute_citations(copied, PASSAGES) == copied.replace("[1]", "[2]")
@@ -91,7 +94,7 @@ def test_a_citation_names_the_source_its_text_was_copied_from() -> None:
 
 
 def test_streamed_citations_are_attributed_as_they_complete() -> None:
-    from rag_app.decoding import StreamAttributor, attribute_citations
+    from rag_app.text.citations import StreamAttributor, attribute_citations
 
     answer = "A hernia happens when part of an internal organ or tissue bulges through a weak area of muscle [1]. See [NAME] [1"
     attributor = StreamAttributor(PASSAGES)
@@ -103,7 +106,7 @@ def test_streamed_citations_are_attributed_as_they_complete() -> None:
 
 def test_opening_quotes_the_top_source_until_it_is_told_apart() -> None:
     """The opening runs to the first word no other source shares at that place, plus two, within 4 to 12 words."""
-    from rag_app.decoding import opening_words
+    from rag_app.text.openings import opening_words
 
     same_start = ["Answer: Lupus is a chronic disease of the immune system that", "Answer: Lupus is an autoimmune disease"]
     assert opening_words(same_start) == "Lupus is a chronic disease"
@@ -116,7 +119,7 @@ def test_opening_quotes_the_top_source_until_it_is_told_apart() -> None:
 
 
 def test_opening_allows_its_tokens_in_order_then_anything() -> None:
-    from rag_app.decoding import Opening
+    from rag_app.text.openings import Opening
 
     opening = Opening((5, 6, 7), alternatives=(9,))
     assert opening.allowed([]) == [5, 9]
@@ -128,7 +131,9 @@ def test_opening_allows_its_tokens_in_order_then_anything() -> None:
 def test_opening_processor_masks_each_row_of_a_batch() -> None:
     import torch
 
-    from rag_app.decoding import Opening, OpeningProcessor
+    from rag_app.llm.decoding import OpeningProcessor
+
+    from rag_app.text.openings import Opening
 
     processor = OpeningProcessor([Opening((2, 3)), None])
     prompt = torch.zeros((2, 4), dtype=torch.long)

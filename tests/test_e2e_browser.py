@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from rag_app import prompts
+from rag_app.text import prompts
 from rag_app.config import Settings
 from tests.conftest import write_medquad
 
@@ -69,7 +69,7 @@ def _wait_healthy(url: str, proc: subprocess.Popen, log: Path, timeout: float = 
 
 def _start_app(tmp_path: Path, embed_model, **settings: str):
     """Start `streamlit run` over a small fresh index with extra MEDQA_* settings; yields its URL, stops it afterwards."""
-    from rag_app.index import build_index
+    from rag_app.index.build import build_index
 
     corpus = write_medquad(tmp_path / "medquad")
     storage = tmp_path / "storage"
@@ -151,7 +151,7 @@ def _wait_answer(answer, timeout: float = 240) -> str:
 def test_default_model_answers_what_is_gout_with_a_cited_source(default_app_url: str, tmp_path: Path) -> None:
     """Out of the box: the shipped fine-tune answers, cites [n], shows that source's link, never repeats itself."""
     from eval.metrics import cited_numbers
-    from rag_app.decoding import repeats
+    from rag_app.text.repetition import repeats
 
     with _page(default_app_url, timeout=240_000) as page:  # the first session merges the shipped adapter
         box = page.get_by_test_id("stChatInputTextArea")

@@ -114,9 +114,11 @@ def test_tiny_run_gives_a_model_the_project_can_index_with(tmp_path: Path, split
     import numpy as np
     from sentence_transformers import SentenceTransformer
 
-    from rag_app.index import build_index, get_collection
-    from rag_app.models import load_embed_model
-    from rag_app.retrieval import build_retriever
+    from rag_app.index.build import build_index
+
+    from rag_app.index.chroma import get_collection
+    from rag_app.llm.load import load_embed_model
+    from rag_app.retrieval.modes import build_retriever
 
     out = tmp_path / "emb"
     summary = run(["--config", str(TINY), "--splits_dir", str(splits_dir), "--output_dir", str(out), "--storage_dir", str(tmp_path / "st")])

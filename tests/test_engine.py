@@ -6,8 +6,10 @@ import logging
 
 import pytest
 
-from rag_app import build_query_engine, prompts
-from rag_app.index import build_index
+from rag_app import build_query_engine
+from rag_app.llm.decoding import llm_tokenizer
+from rag_app.text import prompts
+from rag_app.index.build import build_index
 
 
 @pytest.fixture()
@@ -146,22 +148,27 @@ def gout_index(tmp_path, embed_model):
 
 
 def test_plan_answers_a_message_asking_two_things_from_both_pages(gout_index, embed_model, tiny_model_dir) -> None:
-    """"What can he take and will it come back?": the shipped re-ranker puts the treatment and the outlook pages first,
-    and the answer has a part opening with each; no glued heading reaches the model."""
-    from rag_app.models import load_llm
+    """"What can he take and will it come back?": the shipped re-ranker judges the treatment and the outlook pages more
+    relevant than the overview; weighted up (``rerank_weight=1``) it puts them first, and the answer has a part
+    opening with each; no glued heading reaches the model."""
+    from rag_app.llm.load import load_llm
 
     llm = load_llm(gout_index.model_copy(update={"llm": str(tiny_model_dir), "llm_backend": "transformers", "max_new_tokens": 24}))
-    engine = build_query_engine(gout_index, llm=llm, embed_model=embed_model, open_with_top_source="on")
     message = "my dad has gout in his big toe. what can he take for the pain and will it come back?"
+    default = build_query_engine(gout_index, llm=llm, embed_model=embed_model).plan(message)
+    relevance = {n.node.metadata["question_type"]: n.node.metadata["relevance"] for n in default.sources}
+    assert min(relevance["treatment"], relevance["outlook"]) > relevance["information"], relevance
+    settings = gout_index.model_copy(update={"rerank_weight": 1.0})
+    engine = build_query_engine(settings, llm=llm, embed_model=embed_model, open_with_top_source="on")
     plan = engine.plan(message)
     types = [n.node.metadata["question_type"] for n in plan.sources]
     assert set(types[:2]) == {"treatment", "outlook"}, types
     assert len(plan.parts) == 2 and all(p.opening is not None for p in plan.parts)
-    second = llm._tokenizer.decode(list(plan.parts[1].opening.tokens))
+    second = llm_tokenizer(llm).decode(list(plan.parts[1].opening.tokens))
     assert second.strip() and second.strip() in plan.passages[1]
     answer = engine.query(message)
     text = str(answer)
-    assert text.startswith(llm._tokenizer.decode(list(plan.parts[0].opening.tokens)).strip())
+    assert text.startswith(llm_tokenizer(llm).decode(list(plan.parts[0].opening.tokens)).strip())
     assert second.strip() in text  # the second part opens with the second page's words
     assert "Where Gout Usually Occurs" not in "".join(plan.passages) and "Sudden, Intense" not in "".join(plan.passages)
     # One thing asked: one part.
@@ -172,7 +179,7 @@ def test_the_reranker_orders_sources_and_decides_coverage(gout_index, embed_mode
     """Sources follow the re-ranked order; a top source the re-ranker finds answering is covered (never declined)."""
     from llama_index.core.llms import MockLLM
 
-    from rag_app.rerank import RELEVANCE_KEY
+    from rag_app.retrieval.rerank import RELEVANCE_KEY
 
     engine = build_query_engine(gout_index, llm=MockLLM(), embed_model=embed_model)
     assert engine.reranker is not None  # the shipped re-ranker, on by default
@@ -183,3 +190,14 @@ def test_the_reranker_orders_sources_and_decides_coverage(gout_index, embed_mode
     assert strict.plan("Is gout hereditary?").coverage == "covered"
     off = build_query_engine(gout_index, llm=MockLLM(), embed_model=embed_model, rerank=False)
     assert off.reranker is None and [n.score for n in off.retrieve("Is gout hereditary?")]
+
+
+def test_batched_answers_are_the_engines_own(indexed, embed_model, tiny_model_dir) -> None:
+    """Evaluation answers through the engine's plans: the same text as asking the engine one question at a time."""
+    from rag_app.llm.load import load_llm
+
+    llm = load_llm(indexed.model_copy(update={"llm": str(tiny_model_dir), "llm_backend": "transformers", "max_new_tokens": 16}))
+    engine = build_query_engine(indexed, llm=llm, embed_model=embed_model, open_with_top_source="on", medical_notice=False)
+    questions = ["How is gout treated?", "What is glaucoma?", "my mom has asthma, what helps?"]
+    one_by_one = [str(engine.query(q)) for q in questions]
+    assert engine.answer_batch([engine.plan(q) for q in questions], batch_size=1) == one_by_one

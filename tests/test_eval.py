@@ -85,7 +85,7 @@ def _write_split(settings, tmp_path: Path) -> Path:
 @pytest.mark.parametrize("exclude", [False, True])
 def test_compare_end_to_end(settings, embed_model, tiny_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, exclude: bool) -> None:
     from eval.compare import main
-    from rag_app.index import build_index
+    from rag_app.index.build import build_index
 
     build_index(settings, embed_model=embed_model, show_progress=False)
     split_dir = _write_split(settings, tmp_path)
@@ -135,25 +135,20 @@ def test_missing_split_and_bad_system_are_clear_errors(tmp_path: Path, capsys: p
 
 def test_answer_cache_reuses_answers_and_resumes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Greedy answers are generated once per (weights, prompt, decoding); retraining the model invalidates them."""
-    import eval.generate
-    from eval.generate import AnswerCache, answer_plans
-    from rag_app.engine import AnswerPart, AnswerPlan
+    from llama_index.core.llms import MockLLM
+
+    import rag_app.answer.engine as engine_module
+    from eval.cache import AnswerCache
+    from rag_app.answer.engine import MedQAQueryEngine
+    from rag_app.answer.plan import AnswerPart, AnswerPlan
+    from rag_app.llm.info import ModelInfo
 
     model_dir = tmp_path / "model"
     model_dir.mkdir()
     (model_dir / "model.safetensors").write_bytes(b"v1")
 
-    class FakeLLM:
-        _medqa_info = {"path": str(model_dir)}
-
-    class FakeEngine:
-        llm = FakeLLM()
-
-        def join_parts(self, texts):
-            return "\n\n".join(texts)
-
-        def finish(self, plan, text):
-            return text
+    class FakeLLM(MockLLM):
+        model_info: ModelInfo = ModelInfo(name="fake", path=str(model_dir))
 
     calls: list[int] = []
 
@@ -161,23 +156,24 @@ def test_answer_cache_reuses_answers_and_resumes(tmp_path: Path, monkeypatch: py
         calls.append(len(conversations))
         return [f"answer to {c[-1]['content']} in {max_new_tokens}" for c in conversations]
 
-    monkeypatch.setattr(eval.generate, "generate_batch", fake_generate)
+    monkeypatch.setattr(engine_module, "generate_batch", fake_generate)
+    engine = MedQAQueryEngine(llm=FakeLLM(), use_rag=False, medical_notice=False)
 
     def plans(budget: int, n: int = 5) -> list[AnswerPlan]:
         return [AnswerPlan(f"q{i}", [], [], [{"role": "user", "content": f"q{i}" + "x" * i}], "unknown", [AnswerPart(None, (), budget)])
                 for i in range(n)]
 
     path = tmp_path / "cache" / "answers.jsonl"
-    first = answer_plans(FakeEngine(), plans(16), 2, AnswerCache(path, FakeLLM()), desc="t")
+    first = engine.answer_batch(plans(16), 2, AnswerCache(path, engine.llm))
     assert first == [f"answer to q{i}" + "x" * i + " in 16" for i in range(5)] and sum(calls) == 5
-    again = answer_plans(FakeEngine(), plans(16), 2, AnswerCache(path, FakeLLM()), desc="t")
+    again = engine.answer_batch(plans(16), 2, AnswerCache(path, engine.llm))
     assert again == first and sum(calls) == 5  # all reused
     with path.open("a") as handle:
         handle.write('{"key": "cut sh')  # an interrupted write is ignored
-    answer_plans(FakeEngine(), plans(32), 2, AnswerCache(path, FakeLLM()), desc="t")
+    engine.answer_batch(plans(32), 2, AnswerCache(path, engine.llm))
     assert sum(calls) == 10  # another token budget is another answer
     (model_dir / "model.safetensors").write_bytes(b"v2-retrained")
-    answer_plans(FakeEngine(), plans(16, 2), 2, AnswerCache(path, FakeLLM()), desc="t")
+    engine.answer_batch(plans(16, 2), 2, AnswerCache(path, engine.llm))
     assert sum(calls) == 12  # new weights, new answers
 
 
@@ -186,7 +182,7 @@ def test_compare_liveqa_questions_with_subsets_and_extractive(
 ) -> None:
     """Real-question mode: several references (best one scores), answerable vs rest, an extractive baseline."""
     from eval.compare import main
-    from rag_app.index import build_index
+    from rag_app.index.build import build_index
     from tests.test_liveqa import XML
 
     build_index(settings, embed_model=embed_model, show_progress=False)
@@ -224,14 +220,14 @@ def test_compare_liveqa_questions_with_subsets_and_extractive(
 
 def test_batched_generation_opens_each_row_as_told(tiny_model_dir: Path) -> None:
     """The evaluation's batched transformers path applies each prompt's own opening (and none where it has none)."""
-    from eval.generate import generate_batch
     from rag_app.config import Settings
-    from rag_app.decoding import answer_opening
-    from rag_app.models import load_llm
+    from rag_app.llm.batch import generate_batch
+    from rag_app.llm.decoding import answer_opening, llm_tokenizer
+    from rag_app.llm.load import load_llm
 
     llm = load_llm(Settings(llm=str(tiny_model_dir), max_new_tokens=12), llm_backend="transformers")
     conversations = [[{"role": "user", "content": "What is gout?"}], [{"role": "user", "content": "What is lupus, and how is it treated?"}]]
-    opening = answer_opening(llm._tokenizer, ["Answer: Gout is a form of arthritis that causes pain", "Answer: Lupus"])
+    opening = answer_opening(llm_tokenizer(llm), ["Answer: Gout is a form of arthritis that causes pain", "Answer: Lupus"])
     free = generate_batch(llm, conversations, 12)
     opened = generate_batch(llm, conversations, 12, openings=[opening, None])
     assert opened[0].startswith("Gout is a form") and not free[0].startswith("Gout is a form")

@@ -77,7 +77,7 @@ def build_tiny_model(path: Path) -> Path:
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import GenerationConfig, PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
 
-    from rag_app.prompts import PLAIN_SYSTEM_PROMPT
+    from rag_app.text.prompts import PLAIN_SYSTEM_PROMPT
 
     specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
     bpe = Tokenizer(models.BPE())
@@ -289,7 +289,7 @@ def test_merged_model_equals_base_plus_adapter(trained):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from rag_app.config import Settings
-    from rag_app.models import resolve_llm
+    from rag_app.llm.resolve import resolve_llm
 
     out, merged_dir = trained["out"], trained["out"] / "merged"
     ids = torch.randint(3, 300, (2, 16))

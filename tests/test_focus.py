@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from rag_app.focus import FocusMatcher, question_types
+from rag_app.index.topics import FocusMatcher, question_types
 
 FOCI = {
     "gard/1": "Gilbert syndrome",
@@ -61,7 +61,7 @@ def test_question_types_read_from_cue_words(text: str, expected: set[str]) -> No
 
 
 def test_a_long_message_is_split_into_its_sentences() -> None:
-    from rag_app.retrieval import sentences
+    from rag_app.retrieval.fielded import sentences
 
     message = ". Hello, my name is [NAME]. I have diabetes!! what can i do? ok"
     assert sentences(message) == ["Hello, my name is [NAME].", "I have diabetes!!", "what can i do?"]
@@ -73,7 +73,7 @@ def test_one_pass_gives_the_message_and_each_sentence_a_vector(embed_model) -> N
     """Row 0 is the model's own embedding of the message; each sentence row leans towards that sentence's topic."""
     import numpy as np
 
-    from rag_app.retrieval import message_vectors
+    from rag_app.retrieval.fielded import message_vectors
 
     message = "Hello doctor. My knee swells and hurts after running. I also worry about my blood sugar and diabetes."
     vectors = message_vectors(embed_model, message)
@@ -90,7 +90,7 @@ def test_one_pass_gives_the_message_and_each_sentence_a_vector(embed_model) -> N
 def test_models_without_mean_pooling_embed_each_sentence(embed_model) -> None:
     import numpy as np
 
-    from rag_app.retrieval import message_vectors
+    from rag_app.retrieval.fielded import message_vectors
 
     class Plain:  # any LlamaIndex embedding model: no sentence-transformers model behind it
         def get_query_embedding(self, text: str) -> list[float]:
@@ -106,7 +106,7 @@ def test_source_coverage_counts_a_topic_named_in_part() -> None:
     """A source on a topic the message names only in part is about it; a partial name never makes a decline."""
     from llama_index.core.schema import NodeRelationship, NodeWithScore, RelatedNodeInfo, TextNode
 
-    from rag_app.engine import source_coverage
+    from rag_app.answer.plan import source_coverage
 
     def source(doc_id: str) -> NodeWithScore:
         node = TextNode(text="...", relationships={NodeRelationship.SOURCE: RelatedNodeInfo(node_id=doc_id)})

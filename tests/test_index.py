@@ -7,9 +7,11 @@ from pathlib import Path
 import pytest
 
 from corpus import load_corpus
-from rag_app import index as index_mod
-from rag_app.index import IndexMissingError, build_index, get_collection, index_status, load_nodes, questions_collection_name
-from rag_app.retrieval import build_retriever
+from rag_app.index import build as index_mod
+from rag_app.errors import IndexMissingError
+from rag_app.index.build import build_index
+from rag_app.index.chroma import get_collection, index_status, load_nodes, questions_collection_name
+from rag_app.retrieval.modes import build_retriever
 
 
 def _chunk_ids_by_doc(settings) -> dict[str, list[str]]:
@@ -80,7 +82,7 @@ def test_encoding_on_several_workers_gives_each_text_its_own_vector(settings, em
 def test_nearest_chunks_are_exact_over_the_in_memory_copy(settings, embed_model) -> None:
     import numpy as np
 
-    from rag_app.store import open_index
+    from rag_app.index.store import open_index
 
     build_index(settings, embed_model=embed_model, show_progress=False)
     index = open_index(settings, embed_model)
@@ -215,7 +217,7 @@ def test_fielded_retrieval_finds_the_topic_a_long_message_names(settings, embed_
 
 def test_fielded_retrieval_works_on_an_index_without_question_vectors(settings, embed_model, caplog) -> None:
     build_index(settings, embed_model=embed_model, show_progress=False)
-    from rag_app.index import chroma_client
+    from rag_app.index.chroma import chroma_client
 
     chroma_client(settings).delete_collection(questions_collection_name(settings))
     with caplog.at_level("WARNING", logger="rag_app"):

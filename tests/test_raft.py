@@ -29,7 +29,7 @@ def raft_setup(settings, embed_model, tiny_model_dir: Path):
 
     from corpus import load_corpus
     from finetune.data import document_to_example, write_splits
-    from rag_app.index import build_index
+    from rag_app.index.build import build_index
 
     build_index(settings, embed_model=embed_model, show_progress=False)
     docs, _ = load_corpus(settings.corpus)
@@ -61,9 +61,9 @@ def test_training_prompts_are_the_engine_prompts(raft_setup) -> None:
     from llama_index.core.schema import NodeWithScore
 
     from finetune.train import ChatEncoder
-    from rag_app.engine import build_query_engine
-    from rag_app.index import load_nodes
-    from rag_app.models import load_llm
+    from rag_app.answer.engine import build_query_engine
+    from rag_app.index.chroma import load_nodes
+    from rag_app.llm.load import load_llm
 
     examples, _ = _build(raft_setup, raft_oracle_fraction=0.5)
     settings = raft_setup["settings"]
@@ -100,7 +100,7 @@ def test_no_validation_or_test_pair_in_a_training_prompt(raft_setup) -> None:
 
 
 def test_distractor_only_examples_get_the_abstain_target(raft_setup) -> None:
-    from rag_app.prompts import ABSTAIN_ANSWER
+    from rag_app.text.prompts import ABSTAIN_ANSWER
 
     examples, stats = _build(raft_setup, raft_oracle_fraction=0.0)
     rows = {r["doc_id"]: r for r in raft_setup["splits"]["train"]}
@@ -153,7 +153,7 @@ def test_train_on_raft_prompts_end_to_end(workspace, embed_model) -> None:  # no
 
     from finetune.train import RUN_SUMMARY, run
     from rag_app.config import Settings
-    from rag_app.index import build_index
+    from rag_app.index.build import build_index
 
     build_index(Settings(storage_dir=workspace["storage"], corpus=[str(workspace["corpus"])]), embed_model=embed_model, show_progress=False)
     out = workspace["root"] / "raft-run"

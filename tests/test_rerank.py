@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 from llama_index.core.schema import NodeRelationship, NodeWithScore, QueryBundle, RelatedNodeInfo, TextNode
 
-from rag_app.headings import drop_headings, split_heading
-from rag_app.passages import page_sentences, shown_node
+from rag_app.text.headings import drop_headings, split_heading
+from rag_app.answer.passages import page_sentences, shown_node
 
 GOUT_OVERVIEW = (
     "Question: What is (are) Gout ?\nAnswer: Sudden, Intense Joint Pain Gout is a form of arthritis that causes the sudden "
@@ -79,7 +79,7 @@ def tiny_cross_encoder(tmp_path_factory) -> object:
     from sentence_transformers.cross_encoder import CrossEncoder
     from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
 
-    from rag_app.models import bundled_embed_model_dir
+    from rag_app.llm.resolve import bundled_embed_model_dir
 
     tokenizer = AutoTokenizer.from_pretrained(bundled_embed_model_dir())
     torch.manual_seed(0)
@@ -92,7 +92,7 @@ def tiny_cross_encoder(tmp_path_factory) -> object:
 
 
 def test_rerank_fuses_scores_keeps_top_n_and_records_relevance(tiny_cross_encoder) -> None:
-    from rag_app.rerank import RELEVANCE_KEY, CrossEncoderRerank, fused_score
+    from rag_app.retrieval.rerank import RELEVANCE_KEY, CrossEncoderRerank, fused_score
 
     nodes = [node(f"Question: q{i}\nAnswer: text number {i} about gout", f"d{i}", score=0.1 * i) for i in range(5)]
     query = "is gout hereditary"
@@ -110,7 +110,7 @@ def test_rerank_fuses_scores_keeps_top_n_and_records_relevance(tiny_cross_encode
 
 
 def test_start_sentence_moves_only_past_the_margin(tiny_cross_encoder) -> None:
-    from rag_app.rerank import CrossEncoderRerank
+    from rag_app.retrieval.rerank import CrossEncoderRerank
 
     source = node(GOUT_OVERVIEW, "gout-1")
     reranker = CrossEncoderRerank(tiny_cross_encoder)
@@ -123,8 +123,8 @@ def test_start_sentence_moves_only_past_the_margin(tiny_cross_encoder) -> None:
 
 def test_load_reranker_is_off_or_a_clear_error(tmp_path: Path) -> None:
     from rag_app.config import Settings
-    from rag_app.models import ModelUnavailableError
-    from rag_app.rerank import load_reranker
+    from rag_app.errors import ModelUnavailableError
+    from rag_app.retrieval.rerank import load_reranker
 
     assert load_reranker(Settings(rerank=False)) is None
     with pytest.raises(ModelUnavailableError, match="MEDQA_RERANK_MODEL"):

@@ -10,8 +10,9 @@ import pytest
 
 from rag_app import build_query_engine
 from rag_app.config import Settings
-from rag_app.index import build_index
-from rag_app.models import llm_info, load_llm
+from rag_app.index.build import build_index
+from rag_app.llm.load import load_llm
+from rag_app.llm.info import model_info
 
 pytest.importorskip("llama_index.llms.openai_like")
 
@@ -52,7 +53,7 @@ def test_engine_uses_openai_compatible_server(settings, embed_model, server: str
     build_index(settings, embed_model=embed_model, show_progress=False)
     served = settings.model_copy(update={"llm_api_base": server, "llm": "Qwen/Qwen2.5-7B-Instruct"})
     llm = load_llm(served)
-    assert llm_info(llm)["device"] == "server"
+    assert model_info(llm).device == "server"
     engine = build_query_engine(served, llm=llm, embed_model=embed_model)
     response = engine.query("How is gout treated?")
     assert str(response).startswith("Gout is treated with colchicine [1].")

@@ -15,7 +15,9 @@ import pytest
 pytest.importorskip("streamlit")
 from streamlit.testing.v1 import AppTest  # noqa: E402
 
-from rag_app import chat, prompts, safety  # noqa: E402
+from app import safety  # noqa: E402
+from app import session as chat  # noqa: E402
+from rag_app.text import prompts  # noqa: E402
 from rag_app.config import Settings  # noqa: E402
 from tests.conftest import write_medquad  # noqa: E402
 
@@ -26,7 +28,7 @@ TIMEOUT = 180  # the first run loads the models
 @pytest.fixture(scope="module")
 def app_env(tmp_path_factory, embed_model, bundled_llm_dir) -> dict[str, str]:
     """MEDQA_* variables of an app over a small built index, with short answers."""
-    from rag_app.index import build_index
+    from rag_app.index.build import build_index
 
     root = tmp_path_factory.mktemp("app")
     corpus = write_medquad(root / "medquad")
@@ -68,7 +70,9 @@ def last_turn(at: AppTest) -> chat.Turn:
 
 
 def test_ask_answers_with_numbered_sources(app: AppTest, app_env, embed_model) -> None:
-    from rag_app.retrieval import build_retriever
+    from llama_index.core.llms import MockLLM
+
+    from rag_app.answer.engine import build_query_engine
 
     assert any("Not medical advice" in w.value for w in app.warning), "the notice is visible before any question"
     ask(app, "How is gout treated?")
@@ -78,7 +82,8 @@ def test_ask_answers_with_numbered_sources(app: AppTest, app_env, embed_model) -
     assert not turn.emergency and not turn.error
     # [n] in the expander is source_nodes[n-1], in retrieval order.
     settings = Settings(storage_dir=app_env["MEDQA_STORAGE_DIR"], corpus=[app_env["MEDQA_CORPUS"]])
-    expected = [prompts.source_title(n.node.metadata) for n in build_retriever(settings, embed_model).retrieve("How is gout treated?")]
+    engine = build_query_engine(settings, llm=MockLLM(max_tokens=4), embed_model=embed_model)
+    expected = [prompts.source_title(n.node.metadata) for n in engine.retrieve("How is gout treated?")]
     assert [s["number"] for s in turn.sources] == [1, 2, 3]
     assert [s["title"] for s in turn.sources] == expected and expected[0] == "Gout"
     assert turn.sources[0]["url"] == "https://www.nih.gov/test/gout" and turn.sources[0]["passage"]
@@ -162,7 +167,7 @@ def test_missing_index_is_built_in_the_background_and_the_chat_opens(tmp_path, m
     ask(at, "What is gout?")
     assert not at.exception, at.exception
     assert last_turn(at).sources and last_turn(at).sources[0]["title"] == "Gout"
-    from rag_app.index import index_status
+    from rag_app.index.chroma import index_status
 
     deadline = time.monotonic() + 120
     while index_status(Settings()).get("building") or not index_status(Settings()).get("exists"):
@@ -292,8 +297,8 @@ def test_source_views_number_and_mark_citations() -> None:
 def test_request_engine_copies_and_leaves_shared_objects_alone(bundled_llm_model) -> None:
     from llama_index.core.schema import TextNode
 
-    from rag_app.engine import build_query_engine
-    from rag_app.retrieval import MedQARetriever, bm25_retriever
+    from rag_app.answer.engine import build_query_engine
+    from rag_app.retrieval.classic import MedQARetriever, bm25_retriever
 
     nodes = [TextNode(text=f"Gout is treated with medicine number {i}.", id_=f"n{i}") for i in range(8)]
     shared = MedQARetriever(None, bm25_retriever(nodes, 20), top_k=3, candidate_k=20)
@@ -335,7 +340,7 @@ def test_the_shipped_model_is_the_default_and_the_base_is_one_choice_away() -> N
 
 
 def test_build_index_reports_progress_fractions(settings, embed_model) -> None:
-    from rag_app.index import build_index
+    from rag_app.index.build import build_index
 
     seen: list[tuple[float, str]] = []
     stats = build_index(settings, embed_model=embed_model, show_progress=False, on_progress=lambda f, t: seen.append((f, t)))

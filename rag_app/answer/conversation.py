@@ -1,0 +1,301 @@
+"""Conversations: each message becomes a standalone question before retrieval, and a LlamaIndex chat engine.
+
+"What is gout?" then "How is it treated?": retrieval must search for "How is gout treated?". The bundled 135M
+model cannot be trusted to rewrite questions, so :func:`standalone_question` does it with the index's own topic
+names (:class:`rag_app.index.topics.FocusMatcher`) and a few rules that hold in any conversation:
+
+- a message that refers back ("it", "its", "this", "that condition", ...) and names no topic of its own before
+  that reference takes the conversation's topic in place of the reference;
+- a short question with an aspect but no topic ("What are the symptoms?") gets the topic added;
+- a message that names a new topic and nothing else ("what about diabetes?", "and asthma?") keeps the aspect
+  asked before: the previous question with the new topic in place of the old one;
+- anything else stands on its own and is left exactly as it is (so is every first message);
+- a first message that refers back or asks only an aspect gets a clarifying question instead of an answer.
+
+The model's prompt stays the one it was trained on: the standalone question and its sources.
+:class:`MedQAChatEngine` (``build_chat_engine()``) is LlamaIndex's ``BaseChatEngine`` over the query engine, and
+``retrieve(message, chat_history)`` measures retrieval over conversations without generating.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any, Generator, Optional, Sequence
+
+from llama_index.core.base.llms.types import ChatMessage, ChatResponse, MessageRole
+from llama_index.core.chat_engine.types import AgentChatResponse, BaseChatEngine, StreamingAgentChatResponse
+from llama_index.core.memory import ChatMemoryBuffer
+from llama_index.core.schema import NodeWithScore
+
+from llama_index.core.types import Thread
+
+from rag_app.answer.engine import MedQAQueryEngine, build_query_engine
+from rag_app.index.topics import question_types
+from rag_app.retrieval.modes import topic_matcher
+from rag_app.text import prompts
+
+#: A reference back to something said before (only the first one in a message is replaced).
+REFERENCE = re.compile(
+    r"\b(?:this|that|these|those|the|your|his|her|my)\s+(?:condition|disease|illness|disorder|problem|syndrome|infection|"
+    r"diagnosis|cancer|tumou?r)s?\b|\b(?:it|its|this|that|they|them|their)\b",
+    re.IGNORECASE,
+)
+#: Words that may surround a topic in an elliptical follow-up ("and what about asthma, then?").
+ELLIPSIS_WORDS = frozenset(
+    "what how about and or for with the same question also too as well then in of regarding re ok okay so now a an please thanks".split()
+)
+#: A follow-up this short that asks an aspect ("What are the symptoms?") needs the conversation's topic.
+SHORT_WORDS = 8
+CLARIFY = (
+    "Which condition do you mean? Please name it in your question, for example “How is gout treated?”, "
+    "so I can look up the right NIH pages."
+)
+_WORD = re.compile(r"[A-Za-z0-9']+")
+
+
+@dataclass(frozen=True)
+class Topic:
+    """A conversation's topic: the index's name for it and the words the person used."""
+
+    name: str
+    text: str
+
+
+@dataclass(frozen=True)
+class Resolution:
+    """What a message asks once the conversation is taken into account.
+
+    Attributes:
+        question: The standalone question to retrieve and answer (the message itself when it stands alone).
+        topic: The conversation's topic after this message (None when no topic has been named yet).
+        changed: True when ``question`` differs from the message.
+        clarify: A clarifying question to ask instead of answering (the message can't be tied to a topic).
+    """
+
+    question: str
+    topic: Optional[Topic] = None
+    changed: bool = False
+    clarify: Optional[str] = None
+
+
+def _named(matcher: Any, text: str) -> list[Topic]:
+    """Topics fully named in ``text``, most specific first, each with the words that name it."""
+    out = []
+    for name in matcher.named(text):
+        span = _topic_span(text, matcher, Topic(name, ""))
+        if span:
+            out.append(Topic(name, text[span[0] : span[1]]))
+    return out
+
+
+def _first_mention(matcher: Any, text: str, topic: Topic) -> int:
+    spans = matcher.mentions(text, topic.name)
+    return spans[0][0] if spans else len(text)
+
+
+def _replace_reference(message: str, match: re.Match[str], topic: Topic) -> str:
+    word = match.group(0)
+    text = f"{topic.text}'s" if word.lower() in {"its", "their"} else topic.text
+    return message[: match.start()] + text + message[match.end() :]
+
+
+def _with_topic(message: str, topic: Topic) -> str:
+    """An aspect-only question with the topic added: "What are the symptoms?" -> "What are the symptoms of gout?"."""
+    body = message.rstrip(" ?.!")
+    end = message[len(body) :].strip() or "?"
+    return f"{body} of {topic.text}{end}"
+
+
+def _without(text: str, matcher: Any, topic: Topic) -> str:
+    """``text`` with the words that name ``topic`` blanked out."""
+    for start, end in reversed(matcher.mentions(text, topic.name)):
+        text = text[:start] + " " + text[end:]
+    return text
+
+
+def _is_ellipsis(message: str, matcher: Any, topic: Topic) -> bool:
+    return {w.lower() for w in _WORD.findall(_without(message, matcher, topic))} <= ELLIPSIS_WORDS
+
+
+def _topic_span(text: str, matcher: Any, topic: Topic) -> tuple[int, int] | None:
+    """Where ``topic`` is named in ``text``: from its first to its last word, a closing bracket included."""
+    spans = matcher.mentions(text, topic.name)
+    if not spans:
+        return None
+    start, end = spans[0][0], spans[-1][1]
+    if text[start:end].count("(") > text[start:end].count(")") and text[end : end + 1] == ")":
+        end += 1
+    return start, end
+
+
+def resolve_turn(message: str, topic: Optional[Topic], last: Optional[str], matcher: Any) -> Resolution:
+    """One step of :func:`standalone_question`: ``message`` given the conversation's topic and last question.
+
+    Args:
+        message: The new message (clean text).
+        topic: The conversation's topic so far (None before any was named).
+        last: The last standalone question that named ``topic``.
+        matcher: The index's topic matcher.
+    """
+    named = _named(matcher, message)
+    reference = REFERENCE.search(message)
+    # Aspect cues in a topic's own name ("Hereditary ...", "Chromosome ...") are not an aspect asked.
+    aspects = question_types(_without(message, matcher, named[0]) if named else message)
+    if named:
+        new = named[0]
+        if topic is not None and reference and reference.start() < _first_mention(matcher, message, new) and new.name != topic.name:
+            # "Is it painful?": the reference comes before any topic of its own, so it points back.
+            return Resolution(_replace_reference(message, reference, topic), topic, changed=True)
+        if topic is not None and last and new.name != topic.name and not aspects and _is_ellipsis(message, matcher, new):
+            span = _topic_span(last, matcher, topic)
+            if span:
+                return Resolution(last[: span[0]] + new.text + last[span[1] :], new, changed=True)
+        return Resolution(message, new)
+    if topic is not None and reference:
+        return Resolution(_replace_reference(message, reference, topic), topic, changed=True)
+    short = len(_WORD.findall(message)) <= SHORT_WORDS
+    if topic is not None and aspects and short:
+        return Resolution(_with_topic(message, topic), topic, changed=True)
+    if topic is None and (reference or aspects) and short:
+        return Resolution(message, None, clarify=CLARIFY)
+    return Resolution(message, topic)
+
+
+def standalone_question(message: str, chat_history: Sequence[Any], matcher: Any) -> Resolution:
+    """The question to retrieve for ``message``, given the conversation so far.
+
+    Args:
+        message: The new message.
+        chat_history: Earlier messages (LlamaIndex ``ChatMessage`` or ``{"role", "content"}`` dicts); only the
+            person's messages are read, in order.
+        matcher: The index's :class:`rag_app.index.topics.FocusMatcher` (topic names and synonyms).
+
+    Returns:
+        The :class:`Resolution`; its ``question`` is ``message`` unchanged when it stands on its own.
+    """
+    topic: Optional[Topic] = None
+    last: Optional[str] = None
+    pending: Optional[str] = None  # a question that was answered with a clarifying question
+    step = Resolution("")
+    texts = []
+    for earlier in chat_history:
+        role = earlier.get("role") if isinstance(earlier, dict) else getattr(earlier, "role", None)
+        if str(getattr(role, "value", role)) == "user":
+            content = earlier.get("content") if isinstance(earlier, dict) else earlier.content
+            texts.append(prompts.clean_text(str(content or "")))
+    for text in [t for t in texts if t] + [prompts.clean_text(message)]:
+        step = resolve_turn(text, topic, last, matcher)
+        named = _named(matcher, text) if pending else []
+        if named and _is_ellipsis(text, matcher, named[0]):
+            # "How is it treated?" -> "Which condition?" -> "gout": the pending question, about gout.
+            step = resolve_turn(pending, named[0], None, matcher)
+            step = Resolution(step.question, named[0], changed=True)
+        pending = text if step.clarify else None
+        if step.topic is not None and step.clarify is None:
+            topic, last = step.topic, step.question
+    return step
+
+
+class MedQAChatEngine(BaseChatEngine):
+    """A chat over the medqa query engine: each message is made standalone, then retrieved and answered.
+
+    Responses carry ``source_nodes`` in citation order, as the query engine's do, and
+    ``metadata["searched_for"]`` (the standalone question); a message that can't be tied to a topic gets a
+    clarifying question and no sources.
+
+    Args:
+        query_engine: The :class:`rag_app.answer.engine.MedQAQueryEngine` that retrieves and answers.
+        memory: The conversation (default: a token-limited buffer).
+    """
+
+    def __init__(self, query_engine: MedQAQueryEngine, memory: Any = None) -> None:
+        self.query_engine = query_engine
+        self._memory = memory or ChatMemoryBuffer.from_defaults(token_limit=4096)
+
+    # ---- conversation -------------------------------------------------------------
+    def resolve(self, message: str, chat_history: Optional[Sequence[Any]] = None) -> Resolution:
+        """The standalone question for ``message`` (``chat_history`` defaults to this engine's)."""
+        history = self.chat_history if chat_history is None else chat_history
+        matcher = topic_matcher(self.query_engine.retriever)
+        question, _ = self.query_engine.clean_question(message)
+        if matcher is None:
+            return Resolution(question)
+        return standalone_question(question, history, matcher)
+
+    def retrieve(self, message: str, chat_history: Optional[Sequence[Any]] = None) -> list[NodeWithScore]:
+        """The sources retrieval finds for ``message`` in the conversation (nothing when it needs clarifying)."""
+        resolution = self.resolve(message, chat_history)
+        return [] if resolution.clarify else self.query_engine.retrieve(resolution.question)
+
+    # ---- BaseChatEngine -----------------------------------------------------------------
+    def _answer(self, message: str, chat_history: Optional[list[ChatMessage]], streaming: bool) -> tuple[Any, list[NodeWithScore], dict]:
+        """Resolve ``message`` and answer it: ``(text, or a token iterator when streaming; sources; metadata)``.
+
+        The message joins the history here; the answer joins it when the caller has it.
+        """
+        if chat_history is not None:
+            self._memory.set(chat_history)
+        resolution = self.resolve(message)
+        metadata = {"searched_for": resolution.question, "rewritten": resolution.changed, "clarify": bool(resolution.clarify)}
+        if resolution.clarify:
+            answer: Any = iter([resolution.clarify]) if streaming else resolution.clarify
+            nodes: list[NodeWithScore] = []
+        else:
+            response = self.query_engine.model_copy(update={"streaming": streaming}).query(resolution.question)
+            answer = response.response_gen if streaming else str(response)
+            nodes = list(response.source_nodes)
+            metadata.update(response.metadata or {})
+        self._memory.put(ChatMessage(role=MessageRole.USER, content=message))
+        return answer, nodes, metadata
+
+    def chat(self, message: str, chat_history: Optional[list[ChatMessage]] = None) -> AgentChatResponse:
+        text, nodes, metadata = self._answer(message, chat_history, streaming=False)
+        self._memory.put(ChatMessage(role=MessageRole.ASSISTANT, content=text))
+        return AgentChatResponse(response=text, source_nodes=nodes, metadata=metadata)
+
+    def stream_chat(self, message: str, chat_history: Optional[list[ChatMessage]] = None) -> "StreamingChatResponse":
+        tokens, nodes, metadata = self._answer(message, chat_history, streaming=True)
+        chat_response = StreamingChatResponse(chat_stream=_as_chat_stream(tokens), source_nodes=nodes, metadata=metadata)
+        # Like LlamaIndex's own chat engines: the answer joins the history once it has streamed.
+        thread = Thread(target=chat_response.write_response_to_history, args=(self._memory,))
+        chat_response.write_response_to_history_thread = thread
+        thread.start()
+        return chat_response
+
+    async def achat(self, message: str, chat_history: Optional[list[ChatMessage]] = None) -> AgentChatResponse:
+        return self.chat(message, chat_history)
+
+    async def astream_chat(self, message: str, chat_history: Optional[list[ChatMessage]] = None) -> StreamingAgentChatResponse:
+        return self.stream_chat(message, chat_history)
+
+    def reset(self) -> None:
+        self._memory.reset()
+
+    @property
+    def chat_history(self) -> list[ChatMessage]:
+        return self._memory.get_all()
+
+
+@dataclass
+class StreamingChatResponse(StreamingAgentChatResponse):
+    """LlamaIndex's streaming chat response, with the engine's ``metadata`` (``searched_for``, ...) as on ``chat``."""
+
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+def _as_chat_stream(tokens: Any) -> Generator[ChatResponse, None, None]:
+    text = ""
+    for token in tokens:
+        text += token
+        yield ChatResponse(message=ChatMessage(role=MessageRole.ASSISTANT, content=text), delta=token)
+
+
+def build_chat_engine(settings: Any = None, *, query_engine: Any = None, **kwargs: Any) -> MedQAChatEngine:
+    """A chat engine over :func:`rag_app.answer.engine.build_query_engine` (same arguments: ``llm``, ``retriever``, ...).
+
+    Returns:
+        A LlamaIndex ``BaseChatEngine``: ``chat``, ``stream_chat``, ``chat_history``, ``reset``, and
+        ``retrieve(message, chat_history)``.
+    """
+    return MedQAChatEngine(query_engine or build_query_engine(settings, **kwargs))

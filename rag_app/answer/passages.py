@@ -1,0 +1,41 @@
+"""What the model is shown of each source: the page's sentences without glued headings, from a chosen sentence on.
+
+A QA pair's chunk is ``Question: ...\\nAnswer: ...`` (later chunks of a long page start mid-text). The engine shows
+the model each source's answer without the section headings NIH pages lost their line breaks around
+(:func:`rag_app.headings.drop_headings`), so a copied heading is never glued into a sentence; and the top source from
+the sentence that answers what was asked (:func:`shown_node`, the sentence chosen by the re-ranker), so the answer
+opens there and not with the page's first words.
+"""
+
+from __future__ import annotations
+
+from llama_index.core.schema import NodeWithScore
+
+from rag_app.retrieval.fielded import sentences
+
+from rag_app.text.headings import drop_headings
+
+ANSWER_MARK = "Answer: "
+
+
+def split_passage(text: str) -> tuple[str, str]:
+    """``(question line with its answer mark, answer text)`` of a chunk; the first part is empty for a later chunk."""
+    head, sep, answer = text.partition(ANSWER_MARK)
+    return (head + sep, answer) if sep else ("", text)
+
+
+def page_sentences(node: NodeWithScore) -> list[str]:
+    """The sentences of a source's answer text, section headings dropped (a chunk's leading fragment included)."""
+    _, answer = split_passage(node.node.get_content())
+    return sentences(drop_headings(answer, str(node.node.metadata.get("focus") or "")))
+
+
+def shown_node(node: NodeWithScore, start: int = 0) -> NodeWithScore:
+    """``node`` as the model is shown it: its answer without glued headings, from sentence ``start`` on.
+
+    The question line stays, so the prompt keeps the format the model was trained on; the metadata (topic, link) and
+    id are the source's own.
+    """
+    head, _ = split_passage(node.node.get_content())
+    body = " ".join(page_sentences(node)[start:])
+    return NodeWithScore(node=node.node.model_copy(update={"text": f"{head}{body}"}), score=node.score)

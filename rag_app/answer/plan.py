@@ -1,0 +1,98 @@
+"""What is decided about an answer before the model runs: :class:`AnswerPlan` and its :class:`AnswerPart`\\ s.
+
+The engine makes a plan (:meth:`rag_app.answer.engine.MedQAQueryEngine.plan`); generation, streaming and batched
+evaluation all consume it, so they answer alike.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from llama_index.core.schema import NodeWithScore
+
+from rag_app.index.topics import PARTIAL_NAME_SCORE, FocusMatcher
+from rag_app.text.openings import Opening
+
+#: Between the parts of an answer to a message that asks two things.
+PART_SEPARATOR = "\n\n"
+COVERED, UNCOVERED, UNKNOWN = "covered", "uncovered", "unknown"
+
+
+@dataclass(frozen=True)
+class AnswerPart:
+    """One stretch of an answer, generated from the plan's prompt with its own opening and budget.
+
+    Attributes:
+        opening: How it must open (:class:`rag_app.text.openings.Opening`), or None.
+        suppress: Token ids it may not start with (the decline's first token, where the sources cover the question).
+        max_new_tokens: Its token budget.
+    """
+
+    opening: Opening | None
+    suppress: tuple[int, ...]
+    max_new_tokens: int
+
+    @property
+    def decoding(self) -> dict[str, Any]:
+        """What decodes this part, as plain data (batching and answer caches key on it)."""
+        opening = self.opening
+        return {
+            "max_new_tokens": self.max_new_tokens,
+            "opening": list(opening.tokens) if opening else None,
+            "alternatives": list(opening.alternatives) if opening else None,
+            "suppress": [] if opening else list(self.suppress),
+        }
+
+
+@dataclass
+class AnswerPlan:
+    """Everything decided about an answer before the model runs.
+
+    Attributes:
+        question: The clean (standalone) question.
+        warnings: What cleaning the question changed (e.g. it was cut).
+        sources: The sources in citation order (``[1]`` first), as the model is shown them.
+        messages: The chat messages the model answers.
+        coverage: :data:`COVERED`, :data:`UNCOVERED` (decline without generating) or :data:`UNKNOWN` (the model decides).
+        parts: The stretches of the answer, generated one after another (two when the message asks two things that
+            different pages answer).
+    """
+
+    question: str
+    warnings: list[str]
+    sources: list[NodeWithScore]
+    messages: list[dict[str, str]]
+    coverage: str
+    parts: list[AnswerPart] = field(default_factory=list)
+
+    @property
+    def declines(self) -> bool:
+        """True when the answer is the abstain answer, without generating."""
+        return self.coverage == UNCOVERED
+
+    @property
+    def passages(self) -> list[str]:
+        """The sources' texts as shown to the model."""
+        return [n.node.get_content() for n in self.sources]
+
+
+def source_coverage(question: str, nodes: list[NodeWithScore], matcher: FocusMatcher | None) -> str:
+    """Whether the sources are about what the question asks about, by the index's topic names.
+
+    Returns:
+        :data:`COVERED` when the question names a topic (or a synonym) in full and a source is a QA pair about it,
+        or names none in full but a source's topic in part (at least :data:`rag_app.index.topics.PARTIAL_NAME_SCORE`
+        of it, e.g. "alzheimer's" for "Alzheimer's Disease"); :data:`UNCOVERED` when it names topics in full and no
+        source is about any of them; :data:`UNKNOWN` otherwise, or without topic names (a retriever that can't name
+        them).
+    """
+    if matcher is None:
+        return UNKNOWN
+    names = matcher.named(question)
+    if names:
+        about = {doc for name in names for doc in matcher.doc_ids(name)}
+        return COVERED if any(n.node.ref_doc_id in about for n in nodes) else UNCOVERED
+    # A topic named only in part is evidence enough that a source on it is about the question, not that none is.
+    partly = matcher.doc_scores(question, PARTIAL_NAME_SCORE, limit=10**6)
+    return COVERED if any(n.node.ref_doc_id in partly for n in nodes) else UNKNOWN

@@ -1,0 +1,152 @@
+"""What a consumer message is about: the indexed topics (foci) it names and the kinds of question it asks.
+
+People name their condition ("i have lymphoma ...", "Klinefelter Syndrome. I would like to learn more") but
+wrap it in a story that dilutes a single query embedding. :class:`FocusMatcher` finds the index's topics in the
+message lexically (stemmed, IDF-weighted token overlap, so "gilberts diseases" still half-matches "Gilbert
+syndrome"), and :func:`question_types` reads which MedQuAD question types the message asks for from cue words
+("treat", "cure", "cause", ...). :class:`rag_app.retrieval.fielded.FieldedRetriever` fuses both with dense scores.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections import Counter, defaultdict
+from typing import Mapping, Sequence
+
+import Stemmer
+
+# Function words that never identify a topic; medical words are left to IDF.
+STOPWORDS = frozenset(
+    "a an the of and or in on for to with is are was were be been what who how do does did can could i my me we "
+    "our you your it its this that these those by as at from there any about not no so if but than then have has "
+    "had will would should may might am".split()
+)
+
+# MedQuAD question types (the ``qtype`` attribute) and the words by which people ask for them.
+TYPE_CUES: dict[str, str] = {
+    "treatment": r"treat|cure|therap|medic|drug|surg|remed|manag|reliev|relief|option|\bhelp",
+    "causes": r"caus|\bwhy\b|reason",
+    "symptoms": r"symptom|\bsigns?\b",
+    "exams and tests": r"diagnos|\btests?\b|testing|\bexam|screen",
+    "inheritance": r"inherit|heredit|pass(ed)? (it )?(on|down)",
+    "genetic changes": r"\bgenes?\b|genetic|mutation|chromosom",
+    "outlook": r"outlook|prognos|surviv|life expectancy|recover",
+    "prevention": r"prevent|avoid",
+    "research": r"research|clinical trial|\bstud(y|ies)\b",
+    "frequency": r"how common|frequen|prevalen",
+    "susceptibility": r"\brisks?\b|suscept",
+}
+_TYPE_RES = {qtype: re.compile(pattern, re.IGNORECASE) for qtype, pattern in TYPE_CUES.items()}
+#: Separator of a topic's other names in the ``synonyms`` metadata of indexed chunks (Chroma metadata values are
+#: scalars); corpus readers write it, :class:`FocusMatcher` reads it.
+SYNONYM_SEPARATOR = " | "
+#: Least :meth:`FocusMatcher.focus_scores` score of a topic named in part that counts: the retriever adds such a
+#: topic's pairs as candidates, and the engine counts a source on it as about the message.
+PARTIAL_NAME_SCORE = 0.5
+
+# The type whose pages give the overview; the usual best answer when a message asks nothing more specific.
+OVERVIEW_TYPE = "information"
+
+
+def question_types(text: str) -> set[str]:
+    """The MedQuAD question types that ``text`` asks for, by cue words (may be empty).
+
+    Example:
+        >>> sorted(question_types("is there any cure for lupus? what causes it"))
+        ['causes', 'treatment']
+    """
+    return {qtype for qtype, pattern in _TYPE_RES.items() if pattern.search(text)}
+
+
+class FocusMatcher:
+    """Scores every indexed topic (focus) by how much of its name, or of one of its synonyms, a message contains.
+
+    A name's score is the IDF-weighted share of its distinct stemmed tokens that occur in the message: 1.0 when
+    every token is there, less when only some are (rare tokens count more than "disease" or "cancer"). IDF is
+    computed over the distinct names. A QA pair scores the best of its topic's names.
+
+    Args:
+        foci: ``{doc_id: focus name}`` for the indexed QA pairs (empty names are ignored).
+        synonyms: ``{doc_id: other names of its topic}`` (MedQuAD's ``<Synonyms>``), optional.
+    """
+
+    def __init__(self, foci: Mapping[str, str], synonyms: Mapping[str, Sequence[str]] | None = None) -> None:
+        self._stemmer = Stemmer.Stemmer("english")
+        self._doc_ids_by_name: dict[str, list[str]] = defaultdict(list)
+        for doc_id, focus in foci.items():
+            names = [focus, *((synonyms or {}).get(doc_id) or ())]
+            for name in dict.fromkeys(n.strip() for n in names if n and n.strip()):
+                self._doc_ids_by_name[name].append(doc_id)
+        self._tokens: dict[str, frozenset[str]] = {}
+        for name in self._doc_ids_by_name:
+            tokens = frozenset(self.tokens(name))
+            if tokens:
+                self._tokens[name] = tokens
+        names = len(self._tokens)
+        df = Counter(t for tokens in self._tokens.values() for t in tokens)
+        self._idf = {t: math.log(names / (1 + n)) + 1.0 for t, n in df.items()}
+        self._by_token: dict[str, list[str]] = defaultdict(list)
+        self._norm: dict[str, float] = {}
+        for name, tokens in self._tokens.items():
+            self._norm[name] = sum(self._idf[t] for t in tokens)
+            for token in tokens:
+                self._by_token[token].append(name)
+
+    def __len__(self) -> int:
+        return len(self._tokens)
+
+    def tokens(self, text: str) -> list[str]:
+        """Lower-case alphanumeric tokens, stemmed (English Snowball), without function words."""
+        words = re.findall(r"[a-z0-9]+", text.lower())
+        return [t for t in self._stemmer.stemWords(words) if t not in STOPWORDS]
+
+    def mentions(self, text: str, name: str) -> list[tuple[int, int]]:
+        """Character spans of the words of ``text`` that belong to topic ``name`` (by stem), in order."""
+        wanted = self._tokens.get(name, frozenset())
+        words = list(re.finditer(r"[A-Za-z0-9]+(?:'s)?", text))
+        stems = self._stemmer.stemWords([w.group(0).lower().removesuffix("'s") for w in words])
+        return [(w.start(), w.end()) for w, stem in zip(words, stems) if stem in wanted]
+
+    def named(self, text: str) -> list[str]:
+        """Topic names (or synonyms) that ``text`` names in full, most specific first."""
+        names = [n for n, score in self.focus_scores(text).items() if score >= 0.999]
+        return sorted(names, key=lambda n: (-self.specificity(n), n))
+
+    def doc_ids(self, name: str) -> list[str]:
+        """The QA pairs about topic ``name`` (a focus or one of its synonyms)."""
+        return list(self._doc_ids_by_name.get(name, ()))
+
+    def specificity(self, name: str) -> float:
+        """The IDF mass of a topic name: longer, rarer names are more specific ("Diabetes Type 2" > "Diabetes")."""
+        return self._norm.get(name, 0.0)
+
+    def focus_scores(self, text: str) -> dict[str, float]:
+        """``{topic name or synonym: score in (0, 1]}`` for the names sharing at least one token with ``text``."""
+        present = set(self.tokens(text))
+        scores: dict[str, float] = {}
+        for name in {n for t in present for n in self._by_token.get(t, ())}:
+            hit = sum(self._idf[t] for t in self._tokens[name] if t in present)
+            scores[name] = hit / self._norm[name]
+        return scores
+
+    def doc_scores(self, text: str, min_score: float = 0.5, limit: int = 100) -> dict[str, float]:
+        """``{doc_id: score}`` of the QA pairs whose topic scores at least ``min_score``, best names first.
+
+        Args:
+            text: The message.
+            min_score: Smallest name score kept.
+            limit: At most this many QA pairs (a name's pairs are kept or dropped together, best first).
+        """
+        ranked = sorted(
+            ((score, name) for name, score in self.focus_scores(text).items() if score >= min_score),
+            key=lambda item: (-item[0], item[1]),
+        )
+        out: dict[str, float] = {}
+        for score, name in ranked:
+            new = [d for d in self._doc_ids_by_name[name] if d not in out]  # a pair keeps its best name's score
+            if out and len(out) + len(new) > limit:
+                break
+            out.update((doc_id, score) for doc_id in new)
+        return out
+

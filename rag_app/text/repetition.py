@@ -1,0 +1,107 @@
+"""Answers that never loop.
+
+Small models decoding greedily fall into loops ("Gout is a form of arthritis. Gout is a form of
+arthritis. ..."). The usual generation knobs fight loops by penalising tokens already seen
+(``repetition_penalty``, ``no_repeat_ngram_size``), but they count the prompt too, so they also stop a
+model from copying the wording of its sources, which is what a grounded answer does. Instead, the
+stop looks only at the answer (:mod:`rag_app.llm.decoding` ends generation there): an answer repeats itself as soon
+as a complete sentence (or a long run of words) repeats one it already said; :func:`trim_repetition` cuts the
+repeat off and :class:`StreamTrimmer` never shows it. An answer that never repeats is left exactly as the model
+wrote it.
+"""
+
+from __future__ import annotations
+
+import re
+
+from rag_app.text.words import SENTENCE_BREAK, words
+
+#: A sentence shorter than this (in words) may legitimately recur ("Yes.", "- Fever"): never a loop by itself.
+MIN_WORDS = 4
+#: A run of this many words said twice is a loop even without a sentence end.
+RUN_WORDS = 12
+
+
+def _key(sentence: str) -> tuple[str, ...]:
+    return tuple(words(sentence))
+
+
+def repeat_start(text: str) -> int | None:
+    """Character offset where ``text`` starts repeating itself, or None when it doesn't.
+
+    A repeat is a complete sentence of at least :data:`MIN_WORDS` words equal (case and punctuation
+    aside) to an earlier one, or a run of :data:`RUN_WORDS` words said again (not overlapping itself).
+    """
+    seen: set[tuple[str, ...]] = set()
+    start = 0
+    ends = [(m.start(), m.end()) for m in SENTENCE_BREAK.finditer(text)]
+    if text.rstrip().endswith((".", "!", "?")):  # the last sentence is complete too (a citation may follow it)
+        ends.append((len(text.rstrip()), len(text)))
+    for end, after in ends:
+        key = _key(text[start:end])
+        if len(key) >= MIN_WORDS:
+            if key in seen:
+                return start
+            seen.add(key)
+        start = after
+    words = list(re.finditer(r"\S+", text))
+    tokens = [w.group(0).lower() for w in words]
+    first: dict[tuple[str, ...], int] = {}
+    for i in range(len(tokens) - RUN_WORDS + 1):
+        run = tuple(tokens[i : i + RUN_WORDS])
+        if run in first and i >= first[run] + RUN_WORDS:
+            return words[i].start()
+        first.setdefault(run, i)
+    return None
+
+
+def trim_repetition(text: str) -> str:
+    """``text`` cut before its first repeat (:func:`repeat_start`); unchanged when it has none."""
+    cut = repeat_start(text)
+    return text if cut is None else text[:cut].rstrip()
+
+
+def repeats(text: str) -> bool:
+    """True when ``text`` repeats a sentence or a run of words (the evaluation's repetition measure)."""
+    return repeat_start(text) is not None
+
+
+class StreamTrimmer:
+    """Streams an answer without its repeat: text that may be starting a repeated sentence is held back.
+
+    Feed it the model's deltas; it returns what can be shown. Text after the last sentence end is held
+    only while it is the beginning of a sentence the answer already said; once the repeat completes,
+    everything from it on is dropped (the generation stop ends the answer there).
+    """
+
+    def __init__(self) -> None:
+        self.text = ""
+        self.shown = 0
+        self.done = False
+
+    def feed(self, delta: str) -> str:
+        """Add a delta; return the text that can be shown now."""
+        if self.done:
+            return ""
+        self.text += delta
+        cut = repeat_start(self.text)
+        if cut is not None:
+            self.done = True
+            return self._show(len(self.text[:cut].rstrip()))
+        end = tail = 0  # end of the last complete sentence, and where the text after it starts
+        for match in SENTENCE_BREAK.finditer(self.text):
+            end, tail = match.start(), match.end()
+        partial = _key(self.text[tail:])
+        said = [_key(s) for s in SENTENCE_BREAK.split(self.text[:tail])]
+        if partial and any(len(k) >= MIN_WORDS and k[: len(partial)] == partial for k in said):
+            return self._show(end)
+        return self._show(len(self.text))
+
+    def finish(self) -> str:
+        """The rest of the answer once generation has ended."""
+        return "" if self.done else self._show(len(self.text))
+
+    def _show(self, upto: int) -> str:
+        out = self.text[self.shown : upto] if upto > self.shown else ""
+        self.shown = max(self.shown, upto)
+        return out
