@@ -24,7 +24,7 @@ from app.session import ChatOptions, Turn
 from rag_app.answer.conversation import MedQAChatEngine
 from rag_app.answer.engine import build_query_engine
 from rag_app.config import Settings, load_settings
-from rag_app.errors import IndexMissingError, ModelUnavailableError, SettingsError
+from rag_app.errors import IndexDamagedError, IndexMissingError, ModelUnavailableError, SettingsError
 from rag_app.index.background import BackgroundBuild
 from rag_app.index.chroma import index_status
 from rag_app.llm.info import model_info
@@ -112,6 +112,20 @@ def no_index_screen(settings: Settings, status: dict[str, Any]) -> None:
     )
     if not missing and st.button("Build the index now", type="primary", key="build_now"):
         run_build(settings, rebuild=False)
+
+
+def damaged_index_screen(settings: Settings, message: str) -> None:
+    """The index can't be read: say so, and rebuild it (the damaged folder is moved aside, nothing else is touched)."""
+    fix_screen(
+        "🩹 The source index is damaged",
+        "medqa can't read its index of NIH pages (a file was cut short or corrupted, e.g. by a full disk or an "
+        "interrupted copy). Rebuilding moves the damaged folder aside and builds a new index; the corpus, the models and "
+        "your feedback are not touched. Press the button, or run this in a terminal and reload this page:",
+        [session.index_command(settings, rebuild=True)],
+        note=f"Or switch off “Answer from NIH sources” in the sidebar to chat with the model alone. (Details: {message})",
+    )
+    if st.button("Rebuild the index now", type="primary", key="rebuild_damaged"):
+        run_build(settings, rebuild=True)
 
 
 def no_model_screen(err: Exception) -> None:
@@ -243,6 +257,8 @@ def stream_answer(turn: Turn, question: str, engine: Any, history: list[Turn]) -
         for delta in deltas:
             turn.content += delta
             slot.markdown(turn.content + " ▌")
+    except IndexDamagedError as err:
+        turn.error = f"The source index can't be read: {err}. “Rebuild index” in the sidebar recovers it."
     except IndexMissingError as err:
         turn.error = f"The source index changed or disappeared while answering: {err}"
     except Exception as err:  # one bad answer must not take the session down
@@ -328,10 +344,11 @@ def sidebar(settings: Settings, status: dict[str, Any], build: Any = None) -> tu
             build_progress(build, settings.model_dump_json())
         else:
             index_facts(status)
+        damaged = bool(status.get("damaged"))
         scratch = st.checkbox("From scratch (re-embed everything)", key="rebuild_scratch", disabled=not status.get("exists"))
         building = build is not None and build.progress().running
-        if st.button("Rebuild index" if status.get("exists") else "Build index", key="rebuild", disabled=building):
-            run_build(settings, rebuild=scratch)
+        if st.button("Rebuild index" if status.get("exists") or damaged else "Build index", key="rebuild", disabled=building):
+            run_build(settings, rebuild=scratch or damaged)
         if "build_result" in st.session_state:
             st.success(st.session_state.pop("build_result"))
 
@@ -393,6 +410,9 @@ def main() -> None:
     elif progress.state in ("idle", "done"):
         build = None  # nothing building: the sidebar shows the index facts
     options, model_slot, download_slot = sidebar(settings, status, build)
+    if options.use_rag and status.get("damaged") and build is None:
+        damaged_index_screen(settings, status["error"])
+        st.stop()
     if options.use_rag and not status.get("exists") and build is None:
         no_index_screen(settings, status)
         st.stop()
@@ -403,6 +423,9 @@ def main() -> None:
         retriever = get_retriever(settings_json, status.get("built_at")) if options.use_rag and status.get("chunks") else None
     except ModelUnavailableError as err:
         no_model_screen(err)
+        st.stop()
+    except IndexDamagedError as err:
+        damaged_index_screen(settings, str(err))
         st.stop()
     except IndexMissingError as err:
         no_index_screen(settings, {"exists": False, "error": str(err)})

@@ -215,6 +215,8 @@ def link_citations(answer: str, sources: Sequence[SourceView | dict[str, Any]]) 
 
 def index_facts(status: dict[str, Any]) -> list[tuple[str, str]]:
     """``index_status`` as (label, value) rows for the sidebar."""
+    if status.get("damaged"):
+        return [("Index", "damaged: it can't be read; “Rebuild index” moves it aside and builds a new one")]
     if not status.get("exists"):
         return [("Index", "missing")]
     corpus = status.get("corpus") or []
@@ -238,9 +240,12 @@ def commands_in(message: str) -> list[str]:
     return re.findall(r"`([^`]+)`", message or "")
 
 
-def index_command(settings: Settings) -> str:
-    """The exact command that builds the index these settings point at (corpus and storage spelled out)."""
-    return f"python -m rag_app.index --corpus {shlex.quote(','.join(settings.corpus))} --storage-dir {shlex.quote(str(settings.storage_dir))}"
+def index_command(settings: Settings, rebuild: bool = False) -> str:
+    """The exact command that builds (or rebuilds) the index these settings point at (corpus and storage spelled out)."""
+    return (
+        f"python -m rag_app.index {'--rebuild ' if rebuild else ''}--corpus {shlex.quote(','.join(settings.corpus))} "
+        f"--storage-dir {shlex.quote(str(settings.storage_dir))}"
+    )
 
 
 def missing_corpus(settings: Settings) -> list[str]:
@@ -254,7 +259,12 @@ def missing_corpus(settings: Settings) -> list[str]:
 
 
 def index_needs_build(settings: Settings, status: dict[str, Any]) -> bool:
-    """True when the index is missing, was left half-built, or was built from another corpus."""
+    """True when the index is missing, was left half-built, or was built from another corpus.
+
+    A damaged index is not built over: only a rebuild (which moves it aside) recovers it, and the user starts that.
+    """
+    if status.get("damaged"):
+        return False
     if not status.get("exists") or status.get("building"):
         return True
     corpus = status.get("corpus")

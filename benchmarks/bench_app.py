@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -36,6 +35,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
+
+from benchmarks._server import free_port  # noqa: E402
 
 QUESTIONS = [
     "What are the treatments for glaucoma?",
@@ -130,17 +131,11 @@ print(json.dumps({
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def browser(args: argparse.Namespace) -> dict[str, float]:
     """`streamlit run` + Playwright/Chromium, timed from the launch."""
     from playwright.sync_api import sync_playwright
 
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, **args.env}
     cmd = [sys.executable, "-m", "streamlit", "run", "streamlit_app.py", "--server.address", "127.0.0.1",
            "--server.port", str(port), "--server.headless", "true", "--browser.gatherUsageStats", "false"]

@@ -17,6 +17,8 @@ Systems, all scored with :func:`eval.metrics.ranking_metrics` at k=10 (a QA pair
   reused while the corpus, model and splitter are unchanged; ``--rebuild-baseline`` forces a rebuild.
 * **baseline BM25**: ``llama-index-retrievers-bm25`` (English stemming, as in :mod:`rag_app.retrieval`) over
   the same chunks, top-10.
+* **ceilings**: the fielded top 20 re-ordered with the labels (a relevant pair's topic, or topic and question type,
+  first): what a perfect re-ranker of those candidates could reach.
 * **engine**: the project's default query engine, ``build_query_engine(settings, llm=<stub>).retrieve`` over the
   project index named by the environment (``MEDQA_STORAGE_DIR``, ``MEDQA_COLLECTION``, ...), with ``top_k=10``.
   Its per-query retrieval latency is reported (p50/p95, after a short warm-up).
@@ -46,6 +48,8 @@ from benchmarks._rows import emit_rows  # noqa: E402
 from corpus.liveqa import HALVES, answers_of, half_of, split_halves  # noqa: E402,F401
 
 K = 10
+#: Candidates the ceiling rows re-order: the fielded retriever's top 20.
+CEILING_POOL = 20
 BASELINE_COLLECTION = "baseline"
 MARKER = "baseline.json"
 MRR_TARGET = ">= 0.75"
@@ -241,6 +245,20 @@ def rerank_alone(reranker: Any, query: str, nodes: Sequence[Any]) -> list[Any]:
     return [NodeWithScore(node=firsts[i].node, score=logits[i]) for i in order]
 
 
+def ceiling(pool: Any, relevant: Iterable[str], query: str, by_aspect: bool) -> list[Any]:
+    """A ceiling of re-ranking ``pool``'s candidates: those on a relevant candidate's topic (and, ``by_aspect``, its
+    question type) first, the retriever's order kept otherwise. It reads the labels, so it bounds any re-ranker."""
+    nodes = pool.retrieve(query)
+    relevant = set(relevant)
+
+    def key(n: Any) -> tuple[str, str]:
+        meta = n.node.metadata or {}
+        return (str(meta.get("focus") or "").lower(), str(meta.get("question_type") or "") if by_aspect else "")
+
+    good = {key(n) for n in nodes if n.node.ref_doc_id in relevant}
+    return sorted(nodes, key=lambda n: key(n) not in good)
+
+
 # ---- main ------------------------------------------------------------------------------------------------------
 
 
@@ -310,6 +328,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         candidates = index.as_retriever(similarity_top_k=settings.rerank_candidates)
         systems_to_run["fielded alone (MEDQA_RERANK=false)"] = fielded.retrieve
         systems_to_run[f"re-ranker alone over dense top {settings.rerank_candidates}"] = lambda q: rerank_alone(engine.reranker, q, candidates.retrieve(q))
+    pool = engine.retriever.with_top_k(CEILING_POOL)
+    label_of = {query: labels.get(qid, ()) for qid, query in queries.items()}
+    for by_aspect, what in ((False, "topic"), (True, "topic+aspect")):
+        systems_to_run[f"ceiling: right {what} first (top {CEILING_POOL})"] = (
+            lambda q, by_aspect=by_aspect: ceiling(pool, label_of[q], q, by_aspect)
+        )
 
     load_before = os.getloadavg()[0]
     systems = run_systems(systems_to_run, queries, warmup=args.warmup)

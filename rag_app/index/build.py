@@ -278,9 +278,9 @@ def _build(
             asked = [d for d in batch if d.id_ in pending]
             stats.embedded_questions += _embed_questions(questions, asked, embed_model, workers, False) if asked else 0
             pending -= {d.id_ for d in asked}
-            stats.embedded_documents += len(batch)
-            stats.embedded_chunks += len(nodes)
             _persist_docstore(docstore, settings.docstore_path)
+            stats.embedded_documents += len(batch)  # committed: the document store says so
+            stats.embedded_chunks += len(nodes)
             stats.total_chunks = store._collection.count()
             _write_manifest(settings, stats, docstore, building=True)  # readers see the new batch
             bar.update(len(batch))

@@ -127,8 +127,18 @@ def chroma_client(settings: Settings) -> chromadb.ClientAPI:
     if settings.server_mode:
         return chromadb.HttpClient(host=settings.chroma_host, port=settings.chroma_port, settings=chroma_settings)
     settings.chroma_dir.mkdir(parents=True, exist_ok=True)
-    with guarded(index_location(settings)):
+    try:
         return chromadb.PersistentClient(path=str(settings.chroma_dir), settings=chroma_settings)
+    except Exception as err:
+        if not (settings.chroma_dir / "chroma.sqlite3").is_file():
+            raise
+        # Chroma wraps a database it can't open in other errors (and may fail again releasing it): find the cause,
+        # and forget the half-started client so the next attempt (after a rebuild) starts afresh.
+        SharedSystemClient._identifier_to_system.pop(str(settings.chroma_dir), None)
+        cause: BaseException | None = err
+        while cause is not None and read_error("", cause) is None:
+            cause = cause.__cause__ or cause.__context__
+        raise read_error(index_location(settings), cause or InternalError(str(err))) from err
 
 
 def questions_collection_name(settings: Settings) -> str:

@@ -1,0 +1,58 @@
+"""`streamlit run streamlit_app.py` on 127.0.0.1 for the browser benchmarks: a free port, start, health, stop."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    """A free TCP port on the loopback interface."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def streamlit_server(env: dict[str, str], log: Path, timeout: float = 120) -> Iterator[tuple[str, subprocess.Popen]]:
+    """Run the chat with ``env`` (loopback only, usage statistics off); yields its URL and process once it is healthy.
+
+    Raises:
+        SystemExit: If it exits or is not healthy within ``timeout`` seconds (its log is named).
+    """
+    port = free_port()
+    cmd = [sys.executable, "-m", "streamlit", "run", "streamlit_app.py", "--server.address", "127.0.0.1", "--server.port", str(port),
+           "--server.headless", "true", "--browser.gatherUsageStats", "false"]
+    url = f"http://127.0.0.1:{port}"
+    with log.open("w") as out:
+        proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            if proc.poll() is not None:
+                raise SystemExit(f"streamlit exited with {proc.returncode}; see {log}")
+            try:
+                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as r:
+                    if r.read().strip() == b"ok":
+                        break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise SystemExit(f"streamlit was not healthy in {timeout:.0f} s; see {log}")
+            time.sleep(0.3)
+        yield url, proc
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
