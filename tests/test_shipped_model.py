@@ -48,16 +48,11 @@ def test_shipped_record_matches_the_recipe() -> None:
     assert (SHIPPED / "README.md").is_file()
 
 
-@pytest.mark.skipif(not SHARED_MEDQUAD.is_dir(), reason="needs ../shared/data/medquad")
-def test_shipped_model_answers_real_questions_with_citations(tmp_path: Path, embed_model) -> None:
-    """Loaded from the committed adapter (merged on first use), it answers from the sources and cites them."""
-    from eval.metrics import cited_numbers, is_abstention
+def shipped_over_real_pages(tmp_path: Path, embed_model):
+    """Settings over an index of the real MedQuAD pages of :data:`PAGES`, and the shipped model loaded."""
     from rag_app.config import Settings
-    from rag_app.text.openings import opening_words
-    from rag_app.answer.engine import build_query_engine
     from rag_app.index.build import build_index
     from rag_app.llm.load import load_llm
-    from rag_app.llm.info import model_info
 
     corpus = tmp_path / "medquad"
     for collection, files in PAGES.items():
@@ -68,7 +63,18 @@ def test_shipped_model_answers_real_questions_with_citations(tmp_path: Path, emb
     build_index(settings, embed_model=embed_model, show_progress=False)
     # The bundled base and the merged adapter are cached with the other test models between runs.
     cache = Path(os.environ.get("MEDQA_TEST_MODEL_CACHE", tmp_path / "models-cache"))
-    llm = load_llm(settings.model_copy(update={"storage_dir": cache}))
+    return settings, load_llm(settings.model_copy(update={"storage_dir": cache}))
+
+
+@pytest.mark.skipif(not SHARED_MEDQUAD.is_dir(), reason="needs ../shared/data/medquad")
+def test_shipped_model_answers_real_questions_with_citations(tmp_path: Path, embed_model) -> None:
+    """Loaded from the committed adapter (merged on first use), it answers from the sources and cites them."""
+    from eval.metrics import cited_numbers, is_abstention
+    from rag_app.text.openings import opening_words
+    from rag_app.answer.engine import build_query_engine
+    from rag_app.llm.info import model_info
+
+    settings, llm = shipped_over_real_pages(tmp_path, embed_model)
     assert model_info(llm).name == SHIPPED.name and not model_info(llm).fallback
     engine = build_query_engine(settings, embed_model=embed_model, llm=llm)
     for question in QUESTIONS:
@@ -105,21 +111,10 @@ def test_patient_messages_get_the_page_for_what_they_ask(tmp_path: Path, embed_m
     import re
 
     from eval.metrics import is_abstention
-    from rag_app.config import Settings
     from rag_app.answer.conversation import build_chat_engine
     from rag_app.answer.engine import build_query_engine
-    from rag_app.index.build import build_index
-    from rag_app.llm.load import load_llm
 
-    corpus = tmp_path / "medquad"
-    for collection, files in PAGES.items():
-        (corpus / collection).mkdir(parents=True)
-        for name in files:
-            shutil.copy(SHARED_MEDQUAD / collection / name, corpus / collection / name)
-    settings = Settings(storage_dir=tmp_path / "storage", corpus=[str(corpus)], llm=str(SHIPPED), max_new_tokens=96)
-    build_index(settings, embed_model=embed_model, show_progress=False)
-    cache = Path(os.environ.get("MEDQA_TEST_MODEL_CACHE", tmp_path / "models-cache"))
-    llm = load_llm(settings.model_copy(update={"storage_dir": cache}))
+    settings, llm = shipped_over_real_pages(tmp_path, embed_model)
     engine = build_query_engine(settings, embed_model=embed_model, llm=llm)
     assert engine.reranker is not None  # the shipped re-ranker, on by default
     for message, topic, types, says in PATIENT_MESSAGES:
