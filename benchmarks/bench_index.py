@@ -78,7 +78,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--corpus", default="../shared/data/medquad")
     parser.add_argument("--storage-dir", help="where to build the benchmark index (default: a temp dir)")
-    parser.add_argument("--collection", default="bench", help="Chroma collection of the benchmark index")
+    parser.add_argument(
+        "--collection", help="Chroma collection of the benchmark index (default: 'bench'; with --reuse, MEDQA_COLLECTION's)"
+    )
     parser.add_argument("--encode-sample", type=int, default=2000, help="chunks for the raw-encode baseline")
     parser.add_argument("--queries", type=int, default=1000, help="questions for retrieval quality/latency")
     parser.add_argument("--limit-docs", type=int, default=0, help="index only the first N documents (smoke runs)")
@@ -101,7 +103,9 @@ def main() -> int:
     from rag_app.retrieval.modes import build_retriever
 
     storage = Path(args.storage_dir or tempfile.mkdtemp(prefix="medqa-bench-"))
-    settings = Settings(storage_dir=storage, corpus=[args.corpus], collection=args.collection)
+    # --reuse measures an index that exists (the project's own, by default), never starts a second one beside it.
+    collection = args.collection or (Settings().collection if args.reuse else "bench")
+    settings = Settings(storage_dir=storage, corpus=[args.corpus], collection=collection)
     rows: list[tuple[str, float, str, str, str]] = []
 
     # ---- first build ---------------------------------------------------------
