@@ -35,22 +35,22 @@ def atomic_path(dest: str | Path, directory: bool = False) -> Iterator[Path]:
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.with_name(f"{dest.name}.tmp-{os.getpid()}")
-    _remove(tmp)
+    remove_path(tmp)
     if directory:
         tmp.mkdir()
     try:
         yield tmp
     except BaseException as err:
-        _remove(tmp)
+        remove_path(tmp)
         if is_disk_full(err):
             raise disk_full(dest, what=f"writing {dest.name}", kept=f"the previous {dest.name} is unchanged") from err
         raise
     if dest.is_dir() and not dest.is_symlink():
         old = dest.with_name(f"{dest.name}.old-{os.getpid()}")
-        _remove(old)
+        remove_path(old)
         dest.rename(old)  # a folder can't be replaced in one step: move the old one aside first
         tmp.rename(dest)
-        _remove(old)
+        remove_path(old)
     else:
         tmp.replace(dest)
 
@@ -115,7 +115,8 @@ def require_space(path: str | Path, need: int, what: str) -> None:
         raise disk_full(path, what=what, kept="nothing was written", need=need - free)
 
 
-def _remove(path: Path) -> None:
+def remove_path(path: Path) -> None:
+    """Delete a file, link or folder (with its contents) if it exists."""
     if path.is_dir() and not path.is_symlink():
         shutil.rmtree(path)
     elif path.exists() or path.is_symlink():

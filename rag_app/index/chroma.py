@@ -8,7 +8,6 @@ whenever the content changes, so its modification time is the index's version (:
 from __future__ import annotations
 
 import json
-import logging
 import shutil
 import sqlite3
 import time
@@ -26,9 +25,7 @@ from llama_index.vector_stores.chroma import ChromaVectorStore
 
 from rag_app.config import Settings
 from rag_app.errors import IndexDamagedError, IndexMissingError, MedQAError
-from rag_app.files import disk_full, is_disk_full
-
-logger = logging.getLogger("rag_app")
+from rag_app.files import disk_full, is_disk_full, remove_path
 
 #: Suffix of the question-vector collection (see :func:`questions_collection_name`).
 QUESTIONS_SUFFIX = "-questions"
@@ -107,7 +104,7 @@ def set_aside(settings: Settings, remove: bool = False) -> Path | None:
     if remove:
         shutil.rmtree(source, ignore_errors=True)
         for path in companions:
-            shutil.rmtree(path) if path.is_dir() else path.unlink()
+            remove_path(path)
         return None
     aside = source.with_name(f"{source.name}.damaged-{time.strftime('%Y%m%d-%H%M%S')}")
     if source.exists():
