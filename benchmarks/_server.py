@@ -22,8 +22,16 @@ def free_port() -> int:
 
 
 @contextmanager
-def streamlit_server(env: dict[str, str], log: Path, timeout: float = 120) -> Iterator[tuple[str, subprocess.Popen]]:
+def streamlit_server(
+    env: dict[str, str], log: Path, timeout: float = 120, poll: float = 0.3
+) -> Iterator[tuple[str, subprocess.Popen]]:
     """Run the chat with ``env`` (loopback only, usage statistics off); yields its URL and process once it is healthy.
+
+    Args:
+        env: The server's environment (``MEDQA_*`` settings).
+        log: File that receives the server's output.
+        timeout: Seconds to wait for the health check.
+        poll: Seconds between health checks (how finely a start-up time can be read).
 
     Raises:
         SystemExit: If it exits or is not healthy within ``timeout`` seconds (its log is named).
@@ -47,7 +55,7 @@ def streamlit_server(env: dict[str, str], log: Path, timeout: float = 120) -> It
                 pass
             if time.monotonic() > deadline:
                 raise SystemExit(f"streamlit was not healthy in {timeout:.0f} s; see {log}")
-            time.sleep(0.3)
+            time.sleep(poll)
         yield url, proc
     finally:
         proc.terminate()

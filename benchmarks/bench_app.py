@@ -28,7 +28,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -36,7 +35,7 @@ sys.path.insert(0, str(REPO))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
 
-from benchmarks._server import free_port  # noqa: E402
+from benchmarks._server import streamlit_server  # noqa: E402
 
 QUESTIONS = [
     "What are the treatments for glaucoma?",
@@ -135,25 +134,11 @@ def browser(args: argparse.Namespace) -> dict[str, float]:
     """`streamlit run` + Playwright/Chromium, timed from the launch."""
     from playwright.sync_api import sync_playwright
 
-    port = free_port()
     env = {**os.environ, **args.env}
-    cmd = [sys.executable, "-m", "streamlit", "run", "streamlit_app.py", "--server.address", "127.0.0.1",
-           "--server.port", str(port), "--server.headless", "true", "--browser.gatherUsageStats", "false"]
-    log = open(tempfile.mktemp(prefix="bench-app-", suffix=".log"), "w")
-    t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
+    log = Path(tempfile.mkdtemp(prefix="bench-app-")) / "streamlit.log"
     figures: dict[str, float] = {}
-    try:
-        while True:
-            if proc.poll() is not None:
-                sys.exit(f"streamlit exited; see {log.name}")
-            try:
-                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as r:
-                    if r.read().strip() == b"ok":
-                        break
-            except OSError:
-                time.sleep(0.1)
+    t0 = time.perf_counter()
+    with streamlit_server(env, log, timeout=600, poll=0.1) as (url, _):
         figures["server_healthy_s"] = time.perf_counter() - t0
         with sync_playwright() as p:
             chromium = p.chromium.launch(
@@ -194,13 +179,6 @@ def browser(args: argparse.Namespace) -> dict[str, float]:
                 figures["first_token_median_s"] = statistics.median(f for f, _ in warm)
                 figures["answer_median_s"] = statistics.median(t for _, t in warm)
             chromium.close()
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
     return figures
 
 

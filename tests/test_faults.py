@@ -100,8 +100,11 @@ def test_the_library_raises_the_damaged_index_error_and_rebuild_can_discard_it(b
 
     from rag_app.answer.engine import build_query_engine
     from rag_app.index.build import build_index
-    from rag_app.index.chroma import index_status
+    from rag_app.index.chroma import index_status, manifest_path
 
+    other = built.model_copy(update={"collection": "other"})
+    build_index(other, embed_model=embed_model, show_progress=False)
+    assert manifest_path(other).is_file() and other.docstore_path.is_file()
     SharedSystemClient.clear_system_cache()  # as a new process would open it
     damage(built.storage_dir, "sqlite")
     with pytest.raises(IndexDamagedError, match="python -m rag_app.index --rebuild"):
@@ -110,6 +113,8 @@ def test_the_library_raises_the_damaged_index_error_and_rebuild_can_discard_it(b
     stats = build_index(built, embed_model=embed_model, rebuild=True, discard_damaged=True, show_progress=False)
     assert stats.set_aside == "the damaged index was removed" and stats.embedded_documents == 8
     assert not list(built.storage_dir.glob("chroma.damaged-*"))
+    # The other collection lived in the same store: what described it went too, so its next build starts afresh.
+    assert not manifest_path(other).exists() and not other.docstore_path.exists()
     engine = build_query_engine(built, llm=MockLLM(max_tokens=2), embed_model=embed_model)
     assert engine.retrieve("How is gout treated?")[0].node.metadata["focus"] == "Gout"
 

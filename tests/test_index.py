@@ -10,7 +10,7 @@ from corpus import load_corpus
 from rag_app.index import build as index_mod
 from rag_app.errors import IndexMissingError
 from rag_app.index.build import build_index
-from rag_app.index.chroma import get_collection, index_status, load_nodes, questions_collection_name
+from rag_app.index.chroma import get_collection, index_status, index_version, load_nodes, manifest_path, questions_collection_name
 from rag_app.retrieval.modes import build_retriever
 
 
@@ -32,6 +32,18 @@ def test_build_then_reindex_adds_nothing(settings, embed_model) -> None:
     assert get_collection(settings).count() == chunks
     status = index_status(settings)
     assert status["exists"] and status["chunks"] == chunks and status["documents"] == 8
+
+
+def test_collections_in_one_storage_folder_keep_their_own_manifest(settings, embed_model, medquad_dir: Path) -> None:
+    build_index(settings, embed_model=embed_model, show_progress=False)
+    version = index_version(settings)
+    other = settings.model_copy(update={"collection": "other", "corpus": [str(medquad_dir / "1_TestA_QA")]})
+    build_index(other, embed_model=embed_model, show_progress=False)
+
+    assert manifest_path(settings) == settings.storage_dir / "index_manifest.json"  # the path dvc.yaml tracks
+    assert manifest_path(other) != manifest_path(settings)
+    assert index_version(settings) == version, "building another collection changed this one's version"
+    assert index_status(settings)["documents"] == 8 and index_status(other)["documents"] == 4
 
 
 def test_changed_document_is_replaced_and_removed_one_deleted(settings, embed_model, medquad_dir: Path) -> None:

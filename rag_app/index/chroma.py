@@ -1,8 +1,8 @@
 """Access to the Chroma index: the client, its collections, their records, and the manifest that describes them.
 
 The index is two collections: the chunks (``settings.collection``) and one question-only vector per QA pair (the same
-name with :data:`QUESTIONS_SUFFIX`). ``index_manifest.json`` beside them says what the index holds; it is rewritten
-whenever the content changes, so its modification time is the index's version (:func:`index_version`).
+name with :data:`QUESTIONS_SUFFIX`). A manifest beside them (:func:`manifest_path`) says what the index holds; it is
+rewritten whenever the content changes, so its modification time is the index's version (:func:`index_version`).
 """
 
 from __future__ import annotations
@@ -29,13 +29,36 @@ from rag_app.files import disk_full, is_disk_full, remove_path
 
 #: Suffix of the question-vector collection (see :func:`questions_collection_name`).
 QUESTIONS_SUFFIX = "-questions"
-#: The file that describes the index's content (written by :mod:`rag_app.index.build`).
+#: The file that describes the default collection's content (written by :mod:`rag_app.index.build`).
 MANIFEST = "index_manifest.json"
+#: The default collection, whose manifest keeps the plain name the DVC pipeline tracks.
+DEFAULT_COLLECTION = Settings.model_fields["collection"].default
 
 
 def manifest_path(settings: Settings) -> Path:
-    """Where the index manifest of ``settings`` lives."""
-    return settings.storage_dir / MANIFEST
+    """Where the manifest of ``settings``' collection lives: one per collection and per Chroma server.
+
+    Like the document store (``settings.docstore_path``), so indexes of different collections in one storage folder
+    never describe each other.
+    """
+    if settings.collection == DEFAULT_COLLECTION and not settings.server_mode:
+        return settings.storage_dir / MANIFEST
+    return settings.storage_dir / f"{Path(MANIFEST).stem}-{settings.docstore_path.stem}.json"
+
+
+def local_companions(settings: Settings) -> list[Path]:
+    """The manifests and document stores of every collection in ``settings``' Chroma folder (not a server's)."""
+    names = {settings.collection}
+    for path in settings.storage_dir.glob(f"{Path(MANIFEST).stem}*.json"):
+        try:
+            names.add(json.loads(path.read_text())["collection"])
+        except (OSError, ValueError, KeyError, TypeError):
+            continue  # not readable: nothing to say which collection it describes, so it stays
+    paths = []
+    for name in sorted(names):
+        local = settings.model_copy(update={"collection": name, "chroma_host": None})
+        paths += [p for p in (manifest_path(local), local.docstore_path) if p.exists()]
+    return paths
 
 
 def index_location(settings: Settings) -> str:
@@ -92,15 +115,15 @@ def check_readable(settings: Settings) -> None:
 def set_aside(settings: Settings, remove: bool = False) -> Path | None:
     """Move a damaged Chroma folder aside (``chroma.damaged-<time>``), or delete it, with the manifest and document store.
 
-    The manifest and document store describe what the damaged store held, so they go with it: the next build
-    starts from an empty index that they describe correctly.
+    The manifests and document stores of its collections describe what the damaged store held, so they go with it:
+    the next build starts from an empty index that they describe correctly.
 
     Returns:
         Where the damaged folder went, or None when it was removed.
     """
     SharedSystemClient.clear_system_cache()  # this process's open client still holds the old files
     source = settings.chroma_dir
-    companions = [p for p in (manifest_path(settings), settings.docstore_path) if p.exists()]
+    companions = local_companions(settings)
     if remove:
         shutil.rmtree(source, ignore_errors=True)
         for path in companions:
