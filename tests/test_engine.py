@@ -188,6 +188,11 @@ def test_the_reranker_orders_sources_and_decides_coverage(gout_index, embed_mode
     assert all(RELEVANCE_KEY in n.node.metadata for n in sources)
     strict = engine.model_copy(update={"answer_threshold": 0.0})
     assert strict.plan("Is gout hereditary?").coverage == "covered"
+    assert strict.plan("is gowt herediterry?").coverage == "covered"  # no topic named in full: the re-ranker decides
+    # Gout named in full and only the glaucoma page in reach: uncovered, however sure the re-ranker is.
+    glaucoma = [n for n in engine.retrieve("What is glaucoma?") if n.node.metadata["focus"] == "Glaucoma"]
+    assert glaucoma and strict.coverage("Is gout hereditary?", glaucoma) == "uncovered"
+    assert strict.model_copy(update={"decline_by_topic": False}).coverage("Is gout hereditary?", glaucoma) == "covered"
     off = build_query_engine(gout_index, llm=MockLLM(), embed_model=embed_model, rerank=False)
     assert off.reranker is None and [n.score for n in off.retrieve("Is gout hereditary?")]
 

@@ -118,16 +118,19 @@ class MedQAQueryEngine(CustomQueryEngine):
         )
 
     def coverage(self, question: str, nodes: list[NodeWithScore]) -> str:
-        """Whether the sources answer a clean question: :func:`~rag_app.answer.plan.source_coverage` by topic names,
-        and covered whenever the re-ranker finds the top source answering it; otherwise unknown without RAG or
-        ``decline_by_topic``."""
+        """Whether the sources answer a clean question.
+
+        The topic names decide first (:func:`~rag_app.answer.plan.source_coverage`, with ``decline_by_topic``): a
+        question naming a topic in full that no source is about is uncovered, however confident the re-ranker is
+        about a page on something else. Where the names say nothing (a misspelt or unusual name), a top source the
+        re-ranker finds answering (probability ≥ ``answer_threshold``) makes it covered. Unknown without RAG.
+        """
         if not self.use_rag:
             return UNKNOWN
-        if nodes and self.reranker is not None and _relevance(nodes[0]) >= self.answer_threshold:
+        by_topic = source_coverage(question, nodes, topic_matcher(self.retriever)) if self.decline_by_topic else UNKNOWN
+        if by_topic == UNKNOWN and nodes and self.reranker is not None and _relevance(nodes[0]) >= self.answer_threshold:
             return COVERED
-        if not self.decline_by_topic:
-            return UNKNOWN
-        return source_coverage(question, nodes, topic_matcher(self.retriever))
+        return by_topic
 
     def opens_with_sources(self) -> bool:
         """Whether answers open with their sources' words (``open_with_top_source``; ``auto``: retrieval-aware fine-tunes)."""
