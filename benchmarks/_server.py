@@ -1,4 +1,4 @@
-"""`streamlit run streamlit_app.py` on 127.0.0.1 for the browser benchmarks: a free port, start, health, stop."""
+"""`streamlit run streamlit_app.py` on 127.0.0.1 for the browser benchmarks and tests: a free port, start, health, stop."""
 
 from __future__ import annotations
 
@@ -12,6 +12,10 @@ from pathlib import Path
 from typing import Iterator
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+class ServerStartError(RuntimeError):
+    """The chat server exited, or was not healthy in time; the message ends with its log's last lines."""
 
 
 def free_port() -> int:
@@ -34,7 +38,7 @@ def streamlit_server(
         poll: Seconds between health checks (how finely a start-up time can be read).
 
     Raises:
-        SystemExit: If it exits or is not healthy within ``timeout`` seconds (its log is named).
+        ServerStartError: If it exits or is not healthy within ``timeout`` seconds.
     """
     port = free_port()
     cmd = [sys.executable, "-m", "streamlit", "run", "streamlit_app.py", "--server.address", "127.0.0.1", "--server.port", str(port),
@@ -46,7 +50,7 @@ def streamlit_server(
         deadline = time.monotonic() + timeout
         while True:
             if proc.poll() is not None:
-                raise SystemExit(f"streamlit exited with {proc.returncode}; see {log}")
+                raise ServerStartError(f"streamlit exited with {proc.returncode}; {log}:\n{log.read_text()[-3000:]}")
             try:
                 with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as r:
                     if r.read().strip() == b"ok":
@@ -54,7 +58,7 @@ def streamlit_server(
             except OSError:
                 pass
             if time.monotonic() > deadline:
-                raise SystemExit(f"streamlit was not healthy in {timeout:.0f} s; see {log}")
+                raise ServerStartError(f"streamlit was not healthy in {timeout:.0f} s; {log}:\n{log.read_text()[-3000:]}")
             time.sleep(poll)
         yield url, proc
     finally:

@@ -9,23 +9,19 @@ from __future__ import annotations
 
 import contextlib
 import os
-import socket
-import subprocess
-import sys
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from benchmarks._server import streamlit_server
 from rag_app.text import prompts
 from rag_app.config import Settings
 from tests.conftest import write_medquad
 
 pytestmark = pytest.mark.e2e
 
-REPO = Path(__file__).resolve().parents[1]
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
     "--no-sandbox",
@@ -46,27 +42,6 @@ def _need(ok: bool, why: str) -> None:
         pytest.skip(why)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait_healthy(url: str, proc: subprocess.Popen, log: Path, timeout: float = 90) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            pytest.fail(f"streamlit exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
-        try:
-            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as r:
-                if r.read().decode().strip() == "ok":
-                    return
-        except OSError:
-            pass
-        time.sleep(0.3)
-    pytest.fail(f"streamlit did not become healthy in {timeout} s:\n{log.read_text()[-3000:]}")
-
-
 def _start_app(tmp_path: Path, embed_model, **settings: str):
     """Start `streamlit run` over a small fresh index with extra MEDQA_* settings; yields its URL, stops it afterwards."""
     from rag_app.index.build import build_index
@@ -74,7 +49,6 @@ def _start_app(tmp_path: Path, embed_model, **settings: str):
     corpus = write_medquad(tmp_path / "medquad")
     storage = tmp_path / "storage"
     build_index(Settings(storage_dir=storage, corpus=[str(corpus)]), embed_model=embed_model, show_progress=False)
-    port = _free_port()
     env = {
         **os.environ,
         "MEDQA_STORAGE_DIR": str(storage),
@@ -83,27 +57,16 @@ def _start_app(tmp_path: Path, embed_model, **settings: str):
         "ANONYMIZED_TELEMETRY": "False",
         **{f"MEDQA_{k.upper()}": v for k, v in settings.items()},
     }
-    yield from _serve(env, port, tmp_path)
+    yield from _serve(env, tmp_path)
 
 
-def _serve(env: dict[str, str], port: int, tmp_path: Path):
-    """`streamlit run streamlit_app.py` on 127.0.0.1:``port``; yields its URL once healthy, stops it afterwards."""
+def _serve(env: dict[str, str], tmp_path: Path):
+    """`streamlit run streamlit_app.py` on a free loopback port; yields its URL once healthy, stops it afterwards."""
     log = tmp_path / "streamlit.log"
-    cmd = [sys.executable, "-m", "streamlit", "run", "streamlit_app.py", "--server.address", "127.0.0.1",
-           "--server.port", str(port), "--server.headless", "true", "--browser.gatherUsageStats", "false"]
-    with log.open("w") as out:
-        proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
     try:
-        _wait_healthy(url, proc, log)
-        yield url
+        with streamlit_server(env, log, timeout=90) as (url, _):
+            yield url
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
         print(f"streamlit log: {log}")
 
 
@@ -335,7 +298,7 @@ def fresh_app_url(tmp_path):
     env = {**os.environ, "MEDQA_STORAGE_DIR": str(tmp_path / "storage"), "MEDQA_CORPUS": str(SHARED_MEDQUAD),
            "HF_HUB_OFFLINE": "1", "ANONYMIZED_TELEMETRY": "False"}
     started = time.monotonic()
-    for url in _serve(env, _free_port(), tmp_path):
+    for url in _serve(env, tmp_path):
         yield url, started
 
 

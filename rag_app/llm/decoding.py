@@ -205,7 +205,7 @@ def with_decoding(
         max_new_tokens: Answer budget.
     """
     if is_llamacpp(llm):
-        return _llamacpp_decoding(llm, suppress=suppress, opening=opening, stop=stop, temperature=temperature, max_new_tokens=max_new_tokens)
+        return _llamacpp_decoding(llm, suppress, opening, stop, temperature, max_new_tokens)
     tokenizer = llm_tokenizer(llm)
     if tokenizer is None or not hasattr(llm, "generate_kwargs"):
         return llm  # not a local model (a served one, or a mock in tests): use as is
@@ -230,13 +230,8 @@ def with_decoding(
 
 
 def _llamacpp_decoding(
-    llm: Any,
-    *,
-    suppress: Sequence[int] = (),
-    opening: Opening | None = None,
-    stop: threading.Event | None = None,
-    temperature: float | None = None,
-    max_new_tokens: int | None = None,
+    llm: Any, suppress: Sequence[int], opening: Opening | None, stop: threading.Event | None, temperature: float | None,
+    max_new_tokens: int | None,
 ) -> Any:
     """A copy of ``llm`` (same C++ model) with its own stops, first tokens and decoding settings."""
     # llama-cpp-python is optional (a compiled package): imported only for a model of that backend.
