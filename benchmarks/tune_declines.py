@@ -1,21 +1,27 @@
-"""When may the re-ranker overrule the topic names? Decided on two dev sets, neither of them a reported one.
+"""Which topic names may decline a question, and when may the re-ranker overrule them? Decided on dev sets only.
 
     python benchmarks/tune_declines.py        # the index named by MEDQA_* (the full MedQuAD index)
 
 A question that names a topic in full with no source about it is declined without generating
-(:func:`rag_app.answer.plan.source_coverage` says ``uncovered``). This prints, for thresholds on the re-ranker's
-probability for the top source above which that decline would be overruled, how many questions would be declined:
+(:func:`rag_app.answer.plan.source_coverage` says ``uncovered``). This counts such declines, three sets:
 
 * answerable LiveQA *tune*-half questions (a MedQuAD pair holds a reference answer): every decline there is lost;
+* 300 questions of the *validation* split in consumer wording (``finetune.consumer.consumer_question``; their
+  pairs are in the index): every decline there is lost too;
 * 200 questions of the *validation* split with their topics taken out of retrieval (knowledge absent, as
   ``python -m eval.compare --exclude_test_from_index`` does for the test split): declining is right there.
 
-"never" is the engine's rule (topic names first; the re-ranker decides only where they say nothing).
+First table: which names count. "every full name" is the rule before names had to be written as names
+(:meth:`rag_app.index.topics.FocusMatcher.written`) and before common words stopped counting
+(:meth:`~rag_app.index.topics.FocusMatcher.common`); the other columns set ``COMMON_NAME_SHARE``.
+Second table: thresholds on the re-ranker's probability for the top source above which a decline would be
+overruled ("never" is the engine's rule).
 """
 
 from __future__ import annotations
 
 import os
+import random
 import sys
 from pathlib import Path
 
@@ -24,14 +30,25 @@ sys.path.insert(0, str(REPO))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 THRESHOLDS = (0.5, 0.7, 0.9, 0.95, None)
+SHARES = (None, float("inf"), 0.005, 0.01, 0.02, 0.05)
+
+
+def _table(title: str, heads: list[str], counts: dict[str, list[int]]) -> None:
+    print(f"\n{title}")
+    print("| set | " + " | ".join(heads) + " |")
+    print("|---|" + "---|" * len(heads))
+    for name, row in counts.items():
+        print(f"| {name} | " + " | ".join(str(d) for d in row) + " |")
 
 
 def main() -> int:
     from llama_index.core.llms import MockLLM
     from tqdm.auto import tqdm
 
+    import rag_app.index.topics as topics
     from eval.arguments import CompareArguments
     from eval.questions import exclusion_set, load_liveqa_rows, load_test_split
+    from finetune.consumer import consumer_question
     from rag_app.answer.engine import build_query_engine
     from rag_app.answer.plan import UNCOVERED, source_coverage
     from rag_app.config import Settings
@@ -42,33 +59,53 @@ def main() -> int:
     settings = Settings()
     nodes = load_nodes(settings)
     liveqa, _ = load_liveqa_rows(CompareArguments(questions="liveqa", half="tune", limit=1000), settings)
+    validation, _ = load_test_split(CompareArguments(split_dir=str(settings.storage_dir / "splits-val"), limit=10**6), settings)
+    rng = random.Random(1)
+    consumer = [{"question": consumer_question(r["focus"], r["question_type"], rng)} for r in rng.sample(validation, 300)]
     absent, _ = load_test_split(CompareArguments(split_dir=str(settings.storage_dir / "splits-val"), limit=200), settings)
     sets = {
-        "LiveQA tune half, answerable": ([r for r in liveqa if r["relevant"]], frozenset()),
-        "validation split, knowledge absent": (absent, exclusion_set(absent, nodes)),
+        "LiveQA tune half, answerable: declined, wrongly": ([r for r in liveqa if r["relevant"]], frozenset()),
+        "validation split, consumer wording: declined, wrongly": (consumer, frozenset()),
+        "validation split, knowledge absent: declined, rightly": (absent, exclusion_set(absent, nodes)),
     }
-    counts: dict[str, list[int]] = {}
+    by_share: dict[str, list[int]] = {}
+    by_threshold: dict[str, list[int]] = {}
+    default_share = topics.COMMON_NAME_SHARE
     for name, (rows, exclude) in sets.items():
         candidates = max(settings.candidate_k, 60 if exclude else 20)
         retriever = build_retriever(settings.model_copy(update={"candidate_k": candidates}), nodes=nodes, exclude=exclude)
         engine = build_query_engine(settings, llm=MockLLM(), retriever=retriever)
         matcher = topic_matcher(retriever)
-        declined = [0] * len(THRESHOLDS)
-        for row in tqdm(rows, desc=name, unit="q"):
+        shares, declined = [0] * len(SHARES), [0] * len(THRESHOLDS)
+        for row in tqdm(rows, desc=name.split(":")[0], unit="q"):
             question = engine.clean_question(row["question"])[0]
             sources = engine.select_sources(question, engine.ranked(question))
+            for i, share in enumerate(SHARES):
+                topics.COMMON_NAME_SHARE = share if share is not None else float("inf")
+                written = matcher.written
+                if share is None:
+                    matcher.written = lambda text, name: True  # the old rule: every full name counts
+                shares[i] += source_coverage(question, sources, matcher) == UNCOVERED
+                matcher.written = written
+            topics.COMMON_NAME_SHARE = default_share
             if source_coverage(question, sources, matcher) != UNCOVERED:
                 continue
             top = float(sources[0].node.metadata.get(RELEVANCE_KEY, 0.0)) if sources else 0.0
             for i, threshold in enumerate(THRESHOLDS):
                 declined[i] += threshold is None or top < threshold
-        counts[f"{name} ({len(rows)})"] = declined
+        label = f"{name.split(':')[0]} ({len(rows)}):{name.split(':')[1]}"
+        by_share[label], by_threshold[label] = shares, declined
 
-    print("\ndeclined without generating, by the re-ranker probability that overrules the topic names")
-    print("| set | " + " | ".join(f"≥ {t}" if t is not None else "never (default)" for t in THRESHOLDS) + " |")
-    print("|---|" + "---|" * len(THRESHOLDS))
-    for name, declined in counts.items():
-        print(f"| {name} | " + " | ".join(str(d) for d in declined) + " |")
+    _table(
+        f"declined without generating, by which names count (default: written as names, common share {default_share})",
+        ["every full name"] + [("no name is common" if s == float("inf") else f"common share ≥ {s}") for s in SHARES[1:]],
+        by_share,
+    )
+    _table(
+        "declined without generating, by the re-ranker probability that overrules the topic names",
+        [f"≥ {t}" if t is not None else "never (default)" for t in THRESHOLDS],
+        by_threshold,
+    )
     return 0
 
 

@@ -96,7 +96,7 @@ class Settings(BaseSettings):
     device: str = Field("auto", description="'auto' (CUDA when present, else CPU), 'cpu' or 'cuda'.")
     llm_backend: Literal["auto", "llama.cpp", "transformers"] = Field(
         "auto",
-        description="How answers are generated: 'llama.cpp' (8-bit GGUF weights, several times faster on a CPU), "
+        description="How answers are generated: 'llama.cpp' (16-bit GGUF weights, several times faster on a CPU), "
         "'transformers' (float PyTorch weights, the reference) or 'auto' (llama.cpp on a CPU when installed and the "
         "model has a GGUF, else transformers).",
     )

@@ -123,3 +123,35 @@ def test_source_coverage_counts_a_topic_named_in_part() -> None:
     # "cancer" alone is a small part of "Lung Cancer": not enough.
     assert source_coverage("my aunt has cancer, what now?", [lung], matcher) == "unknown"
     assert source_coverage("Is Gilbert syndrome dangerous?", [gilbert], None) == "unknown"
+
+
+def test_only_names_written_as_names_and_not_made_of_common_words_decline() -> None:
+    """ "all", "had" and "my medicine" name no topic; "ALL" does; a common word covers but never declines."""
+    from llama_index.core.schema import NodeRelationship, NodeWithScore, RelatedNodeInfo, TextNode
+
+    from rag_app.answer.plan import source_coverage
+
+    def source(doc_id: str) -> NodeWithScore:
+        node = TextNode(text="...", relationships={NodeRelationship.SOURCE: RelatedNodeInfo(node_id=doc_id)})
+        return NodeWithScore(node=node, score=1.0)
+
+    foci = {"ghr/all": "acute lymphoblastic leukemia", "mplus/med": "Medicines", "ghr/evc": "Ellis-van Creveld syndrome",
+            "ghr/had": "3-hydroxyacyl-CoA dehydrogenase deficiency", "gard/ma": "Mucopolysaccharidosis"}
+    synonyms = {"ghr/all": ["ALL"], "ghr/had": ["HAD deficiency"], "gard/ma": ["M-A"]}
+    # "medicine" is on most pages here; "leukemia" on its own page only
+    pages = [(f"x/{i}", "Take your medicine as told. Your medicines and you.") for i in range(8)]
+    pages += [("ghr/all", "ALL is a leukemia of the blood."), ("ghr/evc", "Ellis-van Creveld syndrome is inherited.")]
+    matcher = FocusMatcher(foci, synonyms, texts=lambda: pages)
+    evc, lupus = source("ghr/evc"), source("mplus/1")
+
+    assert matcher.written("My son has ALL.", "ALL") and not matcher.written("will all their children get it", "ALL")
+    assert not matcher.written("I'm a mother of two", "M-A")  # one-letter words name nothing
+    assert matcher.written("MY SON HAS ALL", "ALL")  # a message in capitals: no telling
+    assert matcher.common("Medicines") and not matcher.common("acute lymphoblastic leukemia")
+    # the misspelt condition, named in part, is what the message is about: not declined for "all" or "medicine"
+    question = "If both parents have Ellis-Van Crevald, will all their children get it? what medicine helps?"
+    assert source_coverage(question, [evc], matcher) == "covered"
+    assert source_coverage("I had a deficiency of iron", [lupus], matcher) == "unknown"
+    assert source_coverage("My son has ALL. What now?", [lupus], matcher) == "uncovered"
+    assert source_coverage("What medicines are safe in pregnancy?", [source("mplus/med")], matcher) == "covered"
+    assert FocusMatcher(foci, synonyms).common("Medicines") is False  # without texts no name is common

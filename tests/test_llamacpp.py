@@ -53,7 +53,7 @@ def test_bundled_checkpoint_exports_to_the_same_weights(bundled_llm_dir: Path, t
 
     reader = gguf.GGUFReader(str(out))
     types = {t.tensor_type.name for t in reader.tensors}
-    assert types == {"Q8_0", "F32"}  # weight matrices in one 8-bit type, norms in float
+    assert types == {"F16", "F32"}  # weight matrices in one 16-bit type, norms in float32
     assert reader.fields["tokenizer.chat_template"].contents() == gguf.GGUFReader(str(bundled_gguf())).fields["tokenizer.chat_template"].contents()
     (tmp_path / "other").mkdir()
     (tmp_path / "other" / "config.json").write_text('{"model_type": "qwen2", "hidden_size": 576}')
@@ -63,7 +63,7 @@ def test_bundled_checkpoint_exports_to_the_same_weights(bundled_llm_dir: Path, t
 
 
 def test_llamacpp_answers_as_transformers_does(shipped) -> None:
-    """Greedy answers of the 8-bit GGUF and the float32 checkpoint agree (the same prompt, token for token)."""
+    """Greedy answers of the 16-bit GGUF and the float32 checkpoint agree (the same prompt, token for token)."""
     from rag_app.llm.info import model_info
 
     fast, reference = shipped

@@ -80,19 +80,25 @@ class AnswerPlan:
 def source_coverage(question: str, nodes: list[NodeWithScore], matcher: FocusMatcher | None) -> str:
     """Whether the sources are about what the question asks about, by the index's topic names.
 
+    Only names the question writes as names count (:meth:`~rag_app.index.topics.FocusMatcher.written`: "ALL" the
+    leukaemia, not "all").
+
     Returns:
         :data:`COVERED` when the question names a topic (or a synonym) in full and a source is a QA pair about it,
         or names none in full but a source's topic in part (at least :data:`rag_app.index.topics.PARTIAL_NAME_SCORE`
-        of it, e.g. "alzheimer's" for "Alzheimer's Disease"); :data:`UNCOVERED` when it names topics in full and no
-        source is about any of them; :data:`UNKNOWN` otherwise, or without topic names (a retriever that can't name
-        them).
+        of it, e.g. "alzheimer's" for "Alzheimer's Disease"); :data:`UNCOVERED` when it names topics in full, one
+        of them not made of common words (:meth:`~rag_app.index.topics.FocusMatcher.common`: "my medicine" does
+        not make a message about "Medicines"), and no source is about any of them; :data:`UNKNOWN` otherwise, or
+        without topic names (a retriever that can't name them).
     """
     if matcher is None:
         return UNKNOWN
-    names = matcher.named(question)
-    if names:
-        about = {doc for name in names for doc in matcher.doc_ids(name)}
-        return COVERED if any(n.node.ref_doc_id in about for n in nodes) else UNCOVERED
+    names = [name for name in matcher.named(question) if matcher.written(question, name)]
+    about = {doc for name in names for doc in matcher.doc_ids(name)}
+    if any(n.node.ref_doc_id in about for n in nodes):
+        return COVERED
+    if any(not matcher.common(name) for name in names):
+        return UNCOVERED
     # A topic named only in part is evidence enough that a source on it is about the question, not that none is.
     partly = matcher.doc_scores(question, PARTIAL_NAME_SCORE, limit=10**6)
     return COVERED if any(n.node.ref_doc_id in partly for n in nodes) else UNKNOWN

@@ -116,9 +116,14 @@ class MedQAIndex:
                 snap.question_row[doc_id] = len(vectors)
                 vectors.append(vector)
         snap.question_vectors = np.asarray(vectors, dtype=np.float32) if vectors else np.zeros((0, 0), np.float32)
-        snap.matcher = FocusMatcher(foci, synonyms)
+        snap.matcher = FocusMatcher(foci, synonyms, texts=lambda: self._chunk_texts(snap.doc_of_chunk))
         snap.chunk_at, snap.question_at = list(snap.chunk_row), list(snap.question_row)
         return snap
+
+    @_guarded
+    def _chunk_texts(self, doc_of_chunk: dict[str, str]) -> list[tuple[str, str]]:
+        """``(doc id, text)`` of every chunk (read only when a topic name's commonness is first asked)."""
+        return [(doc_of_chunk.get(node_id, node_id), text) for node_id, text in iter_records(self.chunks.client, ["documents"])]
 
     def reload(self) -> None:
         """Read the index again now.

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import math
 import re
+import threading
 from collections import Counter, defaultdict
-from typing import Mapping, Sequence
+from typing import Callable, Iterable, Mapping, Sequence
 
 import Stemmer
 
@@ -44,6 +45,13 @@ SYNONYM_SEPARATOR = " | "
 #: Least :meth:`FocusMatcher.focus_scores` score of a topic named in part that counts: the retriever adds such a
 #: topic's pairs as candidates, and the engine counts a source on it as about the message.
 PARTIAL_NAME_SCORE = 0.5
+#: A topic name whose words all occur on at least this share of the other topics' pages is common words
+#: ("Pain", "Blood", "Medicines", "Falls"): a message using it may well be about something else
+#: (:meth:`FocusMatcher.common`). Chosen on dev sets by ``benchmarks/tune_declines.py``.
+COMMON_NAME_SHARE = 0.01
+
+# A word of a name in capitals, two letters or more: an acronym ("ALL", "HAD deficiency").
+_ACRONYM = re.compile(r"\b[A-Z]{2,}\b")
 
 # The type whose pages give the overview; the usual best answer when a message asks nothing more specific.
 OVERVIEW_TYPE = "information"
@@ -69,9 +77,16 @@ class FocusMatcher:
     Args:
         foci: ``{doc_id: focus name}`` for the indexed QA pairs (empty names are ignored).
         synonyms: ``{doc_id: other names of its topic}`` (MedQuAD's ``<Synonyms>``), optional.
+        texts: Returns ``(doc_id, text)`` of the indexed chunks, called once, when :meth:`common` is first asked
+            (reading every text takes seconds); without it no name is common.
     """
 
-    def __init__(self, foci: Mapping[str, str], synonyms: Mapping[str, Sequence[str]] | None = None) -> None:
+    def __init__(
+        self,
+        foci: Mapping[str, str],
+        synonyms: Mapping[str, Sequence[str]] | None = None,
+        texts: Callable[[], Iterable[tuple[str, str]]] | None = None,
+    ) -> None:
         self._stemmer = Stemmer.Stemmer("english")
         self._doc_ids_by_name: dict[str, list[str]] = defaultdict(list)
         for doc_id, focus in foci.items():
@@ -92,6 +107,31 @@ class FocusMatcher:
             self._norm[name] = sum(self._idf[t] for t in tokens)
             for token in tokens:
                 self._by_token[token].append(name)
+        self._texts = texts
+        self._pages: dict[str, set[str]] | None = None  # name token -> the QA pairs whose text has it
+        self._pages_lock = threading.Lock()
+        self._pairs: set[str] = set()
+
+    def _pages_with(self, token: str) -> set[str]:
+        if self._pages is None:
+            with self._pages_lock:
+                if self._pages is None:
+                    self._pages = self._read_pages(self._texts() if self._texts else ())
+        return self._pages.get(token, set())
+
+    def _read_pages(self, texts: Iterable[tuple[str, str]]) -> dict[str, set[str]]:
+        """``{name token: the QA pairs whose text contains it}`` over ``texts``."""
+        words_of: dict[str, set[str]] = defaultdict(set)
+        for doc_id, text in texts:
+            words_of[doc_id].update(re.findall(r"[a-z0-9]+", (text or "").lower()))
+        self._pairs = set(words_of)
+        vocabulary = sorted(set().union(*words_of.values())) if words_of else []
+        stem_of = dict(zip(vocabulary, self._stemmer.stemWords(vocabulary)))
+        pages: dict[str, set[str]] = defaultdict(set)
+        for doc_id, words in words_of.items():
+            for token in {stem_of[w] for w in words} & self._by_token.keys():
+                pages[token].add(doc_id)
+        return dict(pages)
 
     def __len__(self) -> int:
         return len(self._tokens)
@@ -112,6 +152,35 @@ class FocusMatcher:
         """Topic names (or synonyms) that ``text`` names in full, most specific first."""
         names = [n for n, score in self.focus_scores(text).items() if score >= 0.999]
         return sorted(names, key=lambda n: (-self.specificity(n), n))
+
+    def common(self, name: str) -> bool:
+        """Whether topic ``name`` is common words: all of them on :data:`COMMON_NAME_SHARE` of the other topics' pages.
+
+        "I had surgery", "what medicine", "blood in the stool" name MedlinePlus topics in full without being about
+        them; "gout" or "proctitis" rarely occur outside their own pages. An acronym ("ALL") is never common: it
+        counts only written in capitals (:meth:`written`).
+        """
+        tokens = self._tokens.get(name)
+        if not tokens or _ACRONYM.search(name):
+            return False
+        pages = set.intersection(*(self._pages_with(t) for t in tokens))
+        others = self._pairs - set(self.doc_ids(name))  # its own pages say nothing about how common its words are
+        return bool(others) and len(pages & others) / len(others) >= COMMON_NAME_SHARE
+
+    def written(self, text: str, name: str) -> bool:
+        """Whether ``text`` writes topic ``name`` the way a name is written, not as everyday words.
+
+        The name needs a word of two or more characters (not "M-A" from "I'm a"), and its acronyms of two or more
+        letters in capitals ("ALL", "GO", "HAD deficiency" are not "all", "go", "had"), unless ``text`` has no
+        lower-case letters at all.
+        """
+        tokens = self._tokens.get(name, frozenset())
+        if not any(len(t) >= 2 for t in tokens):
+            return False
+        if not any(c.islower() for c in text):
+            return True
+        words = set(re.findall(r"[A-Za-z0-9]+", text))
+        return all(w in words for w in _ACRONYM.findall(name))
 
     def doc_ids(self, name: str) -> list[str]:
         """The QA pairs about topic ``name`` (a focus or one of its synonyms)."""

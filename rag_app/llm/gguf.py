@@ -3,9 +3,10 @@
 The bundled SmolLM2 ships as GGUF; medqa converts it to a Hugging Face checkpoint to fine-tune and merge
 LoRA adapters (:func:`rag_app.llm.convert.convert_gguf`). llama.cpp reads GGUF only, so a merged fine-tune of
 that model is written back into a copy of the original file: every metadata field (architecture,
-tokenizer, chat template) is copied; the weight matrices are written in one type (``Q8_0`` by default:
-8-bit, close to the float weights, and faster to read a prompt with than the bundled 4-bit file), from the
-fine-tune's values where it changed them; norms stay float. The file is written
+tokenizer, chat template) is copied; the weight matrices are written in one type (``F16`` by default:
+the float weights to 16 bits, which llama.cpp reads a prompt with fastest on a CPU without AVX512; ``Q8_0`` and the
+bundled 4-bit types are slower there, ``benchmarks/bench_chat.py``), from the fine-tune's values where it changed
+them; norms stay float32. The file is written
 with gguf-py (``gguf.GGUFWriter``), the library llama.cpp's own converters use.
 """
 
@@ -21,8 +22,8 @@ from rag_app.files import atomic_path
 
 logger = logging.getLogger("rag_app")
 
-#: Type of the weight matrices in the GGUF files medqa writes (8-bit: the answers match the float model's).
-GGUF_QTYPE = "Q8_0"
+#: Type of the weight matrices in the GGUF files medqa writes (16-bit float: the answers match the float model's).
+GGUF_QTYPE = "F16"
 
 #: The checkpoint's config keys that must equal the GGUF's for its tensors to fit.
 _SHAPE_KEYS = {
@@ -75,7 +76,7 @@ def _permute(weights: Any, n_head: int) -> Any:
     return weights.reshape(n_head, 2, weights.shape[0] // n_head // 2, *weights.shape[1:]).swapaxes(1, 2).reshape(weights.shape)
 
 
-def export_gguf(checkpoint: str | Path, template: str | Path, output: str | Path, qtype: str = "Q8_0") -> Path:
+def export_gguf(checkpoint: str | Path, template: str | Path, output: str | Path, qtype: str = GGUF_QTYPE) -> Path:
     """Write ``checkpoint`` (a fine-tune of the model in ``template``) as a GGUF file, atomically.
 
     Args:

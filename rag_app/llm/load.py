@@ -133,7 +133,7 @@ def llamacpp_gguf(resolved: ResolvedModel, settings: Settings) -> Path | None:
     """The GGUF file llama.cpp answers with for a resolved model, written once under ``<storage>/models/``.
 
     A configured ``.gguf`` file is used as it is. The bundled model and checkpoints with its architecture (its
-    fine-tunes, merged adapters) are written as 8-bit GGUF (:func:`rag_app.llm.gguf.export_gguf`). Other models
+    fine-tunes, merged adapters) are written as 16-bit GGUF (:func:`rag_app.llm.gguf.export_gguf`). Other models
     have no GGUF: they answer through transformers (None).
     """
     template = bundled_gguf()
