@@ -71,3 +71,20 @@ def test_stream_chat_streams_and_records_the_answer(chat_engine) -> None:
     assert len(tokens) > 1 and streamed.source_nodes[0].node.metadata["focus"] == "Glaucoma"
     # Consuming the stream waits for the answer to join the history (LlamaIndex's own behaviour).
     assert chat_engine.chat_history[-1].content == "".join(tokens) and len(chat_engine.chat_history) == 4
+
+
+def test_a_story_keeps_its_condition_as_the_topic_not_words_that_happen_to_be_names() -> None:
+    """"all the time" is not "ALL", "kids ... syndrome" is not "KID syndrome", scattered words name nothing."""
+    from rag_app.index.topics import FocusMatcher
+
+    matcher = FocusMatcher(
+        {"g/1": "Gout", "l/1": "acute lymphoblastic leukemia", "k/1": "keratitis-ichthyosis-deafness syndrome",
+         "m/1": "Marfan Syndrome", "h/1": "High Blood Pressure", "h/2": "High blood pressure medicines"},
+        {"l/1": ["ALL"], "k/1": ["KID syndrome"]},
+    )
+    ask = lambda message, *history: standalone_question(message, [user(h) for h in history], matcher)  # noqa: E731
+    assert ask("Is it hereditary?", "My dad has gout and it hurts all the time, what can he take?").question == "Is gout hereditary?"
+    assert ask("how is it treated?", "will all my kids get marfan syndrome?").question == "how is marfan syndrome treated?"
+    story = "My mom takes medicine for her high blood pressure. what causes high blood pressure?"
+    assert ask("is it inherited?", story).question == "is high blood pressure inherited?"
+    assert ask("can it come back?", "My son has ALL. How is it treated?").question == "can ALL come back?"

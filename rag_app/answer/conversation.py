@@ -80,13 +80,20 @@ class Resolution:
 
 
 def _named(matcher: Any, text: str) -> list[Topic]:
-    """Topics fully named in ``text``, most specific first, each with the words that name it."""
-    out = []
+    """Topics named in ``text``, each with the words that name it.
+
+    Only names written as names count (:meth:`rag_app.index.topics.FocusMatcher.written`: "all" is not "ALL"), and
+    only where their words stand together (not "medicine ... high blood pressure" for "High blood pressure
+    medicines"); names of common words ("Surgery", "Pain") come after the others, each group most specific first.
+    """
+    found = []
     for name in matcher.named(text):
+        if not matcher.written(text, name):
+            continue
         span = _topic_span(text, matcher, Topic(name, ""))
         if span:
-            out.append(Topic(name, text[span[0] : span[1]]))
-    return out
+            found.append((matcher.common(name), Topic(name, text[span[0] : span[1]])))
+    return [topic for common, topic in sorted(found, key=lambda item: item[0])]  # stable: specificity order kept
 
 
 def _first_mention(matcher: Any, text: str, topic: Topic) -> int:
@@ -118,12 +125,36 @@ def _is_ellipsis(message: str, matcher: Any, topic: Topic) -> bool:
     return {w.lower() for w in _WORD.findall(_without(message, matcher, topic))} <= ELLIPSIS_WORDS
 
 
+def _foreign(matcher: Any, text: str, wanted: set[str]) -> bool:
+    """Whether ``text`` has a word that is neither one of ``wanted`` (stems) nor a function word."""
+    return not set(matcher.tokens(re.sub(r"'s\b", "", text))) <= wanted
+
+
 def _topic_span(text: str, matcher: Any, topic: Topic) -> tuple[int, int] | None:
-    """Where ``topic`` is named in ``text``: from its first to its last word, a closing bracket included."""
+    """Where ``topic`` is named in ``text``: the shortest stretch holding all its words, a closing bracket included.
+
+    None when no stretch holds them side by side (other words than the name's, function words aside, between them).
+    """
     spans = matcher.mentions(text, topic.name)
-    if not spans:
+    stems = [(matcher.tokens(text[s:e]) or [""])[0] for s, e in spans]
+    wanted = set(stems)
+    best: tuple[int, int] | None = None
+    for i in range(len(spans)):
+        j = next((j for j in range(i, len(spans)) if set(stems[i : j + 1]) == wanted), None)
+        if j is not None and (best is None or spans[j][1] - spans[i][0] < spans[best[1]][1] - spans[best[0]][0]):
+            best = (i, j)
+    if best is None:
         return None
-    start, end = spans[0][0], spans[-1][1]
+    first, last = best
+    # The name's words right beside the stretch belong to it ("Wilms Tumor and Other Childhood Kidney Tumors").
+    while first > 0 and not _foreign(matcher, text[spans[first - 1][1] : spans[first][0]], wanted):
+        first -= 1
+    while last + 1 < len(spans) and not _foreign(matcher, text[spans[last][1] : spans[last + 1][0]], wanted):
+        last += 1
+    best = (spans[first][0], spans[last][1])
+    if _foreign(matcher, text[best[0] : best[1]], wanted):
+        return None
+    start, end = best
     if text[start:end].count("(") > text[start:end].count(")") and text[end : end + 1] == ")":
         end += 1
     return start, end
