@@ -93,7 +93,7 @@ def source_coverage(question: str, nodes: list[NodeWithScore], matcher: FocusMat
     """
     if matcher is None:
         return UNKNOWN
-    names = matcher.named(question)
+    names = [name for name in matcher.named(question) if matcher.written(question, name)]
     about = {doc for name in names for doc in matcher.doc_ids(name)}
     if any(n.node.ref_doc_id in about for n in nodes):
         return COVERED

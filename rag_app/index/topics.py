@@ -108,29 +108,30 @@ class FocusMatcher:
             for token in tokens:
                 self._by_token[token].append(name)
         self._texts = texts
-        # (name token -> the QA pairs whose text has it, every QA pair with a text), read when first needed
-        self._pages: tuple[dict[str, set[str]], set[str]] | None = None
+        self._pages: dict[str, set[str]] | None = None  # name token -> the QA pairs whose text has it
         self._pages_lock = threading.Lock()
+        self._pairs: set[str] = set()
 
-    def _page_index(self) -> tuple[dict[str, set[str]], set[str]]:
+    def _pages_with(self, token: str) -> set[str]:
         if self._pages is None:
             with self._pages_lock:
                 if self._pages is None:
                     self._pages = self._read_pages(self._texts() if self._texts else ())
-        return self._pages
+        return self._pages.get(token, set())
 
-    def _read_pages(self, texts: Iterable[tuple[str, str]]) -> tuple[dict[str, set[str]], set[str]]:
-        """``{name token: the QA pairs whose text contains it}`` over ``texts``, and every QA pair in them."""
+    def _read_pages(self, texts: Iterable[tuple[str, str]]) -> dict[str, set[str]]:
+        """``{name token: the QA pairs whose text contains it}`` over ``texts``."""
         words_of: dict[str, set[str]] = defaultdict(set)
         for doc_id, text in texts:
             words_of[doc_id].update(re.findall(r"[a-z0-9]+", (text or "").lower()))
+        self._pairs = set(words_of)
         vocabulary = sorted(set().union(*words_of.values())) if words_of else []
         stem_of = dict(zip(vocabulary, self._stemmer.stemWords(vocabulary)))
         pages: dict[str, set[str]] = defaultdict(set)
         for doc_id, words in words_of.items():
             for token in {stem_of[w] for w in words} & self._by_token.keys():
                 pages[token].add(doc_id)
-        return dict(pages), set(words_of)
+        return dict(pages)
 
     def __len__(self) -> int:
         return len(self._tokens)
@@ -148,8 +149,8 @@ class FocusMatcher:
         return [(w.start(), w.end()) for w, stem in zip(words, stems) if stem in wanted]
 
     def named(self, text: str) -> list[str]:
-        """Names (or synonyms) that ``text`` names in full, written as names (:meth:`written`), most specific first."""
-        names = [n for n, score in self.focus_scores(text).items() if score >= 0.999 and self.written(text, n)]
+        """Topic names (or synonyms) that ``text`` names in full, most specific first."""
+        names = [n for n, score in self.focus_scores(text).items() if score >= 0.999]
         return sorted(names, key=lambda n: (-self.specificity(n), n))
 
     def common(self, name: str) -> bool:
@@ -162,11 +163,9 @@ class FocusMatcher:
         tokens = self._tokens.get(name)
         if not tokens or _ACRONYM.search(name):
             return False
-        pages, pairs = self._page_index()
-        own = set(self.doc_ids(name))  # its own pages say nothing about how common its words are
-        others = len(pairs) - len(own & pairs)
-        hits = set.intersection(*(pages.get(t, set()) for t in tokens)) - own
-        return others > 0 and len(hits) / others >= COMMON_NAME_SHARE
+        pages = set.intersection(*(self._pages_with(t) for t in tokens))
+        others = self._pairs - set(self.doc_ids(name))  # its own pages say nothing about how common its words are
+        return bool(others) and len(pages & others) / len(others) >= COMMON_NAME_SHARE
 
     def written(self, text: str, name: str) -> bool:
         """Whether ``text`` writes topic ``name`` the way a name is written, not as everyday words.
