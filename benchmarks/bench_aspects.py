@@ -9,7 +9,8 @@ inheritance, outlook, tests, ...). Topics come from the held-out MedQuAD test sp
 the asked question type. Each message is compared with the same question in MedQuAD's own template wording (the
 pair's question, e.g. "What are the treatments for Gout ?"), through the same engine in the same run, with and
 without the re-ranker (``build_query_engine().retrieve``). The figure is hit@1 of the consumer wording over hit@1 of
-the template wording (target >= 0.9).
+the template wording (target >= 0.9). Each topic and aspect is also asked in a second, held-out wording
+(:data:`ASKS_HELD_OUT`) that the question-type cue words were not written from.
 """
 
 from __future__ import annotations
@@ -44,6 +45,24 @@ ASKS = {
     "frequency": ["How many people have it?", "Is it a common thing?"],
     "complications": ["What problems can it lead to later?", "Can it cause other health problems?"],
 }
+#: The same aspects asked another way, written apart from the cue words of ``rag_app.index.topics.TYPE_CUES`` and
+#: never used to choose them: a check that the cues are not just this benchmark's phrasings.
+ASKS_HELD_OUT = {
+    "treatment": ["what should she be taking for it?", "Is there a pill or a shot for this?", "how do you get rid of it",
+                  "What do doctors usually do about it?"],
+    "inheritance": ["Will my grandkids have it too?", "did he get it from his father?", "is it genetic, like from the parents?",
+                    "Could I have passed it to my baby?"],
+    "outlook": ["will it ever go away?", "How long do people live with this?", "is it going to come back after treatment",
+                "Will she get better?"],
+    "exams and tests": ["How can we find out if he really has it?", "what kind of check-up shows it?", "Is there a blood test for it?"],
+    "causes": ["How did she end up with this?", "what makes it happen", "Where does it come from?"],
+    "symptoms": ["What does it feel like?", "how would I know if I have it", "What are the warning signs?"],
+    "prevention": ["How do we keep the rest of the family from getting it?", "can it be stopped before it starts?"],
+    "susceptibility": ["Who usually gets this?", "Am I at higher chance of having it too?"],
+    "genetic changes": ["What is wrong in the DNA?", "which mutation causes it"],
+    "frequency": ["How rare is it?", "do lots of people get this?"],
+    "complications": ["What could go wrong because of it?", "Does it lead to other illnesses?"],
+}
 STORIES = [
     "My {rel} was diagnosed with {t} last month.", "I've had {t} for a while now.", "Our doctor thinks my {rel} has {t}.",
     "my {rel} just found out she has {t}", "A friend told me about {t}.", "I'm worried about {t}.",
@@ -60,17 +79,18 @@ def typo(word: str, rng: random.Random) -> str:
     return word[:i] + word[i + 1 :] if rng.random() < 0.5 else word[:i] + word[i + 1] + word[i] + word[i + 2 :]
 
 
-def message(topic: str, qtype: str, rng: random.Random) -> str:
-    """A consumer message naming ``topic`` in a short story and asking about ``qtype``."""
+def message(topic: str, qtype: str, rng: random.Random, asks: dict[str, list[str]] = ASKS) -> str:
+    """A consumer message naming ``topic`` in a short story and asking about ``qtype`` in one of ``asks``'s wordings."""
     name = topic.lower() if rng.random() < 0.6 else topic
     if rng.random() < 0.3:  # the condition misspelt, as people write it
         name = " ".join(typo(w, rng) for w in name.split())
     story = rng.choice(STORIES).format(rel=rng.choice(RELATIVES), t=name)
-    return f"{story} {rng.choice(ASKS[qtype])}"
+    return f"{story} {rng.choice(asks[qtype])}"
 
 
 def aspect_set(rows: Sequence[dict[str, Any]], n: int, seed: int) -> list[dict[str, Any]]:
-    """``n`` (message, template question, relevant pair ids) items from split rows, one per (topic, aspect) at most."""
+    """``n`` items from split rows, one per (topic, aspect) at most: a message asking in :data:`ASKS`'s wording, the
+    same topic and aspect asked in :data:`ASKS_HELD_OUT`'s (``held_out``), the template question, the relevant ids."""
     from finetune.data import normalize_focus
 
     by_aspect: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
@@ -83,7 +103,7 @@ def aspect_set(rows: Sequence[dict[str, Any]], n: int, seed: int) -> list[dict[s
     for row in rows:
         kinds[normalize_focus(str(row.get("focus") or ""))].add(str(row.get("question_type") or ""))
     keys = sorted(k for k in by_aspect if len(kinds[k[0]]) > 1)
-    rng = random.Random(seed)
+    rng, held_out_rng = random.Random(seed), random.Random(seed + 1)
     out = []
     for key in rng.sample(keys, min(n, len(keys))):
         pages = sorted(by_aspect[key], key=lambda r: r["doc_id"])
@@ -91,6 +111,7 @@ def aspect_set(rows: Sequence[dict[str, Any]], n: int, seed: int) -> list[dict[s
         out.append(
             {
                 "message": message(str(page["focus"]), key[1], rng),
+                "held_out": message(str(page["focus"]), key[1], held_out_rng, ASKS_HELD_OUT),
                 "template": page["question"],
                 "aspect": key[1],
                 "relevant": {r["doc_id"] for r in pages},
@@ -139,24 +160,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"{len(items)} messages from {split_dir / 'test.jsonl'}; e.g. {items[0]['message']!r} (template {items[0]['template']!r})")
     figures = {}
     for name, engine in engines.items():
-        for field in ("message", "template"):
+        for field in ("message", "held_out", "template"):
             figures[(name, field)] = hit_at_1(engine, items, field)
     print(f"| {'retrieval':<10} | {'wording':<9} | {'hit@1':>6} | {'MRR@10':>6} |")
     print(f"|{'-' * 12}|{'-' * 11}|{'-' * 8}|{'-' * 8}|")
     for (name, field), (hit, mrr, _) in figures.items():
         print(f"| {name:<10} | {field:<9} | {hit:>6.3f} | {mrr:>6.3f} |")
-    print("\nhit@1 per aspect (consumer wording, re-ranked / template wording, re-ranked; n):")
-    consumer, template = figures[("re-ranked", "message")][2], figures[("re-ranked", "template")][2]
+    print("\nhit@1 per aspect, re-ranked (consumer wording / held-out wording / template wording; n):")
+    consumer, held_out, template = (figures[("re-ranked", f)][2] for f in ("message", "held_out", "template"))
     for aspect in sorted(consumer):
-        c, t = consumer[aspect], template[aspect]
-        print(f"  {aspect:<16} {sum(c) / len(c):.2f} / {sum(t) / len(t):.2f}  ({len(c)})")
+        c, h, t = consumer[aspect], held_out[aspect], template[aspect]
+        print(f"  {aspect:<16} {sum(c) / len(c):.2f} / {sum(h) / len(h):.2f} / {sum(t) / len(t):.2f}  ({len(c)})")
     for item in items[: args.show]:
         top = engines["re-ranked"].retrieve(item["message"])[0].node
         print(f"  {item['message']!r} -> {top.metadata.get('question')!r} ({'relevant' if top.ref_doc_id in item['relevant'] else 'not relevant'})")
     rows = []
     for name in engines:
-        c, t = figures[(name, "message")][0], figures[(name, "template")][0]
-        rows.append((f"aspect page first, consumer wording ({name})", c, f"{t:.3f} (template wording)", f"{c / t:.2f}" if t else "-", ">= 0.9x"))
+        t = figures[(name, "template")][0]
+        for field, label in (("message", "consumer wording"), ("held_out", "held-out wording")):
+            c = figures[(name, field)][0]
+            rows.append((f"aspect page first, {label} ({name})", c, f"{t:.3f} (template wording)", f"{c / t:.2f}" if t else "-", ">= 0.9x"))
     print()
     emit_rows(rows, args.json, target_width=8)
     return 0

@@ -122,12 +122,75 @@ def tune_rerank(settings, retriever, queries, labels, groups) -> None:
         print(f"| {name:>6} | {t[f'mrr@{K}']:>11.3f} | {aspect_hit(w):>16.3f} | {dev[i]:>8.3f} | {r[f'mrr@{K}']:>13.3f} | {r['hit@1']:>12.3f} |{mark}")
 
 
+#: Bonuses shown by ``--asked`` for a message that asks a question type: the asked type's pages, and the overview.
+ASKED_GRID = {"type": (0.05, 0.1, 0.15, 0.2), "overview_asked": (0.0, 0.025, 0.05, 0.075, 0.1)}
+
+
+def show_asked(settings, retriever, queries, labels, groups) -> None:
+    """Show what the bonuses of a message that asks a question type trade: ``MEDQA_TYPE_WEIGHT`` (the asked type's
+    pages) and ``MEDQA_OVERVIEW_ASKED_WEIGHT`` (the overview), with the re-ranker fused as the engine fuses it.
+
+    Columns: LiveQA tune- and report-half MRR@10 (real messages, with the pages NLM's experts answered from) and the
+    asked aspect's page first on the aspect set written about the validation topics (``bench_aspects.aspect_set``),
+    which counts only the asked type's page as right. Nothing is chosen: the experts often answered a "what
+    treatment?" message from the overview, so the two kinds of set pull apart, and the answers on real messages
+    (``python -m eval.compare --questions liveqa``) decide."""
+    from bench_aspects import aspect_set
+    from llama_index.core.schema import NodeWithScore
+    from tqdm.auto import tqdm
+
+    from finetune.data import read_split
+    from rag_app.retrieval.fielded import FusionWeights
+    from rag_app.retrieval.rerank import fused_score, load_reranker
+
+    reranker = load_reranker(settings.model_copy(update={"rerank": True}))
+    n = settings.rerank_candidates
+    items = aspect_set(read_split(settings.storage_dir / "splits" / "val.jsonl", required=("question", "doc_id")), 300, seed=7)
+    texts = {**queries, **{f"aspect-{i}": item["message"] for i, item in enumerate(items)}}
+    evidence = {key: retriever.candidates(text) for key, text in tqdm(sorted(texts.items()), desc="candidates", unit="q")}
+    logits: dict[tuple[str, str], float] = {}
+
+    def ranking(key: str, w) -> list[str]:
+        top = sorted(evidence[key], key=lambda c: (-c.score(w), c.doc_id))[:n]
+        missing = [c for c in top if (key, c.doc_id) not in logits]
+        if missing:
+            nodes = retriever.index.nodes([c.chunk_id for c in missing])
+            found = [c for c in missing if c.chunk_id in nodes]
+            for c, logit in zip(found, reranker.logits(texts[key], [NodeWithScore(node=nodes[c.chunk_id]) for c in found])):
+                logits[(key, c.doc_id)] = logit
+        fused = [(fused_score(c.score(w), logits.get((key, c.doc_id), -40.0), settings.rerank_weight), c.doc_id) for c in top]
+        return [d for _, d in sorted(fused, key=lambda f: (-f[0], f[1]))]
+
+    current = FusionWeights.from_settings(settings)
+    axes = list(ASKED_GRID.values())
+    points = list(itertools.product(*(range(len(a)) for a in axes)))
+    weights_of = lambda p: replace(current, type=axes[0][p[0]], overview_asked=axes[1][p[1]])  # noqa: E731
+    results = {}
+    for p in tqdm(points, desc="grid", unit="weights"):
+        w = weights_of(p)
+        live = {qid: ranking(qid, w)[:K] for qid in queries}
+        hit = sum(bool(r := ranking(f"aspect-{i}", w)) and r[0] in item["relevant"] for i, item in enumerate(items)) / len(items)
+        tune, report = aggregate(live, labels, groups["tune"]), aggregate(live, labels, groups["report"])
+        results[p] = (tune[f"mrr@{K}"], hit, report[f"mrr@{K}"], report["hit@1"])
+
+    print(f"\nre-ranker fused at weight {settings.rerank_weight} over the fielded top {n}; LiveQA tune n={len(groups['tune'])}, "
+          f"report n={len(groups['report'])}; aspect dev set {len(items)} messages (validation topics)")
+    print(f"| {'type':>5} | {'overview asked':>14} | {'tune MRR@10':>11} | {'aspect dev hit@1':>16} | {'report MRR@10':>13} | {'report hit@1':>12} |")
+    print(f"|{'-' * 7}|{'-' * 16}|{'-' * 13}|{'-' * 18}|{'-' * 15}|{'-' * 14}|")
+    for p in points:
+        tune, hit, report, report_hit = results[p]
+        w = weights_of(p)
+        mark = " <- current settings" if (w.type, w.overview_asked) == (current.type, current.overview_asked) else ""
+        print(f"| {w.type:>5.3f} | {w.overview_asked:>14.3f} | {tune:>11.3f} | {hit:>16.3f} | {report:>13.3f} | {report_hit:>12.3f} |{mark}")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--liveqa", default=str(REPO.parent / "shared" / "data" / "liveqa-train"))
     parser.add_argument("--corpus", default=_default_corpus())
     parser.add_argument("--candidate-k", type=int, default=0, help="candidates per vector field (default: MEDQA_CANDIDATE_K)")
     parser.add_argument("--rerank", action="store_true", help="choose the re-ranker's weight (MEDQA_RERANK_WEIGHT) instead")
+    parser.add_argument("--asked", action="store_true", help="show what the bonuses of messages that ask a question type trade, instead")
     args = parser.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -151,6 +214,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.rerank:
         tune_rerank(settings, retriever, queries, labels, groups)
         return 0
+    if args.asked:
+        show_asked(settings, retriever, queries, labels, groups)
+        return 0
     evidence = {qid: retriever.candidates(query) for qid, query in tqdm(sorted(queries.items()), desc="candidates", unit="q")}
 
     # The source prior, estimated here on the tune half over all candidates, so that it depends on neither the
@@ -169,7 +235,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     current = FusionWeights.from_settings(settings)
     axes = list(GRID.values())
     points = list(itertools.product(*(range(len(a)) for a in axes)))
-    weights_of = lambda p: FusionWeights(*(a[i] for a, i in zip(axes, p)))  # noqa: E731
+    weights_of = lambda p: FusionWeights(*(a[i] for a, i in zip(axes, p)), overview_asked=current.overview_asked)  # noqa: E731
     tune = {p: figures(weights_of(p), "tune")[f"mrr@{K}"] for p in tqdm(points, desc="grid", unit="weights")}
 
     def smoothed(p: tuple[int, ...]) -> float:
@@ -179,11 +245,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     best = weights_of(max(points, key=lambda p: (round(smoothed(p), 9), -sum(p))))
     best_single = weights_of(max(points, key=lambda p: (round(tune[p], 9), -sum(p))))
     rows = [
-        ("dense: best chunk only", FusionWeights(0.0, 0.0, 0.0, 0.0, 0.0, 0.0)),
-        ("+ question vectors", FusionWeights(current.question, 0.0, 0.0, 0.0, 0.0, 0.0)),
-        ("+ topic (focus) match", FusionWeights(current.question, current.focus, 0.0, 0.0, 0.0, 0.0)),
-        ("+ question type cues", FusionWeights(current.question, current.focus, current.type, 0.0, 0.0, 0.0)),
-        ("+ overview prior", FusionWeights(current.question, current.focus, current.type, current.overview, 0.0, 0.0)),
+        ("dense: best chunk only", FusionWeights(0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0)),
+        ("+ question vectors", FusionWeights(current.question, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0)),
+        ("+ topic (focus) match", FusionWeights(current.question, current.focus, 0.0, 0.0, 0.0, 0.0, 0.0)),
+        ("+ question type cues", FusionWeights(current.question, current.focus, current.type, 0.0, 0.0, 0.0, 0.0)),
+        ("+ overview prior", FusionWeights(current.question, current.focus, current.type, current.overview, 0.0, 0.0, current.overview_asked)),
         ("+ sentences", replace(current, source=0.0)),
         ("+ source prior = current settings", current),
         ("best on tune, neighbour-averaged", best),

@@ -134,6 +134,12 @@ class Settings(BaseSettings):
     focus_weight: float = Field(0.15, ge=0.0, description="fielded: weight of the topic (focus) named in the message.")
     type_weight: float = Field(0.1, ge=0.0, description="fielded: bonus of a QA pair whose question type the message asks for.")
     overview_weight: float = Field(0.1, ge=0.0, description="fielded: bonus of overview ('information') QA pairs.")
+    overview_asked_weight: float = Field(
+        0.1,
+        ge=0.0,
+        description="fielded: bonus of overview QA pairs when the message asks for a question type (treatment, causes, ...); "
+        "lower favours the asked type's page over the overview (benchmarks/tune_liveqa.py --asked shows the trade-off).",
+    )
     sentence_weight: float = Field(
         0.5, ge=0.0, le=1.0, description="fielded: share of the best single-sentence cosine (long messages) in each cosine."
     )

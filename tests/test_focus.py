@@ -52,8 +52,17 @@ def test_a_synonym_finds_the_topic_and_a_pair_keeps_its_best_name() -> None:
         ("is there any cure for lupus?", {"treatment"}),
         ("what causes leukemia and how is it diagnosed", {"causes", "exams and tests"}),
         ("Is leukemia inherited? Can I pass it on to my kids?", {"inheritance"}),
-        ("Klinefelter Syndrome. I would like to learn more about my condition.", set()),
+        ("Klinefelter Syndrome. I would like to learn more about my condition.", {"information"}),
         ("what is the chance to survive stage 4 liver cancer", {"outlook"}),
+        # As people ask, not as MedQuAD's templates do.
+        ("its gout. what can he take for the pain and will it come back?", {"treatment", "outlook"}),
+        ("Marfans syndrom. My wife has marfans, can our kids get it?", {"inheritance"}),
+        ("Does it run in families?", {"inheritance"}),
+        ("I want to know about lupus", {"information"}),
+        # The story says what happened; only the question says what is asked.
+        ("My wife was diagnosed with acromegaly last month and takes medicine for it. Is it hereditary?", {"inheritance"}),
+        ("my son was diagnosed with celiac disease", set()),
+        ("please help me, I feel so tired", set()),
     ],
 )
 def test_question_types_read_from_cue_words(text: str, expected: set[str]) -> None:

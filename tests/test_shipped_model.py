@@ -99,6 +99,8 @@ PATIENT_MESSAGES = [
     ("my dad's big toe got red and swollen overnight, the doctor said gout. how do you treat gout?", "gout", {"treatment"},
      r"drug|medication|NSAID|treat"),
     ("Marfans syndrom. My wife has marfans, can our kids get it?", "marfan", {"inheritance", "susceptibility"}, r"inherit|parent|famil|child"),
+    ("my dad is 72 and his big toe got red and swollen overnight, the doctor said its gout. what can he take for the pain and "
+     "will it come back?", "gout", {"treatment", "outlook"}, r"drug|medication|NSAID|treat"),
 ]
 GLUED_HEADINGS = ["Where Gout Usually Occurs", "Sudden, Intense Joint Pain", "A Buildup of Uric Acid", "Symptoms Can Be Controlled",
                   "Attacks Usually Start at Night", "Who is at Risk?"]

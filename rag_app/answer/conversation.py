@@ -88,8 +88,6 @@ def _named(matcher: Any, text: str) -> list[Topic]:
     """
     found = []
     for name in matcher.named(text):
-        if not matcher.written(text, name):
-            continue
         span = _topic_span(text, matcher, Topic(name, ""))
         if span:
             found.append((matcher.common(name), Topic(name, text[span[0] : span[1]])))

@@ -93,7 +93,7 @@ def source_coverage(question: str, nodes: list[NodeWithScore], matcher: FocusMat
     """
     if matcher is None:
         return UNKNOWN
-    names = [name for name in matcher.named(question) if matcher.written(question, name)]
+    names = matcher.named(question)
     about = {doc for name in names for doc in matcher.doc_ids(name)}
     if any(n.node.ref_doc_id in about for n in nodes):
         return COVERED

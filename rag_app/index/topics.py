@@ -17,6 +17,8 @@ from typing import Callable, Iterable, Mapping, Sequence
 
 import Stemmer
 
+from rag_app.text.words import sentences
+
 # Function words that never identify a topic; medical words are left to IDF.
 STOPWORDS = frozenset(
     "a an the of and or in on for to with is are was were be been what who how do does did can could i my me we "
@@ -24,19 +26,31 @@ STOPWORDS = frozenset(
     "had will would should may might am".split()
 )
 
-# MedQuAD question types (the ``qtype`` attribute) and the words by which people ask for them.
+# MedQuAD question types (the ``qtype`` attribute) and the words by which people ask for them: the terms, and the
+# plain ways consumers ask ("what can he take", "will it come back", "can our kids get it", "does it run in families").
+_WHO = r"(i|he|she|we|they|you|my \w+|our \w+)"
+_KIN = r"(kids|children|child|baby|babies|grandkids|grandchildren|offspring|sons?|daughters?)"
 TYPE_CUES: dict[str, str] = {
-    "treatment": r"treat|cure|therap|medic|drug|surg|remed|manag|reliev|relief|option|\bhelp",
-    "causes": r"caus|\bwhy\b|reason",
-    "symptoms": r"symptom|\bsigns?\b",
-    "exams and tests": r"diagnos|\btests?\b|testing|\bexam|screen",
-    "inheritance": r"inherit|heredit|pass(ed)? (it )?(on|down)",
-    "genetic changes": r"\bgenes?\b|genetic|mutation|chromosom",
-    "outlook": r"outlook|prognos|surviv|life expectancy|recover",
-    "prevention": r"prevent|avoid",
+    # Asking about the condition in general ("what is ...", "information on ...") asks for its overview.
+    "information": r"\binfo\b|information|what(?: is|'s| are) (a |an )?(?!(the|it|this|that|there|behind|wrong|causing|going)\b)[a-z]|(know|learn|read|tell (me|us)) (more |anything |something )?about",
+    # "help" only as what helps against it: "please help" asks for nothing in particular.
+    "treatment": r"treat|cure|therap|medic|drug|surg|remed|manag|reliev|relief|option|\bhelps?\b(?! (me|us|please)\b)(?<!please help)|get rid of"
+    rf"|what (can|should|could|do|does) {_WHO} (take|do)\b|\btake for\b",
+    "causes": r"caus|\bwhy\b|reason|\btrigger|brings? (it |this )?on\b|what is behind"
+    rf"|how (did|does|do|can|could) {_WHO} (get|catch|develop)\b(?! rid)",
+    "symptoms": r"symptom|\bsigns?\b|what (does|will|can) (it|this) do to|show (itself|up)",
+    # "diagnosed with ..." tells a story; it doesn't ask how the diagnosis is made.
+    "exams and tests": r"diagnos(?!ed (with|as)\b)|\btests?\b|testing|\bexam|screen|confirm|find out (if|whether)",
+    "inheritance": r"inherit|heredit|pass(ed)? (it )?(on|down)|runs? in (the |my |our |his |her )?famil"
+    rf"|(give|pass(ed)?) (it |this )?(on |down )?to (my|our|his|her|their|the) |{_KIN} (will |could |can |might )?(get|have|inherit)\b",
+    "genetic changes": r"\bgenes?\b|genetic|mutation|chromosom|\bdna\b",
+    "outlook": r"outlook|prognos|surviv|life expectancy|recover|come back|recur|go away|normal life|long[- ](run|term)"
+    r"|get (better|worse)|what to expect|how long .{0,30}\blive\b|\bfatal\b|\bdie\b",
+    "prevention": r"prevent|avoid|keep .{0,30}from (getting|catching)",
     "research": r"research|clinical trial|\bstud(y|ies)\b",
-    "frequency": r"how common|frequen|prevalen",
-    "susceptibility": r"\brisks?\b|suscept",
+    "frequency": r"how common|frequen|prevalen|how many (people|persons|children|kids|men|women)|is (it|this) (a )?(common|rare)",
+    "susceptibility": r"\brisks?\b|suscept|likely to (get|have|develop)|who (\w+ )?gets\b",
+    "complications": r"complicat|lead(s)? to|(other|more|later) (health )?problems",
 }
 _TYPE_RES = {qtype: re.compile(pattern, re.IGNORECASE) for qtype, pattern in TYPE_CUES.items()}
 #: Separator of a topic's other names in the ``synonyms`` metadata of indexed chunks (Chroma metadata values are
@@ -53,6 +67,12 @@ COMMON_NAME_SHARE = 0.01
 # A word of a name in capitals, two letters or more: an acronym ("ALL", "HAD deficiency").
 _ACRONYM = re.compile(r"\b[A-Z]{2,}\b")
 
+# The first word of a question asked without a question mark ("what causes it", "can it be cured").
+_QUESTION_START = re.compile(
+    r"\W*(what|whats|what's|how|why|who|where|when|which|is|are|can|could|will|would|does|do|did|should|shall|may|any)\b",
+    re.IGNORECASE,
+)
+
 # The type whose pages give the overview; the usual best answer when a message asks nothing more specific.
 OVERVIEW_TYPE = "information"
 
@@ -60,11 +80,17 @@ OVERVIEW_TYPE = "information"
 def question_types(text: str) -> set[str]:
     """The MedQuAD question types that ``text`` asks for, by cue words (may be empty).
 
+    Where ``text`` has questions (sentences ending in "?" or opening with a question word), only they are read: the
+    story around them ("she takes medicine for it", "he was tested last year") says what happened, not what is asked.
+
     Example:
         >>> sorted(question_types("is there any cure for lupus? what causes it"))
         ['causes', 'treatment']
+        >>> sorted(question_types("She takes medicine for her lupus. Is it inherited?"))
+        ['inheritance']
     """
-    return {qtype for qtype, pattern in _TYPE_RES.items() if pattern.search(text)}
+    asked = [s for s in sentences(text) if s.rstrip().endswith("?") or _QUESTION_START.match(s)] or [text]
+    return {qtype for qtype, pattern in _TYPE_RES.items() if any(pattern.search(s) for s in asked)}
 
 
 class FocusMatcher:
@@ -149,8 +175,8 @@ class FocusMatcher:
         return [(w.start(), w.end()) for w, stem in zip(words, stems) if stem in wanted]
 
     def named(self, text: str) -> list[str]:
-        """Topic names (or synonyms) that ``text`` names in full, most specific first."""
-        names = [n for n, score in self.focus_scores(text).items() if score >= 0.999]
+        """Topic names (or synonyms) that ``text`` names in full and as names (:meth:`written`), most specific first."""
+        names = [n for n, score in self.focus_scores(text).items() if score >= 0.999 and self.written(text, n)]
         return sorted(names, key=lambda n: (-self.specificity(n), n))
 
     def common(self, name: str) -> bool:

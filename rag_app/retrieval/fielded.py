@@ -27,7 +27,8 @@ class FusionWeights:
     """Weights of :class:`FieldedRetriever`'s score (chosen on the LiveQA tune half; see ``benchmarks/tune_liveqa.py``).
 
     score = (1 - question) * chunk + question * question-only + focus * topic match
-    + type * [its question type was asked for] + overview * [it is an overview ("information") pair]
+    + type * [its question type was asked for] + overview * [it is an overview ("information") pair], where overview is
+    ``overview_asked`` instead when the message asks some question type (the overview then competes with the asked page)
     + source * [the log-odds that a pair from its source collection answers a real message (``source_prior``)],
     where chunk and question-only are cosines, each ``(1 - sentences) * cos(whole message)
     + sentences * max over the message's sentences of cos(sentence)``.
@@ -40,6 +41,7 @@ class FusionWeights:
     overview: float
     sentences: float
     source: float
+    overview_asked: float
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "FusionWeights":
@@ -50,6 +52,7 @@ class FusionWeights:
             settings.overview_weight,
             settings.sentence_weight,
             settings.source_weight,
+            settings.overview_asked_weight,
         )
 
 
@@ -67,6 +70,7 @@ class Candidate:
     question_sentences: float = 0.0  # the same for its question vector
     chunk_id: str = ""  # its best chunk for the whole message (the one returned)
     source: float = 0.0  # the prior log-odds of its source collection
+    asked: bool = False  # whether the message asks for some question type (cue words, ``question_types``)
 
     def score(self, w: FusionWeights) -> float:
         chunk = (1 - w.sentences) * self.chunk + w.sentences * self.chunk_sentences
@@ -76,7 +80,7 @@ class Candidate:
             + w.question * question
             + w.focus * self.focus
             + w.type * self.type
-            + w.overview * self.overview
+            + (w.overview_asked if self.asked else w.overview) * self.overview
             + w.source * self.source
         )
 
@@ -251,6 +255,7 @@ class FieldedRetriever(BaseRetriever):
                     question_sentences=q_part,
                     chunk_id=chunk_id,
                     source=self.source_prior.get(snap.source_of.get(doc_id, ""), 0.0),
+                    asked=bool(asked),
                 )
             )
         return out
