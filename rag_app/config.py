@@ -159,7 +159,7 @@ class Settings(BaseSettings):
         "CPUs, float32 on a GPU), 'float32', 'bfloat16' or 'int8'.",
     )
     rerank_weight: float = Field(
-        0.5, ge=0.0, description="Weight of the re-ranker's probability beside the retriever's score (benchmarks/tune_liveqa.py chooses it)."
+        0.2, ge=0.0, description="Weight of the re-ranker's probability beside the retriever's score (benchmarks/tune_liveqa.py chooses it)."
     )
 
     answer_threshold: float = Field(

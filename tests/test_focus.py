@@ -57,10 +57,10 @@ def test_a_synonym_finds_the_topic_and_a_pair_keeps_its_best_name() -> None:
         # As people ask, not as MedQuAD's templates do.
         ("its gout. what can he take for the pain and will it come back?", {"treatment", "outlook"}),
         ("Marfans syndrom. My wife has marfans, can our kids get it?", {"inheritance"}),
-        ("Does it run in families?", {"inheritance"}),
+        ("Does it run in families?", {"inheritance", "susceptibility"}),  # family history is a risk factor too
         ("I want to know about lupus", {"information"}),
         # The story says what happened; only the question says what is asked.
-        ("My wife was diagnosed with acromegaly last month and takes medicine for it. Is it hereditary?", {"inheritance"}),
+        ("My wife was diagnosed with acromegaly last month and takes medicine for it. Is it hereditary?", {"inheritance", "susceptibility"}),
         ("my son was diagnosed with celiac disease", set()),
         ("please help me, I feel so tired", set()),
     ],

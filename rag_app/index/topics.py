@@ -49,7 +49,9 @@ TYPE_CUES: dict[str, str] = {
     "prevention": r"prevent|avoid|keep .{0,30}from (getting|catching)",
     "research": r"research|clinical trial|\bstud(y|ies)\b",
     "frequency": r"how common|frequen|prevalen|how many (people|persons|children|kids|men|women)|is (it|this) (a )?(common|rare)",
-    "susceptibility": r"\brisks?\b|suscept|likely to (get|have|develop)|who (\w+ )?gets\b",
+    # Whether a condition runs in families is also who is at risk: family history is a risk factor of common ones.
+    "susceptibility": r"\brisks?\b|suscept|likely to (get|have|develop)|who (\w+ )?gets\b|heredit|runs? in (the |my |our )?famil"
+    r"|family history",
     "complications": r"complicat|lead(s)? to|(other|more|later) (health )?problems",
 }
 _TYPE_RES = {qtype: re.compile(pattern, re.IGNORECASE) for qtype, pattern in TYPE_CUES.items()}
