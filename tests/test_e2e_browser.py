@@ -281,10 +281,14 @@ def test_conversation_follow_up_clarify_stop_feedback_and_download(long_app_url:
             stopped = page.get_by_test_id("stChatMessage").nth(3).inner_text()
             time.sleep(0.1)
         assert "(stopped before the end)" in stopped and prompts.MEDICAL_NOTICE not in stopped, stopped
-        # The run that Stop started redraws the message; until it ends, the old run's elements may still show.
-        page.get_by_test_id("stStatusWidget").wait_for(state="hidden", timeout=60_000)
-        stopped = page.get_by_test_id("stChatMessage").nth(3).inner_text()
+        # The run that Stop started redraws the message; until it has, the old run's elements may still show (the
+        # status widget can be hidden between the two runs, so wait for the button itself).
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and "⏹ Stop" in stopped:
+            time.sleep(0.2)
+            stopped = page.get_by_test_id("stChatMessage").nth(3).inner_text()
         assert "⏹ Stop" not in stopped and len(stopped.split()) < 300  # far from the 1,024-token budget
+        page.get_by_test_id("stStatusWidget").wait_for(state="hidden", timeout=60_000)
         _ask(page, "What is anemia?", 5)
         shot = tmp_path / "conversation.png"
         page.screenshot(path=str(shot), full_page=True)
