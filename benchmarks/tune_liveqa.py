@@ -70,6 +70,15 @@ def source_log_odds(
     return {s: round(math.log((relevant[s] + alpha) / (seen[s] + alpha / p)) - math.log(p), 2) for s in sorted(seen) if s}
 
 
+def dev_aspects(settings) -> list[dict]:
+    """The aspect dev set: 300 messages written about the MedQuAD *validation* split's topics (``bench_aspects``)."""
+    from bench_aspects import aspect_set
+
+    from finetune.data import read_split
+
+    return aspect_set(read_split(settings.storage_dir / "splits" / "val.jsonl", required=("question", "doc_id")), 300, seed=7)
+
+
 #: Weights of the re-ranker's probability beside the fielded score tried by ``--rerank`` (inf: the re-ranker alone).
 RERANK_WEIGHTS = (0.0, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.6, 0.8, 1.0, 1.5, 2.0, 3.0, 5.0, float("inf"))
 
@@ -80,10 +89,8 @@ def tune_rerank(settings, retriever, queries, labels, groups) -> None:
     top candidates are re-ranked once; every weight of :data:`RERANK_WEIGHTS` then fuses the two scores, and the weight
     with the best mean of the two figures (neighbour-averaged) is chosen. Neither the report half nor the test split's
     topics are used."""
-    from bench_aspects import aspect_set
     from tqdm.auto import tqdm
 
-    from finetune.data import read_split
     from rag_app.retrieval.rerank import fused_score, load_reranker
 
     reranker = load_reranker(settings.model_copy(update={"rerank": True}))
@@ -95,7 +102,7 @@ def tune_rerank(settings, retriever, queries, labels, groups) -> None:
         return [(n.node.ref_doc_id, n.score or 0.0, logit) for n, logit in zip(nodes, reranker.logits(query, nodes))]
 
     scored = {qid: score(query) for qid, query in tqdm(sorted(queries.items()), desc="re-ranking LiveQA", unit="q")}
-    items = aspect_set(read_split(settings.storage_dir / "splits" / "val.jsonl", required=("question", "doc_id")), 300, seed=7)
+    items = dev_aspects(settings)
     aspects = [(score(item["message"]), item["relevant"]) for item in tqdm(items, desc="re-ranking the aspect set", unit="q")]
 
     def order(found, weight: float) -> list[str]:
@@ -135,17 +142,15 @@ def show_asked(settings, retriever, queries, labels, groups) -> None:
     which counts only the asked type's page as right. Nothing is chosen: the experts often answered a "what
     treatment?" message from the overview, so the two kinds of set pull apart, and the answers on real messages
     (``python -m eval.compare --questions liveqa``) decide."""
-    from bench_aspects import aspect_set
     from llama_index.core.schema import NodeWithScore
     from tqdm.auto import tqdm
 
-    from finetune.data import read_split
     from rag_app.retrieval.fielded import FusionWeights
     from rag_app.retrieval.rerank import fused_score, load_reranker
 
     reranker = load_reranker(settings.model_copy(update={"rerank": True}))
     n = settings.rerank_candidates
-    items = aspect_set(read_split(settings.storage_dir / "splits" / "val.jsonl", required=("question", "doc_id")), 300, seed=7)
+    items = dev_aspects(settings)
     texts = {**queries, **{f"aspect-{i}": item["message"] for i, item in enumerate(items)}}
     evidence = {key: retriever.candidates(text) for key, text in tqdm(sorted(texts.items()), desc="candidates", unit="q")}
     logits: dict[tuple[str, str], float] = {}

@@ -17,7 +17,7 @@ from typing import Callable, Iterable, Mapping, Sequence
 
 import Stemmer
 
-from rag_app.text.words import sentences
+from rag_app.text.words import sentences, words
 
 # Function words that never identify a topic; medical words are left to IDF.
 STOPWORDS = frozenset(
@@ -136,45 +136,43 @@ class FocusMatcher:
             for token in tokens:
                 self._by_token[token].append(name)
         self._texts = texts
-        self._pages: dict[str, set[str]] | None = None  # name token -> the QA pairs whose text has it
+        # (name token -> the QA pairs whose text has it, every QA pair with a text), read when first needed
+        self._pages: tuple[dict[str, set[str]], set[str]] | None = None
         self._pages_lock = threading.Lock()
-        self._pairs: set[str] = set()
 
-    def _pages_with(self, token: str) -> set[str]:
+    def _page_index(self) -> tuple[dict[str, set[str]], set[str]]:
         if self._pages is None:
             with self._pages_lock:
                 if self._pages is None:
                     self._pages = self._read_pages(self._texts() if self._texts else ())
-        return self._pages.get(token, set())
+        return self._pages
 
-    def _read_pages(self, texts: Iterable[tuple[str, str]]) -> dict[str, set[str]]:
-        """``{name token: the QA pairs whose text contains it}`` over ``texts``."""
+    def _read_pages(self, texts: Iterable[tuple[str, str]]) -> tuple[dict[str, set[str]], set[str]]:
+        """``{name token: the QA pairs whose text contains it}`` over ``texts``, and every QA pair in them."""
         words_of: dict[str, set[str]] = defaultdict(set)
         for doc_id, text in texts:
-            words_of[doc_id].update(re.findall(r"[a-z0-9]+", (text or "").lower()))
-        self._pairs = set(words_of)
+            words_of[doc_id].update(words(text))
         vocabulary = sorted(set().union(*words_of.values())) if words_of else []
         stem_of = dict(zip(vocabulary, self._stemmer.stemWords(vocabulary)))
         pages: dict[str, set[str]] = defaultdict(set)
-        for doc_id, words in words_of.items():
-            for token in {stem_of[w] for w in words} & self._by_token.keys():
+        for doc_id, found in words_of.items():
+            for token in {stem_of[w] for w in found} & self._by_token.keys():
                 pages[token].add(doc_id)
-        return dict(pages)
+        return dict(pages), set(words_of)
 
     def __len__(self) -> int:
         return len(self._tokens)
 
     def tokens(self, text: str) -> list[str]:
         """Lower-case alphanumeric tokens, stemmed (English Snowball), without function words."""
-        words = re.findall(r"[a-z0-9]+", text.lower())
-        return [t for t in self._stemmer.stemWords(words) if t not in STOPWORDS]
+        return [t for t in self._stemmer.stemWords(words(text)) if t not in STOPWORDS]
 
     def mentions(self, text: str, name: str) -> list[tuple[int, int]]:
         """Character spans of the words of ``text`` that belong to topic ``name`` (by stem), in order."""
         wanted = self._tokens.get(name, frozenset())
-        words = list(re.finditer(r"[A-Za-z0-9]+(?:'s)?", text))
-        stems = self._stemmer.stemWords([w.group(0).lower().removesuffix("'s") for w in words])
-        return [(w.start(), w.end()) for w, stem in zip(words, stems) if stem in wanted]
+        found = list(re.finditer(r"[A-Za-z0-9]+(?:'s)?", text))
+        stems = self._stemmer.stemWords([w.group(0).lower().removesuffix("'s") for w in found])
+        return [(w.start(), w.end()) for w, stem in zip(found, stems) if stem in wanted]
 
     def named(self, text: str) -> list[str]:
         """Topic names (or synonyms) that ``text`` names in full and as names (:meth:`written`), most specific first."""
@@ -191,9 +189,11 @@ class FocusMatcher:
         tokens = self._tokens.get(name)
         if not tokens or _ACRONYM.search(name):
             return False
-        pages = set.intersection(*(self._pages_with(t) for t in tokens))
-        others = self._pairs - set(self.doc_ids(name))  # its own pages say nothing about how common its words are
-        return bool(others) and len(pages & others) / len(others) >= COMMON_NAME_SHARE
+        pages, pairs = self._page_index()
+        own = set(self.doc_ids(name))  # its own pages say nothing about how common its words are
+        others = len(pairs) - len(own & pairs)
+        hits = set.intersection(*(pages.get(t, set()) for t in tokens)) - own
+        return others > 0 and len(hits) / others >= COMMON_NAME_SHARE
 
     def written(self, text: str, name: str) -> bool:
         """Whether ``text`` writes topic ``name`` the way a name is written, not as everyday words.
@@ -207,8 +207,8 @@ class FocusMatcher:
             return False
         if not any(c.islower() for c in text):
             return True
-        words = set(re.findall(r"[A-Za-z0-9]+", text))
-        return all(w in words for w in _ACRONYM.findall(name))
+        as_written = set(re.findall(r"[A-Za-z0-9]+", text))
+        return all(w in as_written for w in _ACRONYM.findall(name))
 
     def doc_ids(self, name: str) -> list[str]:
         """The QA pairs about topic ``name`` (a focus or one of its synonyms)."""
