@@ -72,6 +72,55 @@ CLOSINGS = ["thank you.", "thanks in advance.", "please help.", "any information
 SUBJECTS = ["{t}", "question about {t}", "{t} question", "help", "question", "information"]
 PRONOUNS = ["it", "this", "this condition", "that"]
 
+# More ways to ask, and the rest of a long message: used where a caller asks for long messages
+# (``consumer_question(..., long_rate=...)``), so data already built with the lists above is unchanged.
+MORE_ASKS: dict[str, list[str]] = {
+    "information": [
+        "what is {t} exactly and how serious is it?", "i don't really understand what {t} is.", "what is going on with {t}?",
+        "can you give me some information about {t}?", "what should we know about {t}?", "is {t} something to worry about?",
+    ],
+    "treatment": [
+        "what can he take for {t}?", "which medication works best for {t}?", "what should we do about {t}?",
+        "are there any drugs for {t}?", "does {t} need surgery?", "is there any therapy for {t}?",
+        "how can i make {t} better?", "what can i do at home for {t}?", "how do you fix {t}?", "will medicine help {t}?",
+    ],
+    "symptoms": [
+        "could my symptoms be {t}?", "is it normal to feel tired with {t}?", "what are the first signs of {t}?",
+    ],
+    "causes": [
+        "why did {t} happen?", "what is the reason for {t}?", "what triggers {t}?",
+        "was {t} caused by something we did?", "why would a healthy person get {t}?",
+    ],
+    "exams and tests": [
+        "what tests are needed for {t}?", "should she get tested for {t}?",
+    ],
+    "inheritance": [
+        "can {t} be passed down?", "does {t} skip generations?",
+        "should my brothers and sisters worry about {t}?", "is {t} passed from parents?",
+    ],
+    "genetic changes": ["what is the genetic cause of {t}?"],
+    "frequency": ["how often does {t} happen?", "are many people affected by {t}?", "is {t} common?"],
+    "outlook": [
+        "what happens long term with {t}?", "is {t} fatal?",
+    ],
+    "susceptibility": ["who is more likely to get {t}?", "what puts someone at risk for {t}?", "are women more likely to get {t}?"],
+    "prevention": ["how do i lower my chance of {t}?"],
+    "research": ["are there any new treatments being tested for {t}?", "where can i find a study on {t}?"],
+    "stages": ["how far along is {t}?", "what stage of {t} is the worst?"],
+    "considerations": ["what else should we think about with {t}?"],
+}
+# Sentences of a story that name nothing the question asks about, as long messages carry them.
+BACKGROUND = [
+    "i am 34 years old.", "she is 67 and has had high blood pressure for years.", "he is 8 years old.",
+    "it started about two weeks ago.", "we have seen three different doctors already.", "the pain gets worse at night.",
+    "i am really worried and don't know what to do.", "she takes medicine for her thyroid.", "he has been very tired lately.",
+    "nobody in our family has had anything like this.", "i have been searching online for days.", "we live in a small town far from a hospital.",
+    "the doctor did not explain much.", "my mother had something similar years ago.", "i am pregnant with my second child.",
+    "he had surgery on his knee last year.", "i can't afford many more tests.", "she smokes and drinks a little.",
+    "the symptoms come and go.", "i am a 52 year old woman.", "he was born 3 weeks early.", "we are going to see a specialist next month.",
+]
+DISTRACTOR_STORIES = ["{p} also has {o}.", "a few years ago {p} was treated for {o}.", "i also have {o}."]
+
 _WORD = re.compile(r"[A-Za-z]{6,}")
 
 
@@ -98,7 +147,14 @@ def topic_name(focus: str) -> str:
     return re.sub(r"\s*\([^)]*\)", "", focus).strip().lower() or focus.lower()
 
 
-def consumer_question(focus: str, qtype: str, rng: random.Random, other_types: Sequence[str] = ()) -> str:
+def consumer_question(
+    focus: str,
+    qtype: str,
+    rng: random.Random,
+    other_types: Sequence[str] = (),
+    long_rate: float = 0.0,
+    other_topics: Sequence[str] = (),
+) -> str:
     """A consumer-style message asking about ``focus`` for ``qtype`` (answered by that pair's page).
 
     Args:
@@ -107,17 +163,35 @@ def consumer_question(focus: str, qtype: str, rng: random.Random, other_types: S
         rng: Random source (seeded by the caller).
         other_types: Other question types of the same topic: one may be asked too, so the page answers
             the message only in part, as real messages often are.
+        long_rate: Share of messages written long: a story of several sentences (age, history, worries,
+            sometimes another condition from ``other_topics``) and the asks of :data:`MORE_ASKS` too. At 0 no
+            extra random draw is made, so data built before these options is built the same.
+        other_topics: Conditions a long story may mention beside the asked one.
 
     Returns:
         A message such as ``"gout question. hi, my father has gout. how is it treated? thanks."``.
     """
     topic = topic_name(focus)
     asks = ASKS.get(qtype) or ASKS["information"]
+    long = long_rate > 0 and rng.random() < long_rate
+    if long:
+        asks = asks + MORE_ASKS.get(qtype if qtype in ASKS else "information", [])
     parts: list[str] = []
-    story = rng.random() < 0.6
+    story = rng.random() < 0.6 or long
     if rng.random() < 0.5:
         parts.append(rng.choice(GREETINGS))
-    if story:
+    if long:
+        person = rng.choice(PEOPLE)
+        story_parts = rng.sample(BACKGROUND, rng.randint(1, 4))
+        after = 0  # another condition is told before the asked one, so "it" still means the asked one
+        if other_topics and rng.random() < 0.3:
+            other = topic_name(rng.choice(list(other_topics)))
+            after = rng.randrange(len(story_parts) + 1)
+            story_parts.insert(after, rng.choice(DISTRACTOR_STORIES).format(p=person, o=other))
+            after += 1
+        story_parts.insert(rng.randint(after, len(story_parts)), rng.choice(STORIES).format(p=person, t=topic))
+        parts.extend(story_parts)
+    elif story:
         parts.append(rng.choice(STORIES).format(p=rng.choice(PEOPLE), t=topic))
     # Once a story named the topic, people ask with a pronoun.
     ref = rng.choice(PRONOUNS) if story and rng.random() < 0.7 else topic

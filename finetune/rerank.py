@@ -73,6 +73,10 @@ class RerankDataArguments(SplitArguments):
         topic_negatives: Negatives per message from the topic's other pages (when not already among the hard ones).
         random_negatives: Negatives per message drawn at random.
         candidate_k: Retriever candidates mined per message (and re-ranked in validation).
+        long_rate: Share of consumer messages written long (``finetune.consumer.consumer_question``'s ``long_rate``:
+            several story sentences, sometimes another condition, more ways to ask).
+        overview_negative: When a message asks something other than the overview, the topic's overview page is one of
+            its topic negatives (a story naming a condition pulls the overview up; the asked page must beat it).
         recipe: The recipe file, recorded in the run record (set by ``--config``).
     """
 
@@ -90,6 +94,8 @@ class RerankDataArguments(SplitArguments):
     random_negatives: int = field(default=1, metadata={"help": "Random negatives."})
     candidate_k: int = field(default=20, metadata={"help": "Retriever candidates per message."})
     weight_by_source: bool = field(default=True, metadata={"help": "Draw training pairs weighted by their collection's source prior."})
+    long_rate: float = field(default=0.0, metadata={"help": "Share of consumer messages written long (a story of several sentences)."})
+    overview_negative: bool = field(default=False, metadata={"help": "Always take the topic's overview as a negative when another aspect is asked."})
 
     def validate(self) -> None:
         """Raise :class:`UserError` for out-of-range values."""
@@ -97,6 +103,8 @@ class RerankDataArguments(SplitArguments):
             raise UserError(f"max_length={self.max_length} is too small for a message and a candidate; use e.g. 128")
         if self.num_layers is not None and self.num_layers < 1:
             raise UserError(f"num_layers={self.num_layers} must be at least 1 (or unset for all layers)")
+        if not 0.0 <= self.long_rate <= 1.0:
+            raise UserError(f"long_rate={self.long_rate} must be between 0 and 1")
         if not 0.0 <= self.consumer_fraction + self.sibling_fraction <= 1.0:
             raise UserError("consumer_fraction + sibling_fraction must be between 0 and 1")
         if self.queries_per_pair < 1 or self.candidate_k < 1:
@@ -152,12 +160,14 @@ def write_messages(
     siblings: dict[str, list[str]],
     by_topic: dict[str, list[dict[str, Any]]],
     by_aspect: dict[tuple[str, str], list[str]],
+    other_topics: Sequence[str] = (),
 ) -> list[Message]:
     """``args.queries_per_pair`` messages asking what ``row``'s page answers, with every pair that answers each.
 
     A consumer-style message (:func:`finetune.consumer.consumer_question`; some ask a second thing the topic has a
     page for, whose pages are answers too), another collection's question on the same topic and type, or MedQuAD's
-    own question. The pair and its copies of the same topic and type answer it.
+    own question. The pair and its copies of the same topic and type answer it. A long message's story may name one
+    of ``other_topics`` too.
     """
     topic = normalize_focus(str(row.get("focus") or ""))
     qtype = str(row.get("question_type") or "")
@@ -167,7 +177,8 @@ def write_messages(
         draw = rng.random()
         positives = list(dict.fromkeys([row["doc_id"], *same]))
         if draw < args.consumer_fraction and row.get("focus"):
-            text, style = consumer_question(str(row["focus"]), qtype, rng), "consumer"
+            text = consumer_question(str(row["focus"]), qtype, rng, long_rate=args.long_rate, other_topics=other_topics)
+            style = "consumer"
             others = sorted({str(r.get("question_type") or "") for r in by_topic.get(topic, [])} - {qtype, ""})
             if others and rng.random() < args.second_ask_fraction:
                 extra = rng.choice(others)
@@ -199,7 +210,15 @@ def pick_negatives(
         if doc_id not in answers:
             chosen[doc_id] = "retrieved"
     others = [r["doc_id"] for r in topic_rows if r["doc_id"] not in answers and r["doc_id"] not in chosen]
-    for doc_id in rng.sample(others, min(args.topic_negatives, len(others))):
+    wanted = args.topic_negatives
+    if args.overview_negative and wanted:
+        overviews = [r["doc_id"] for r in topic_rows if r.get("question_type") == "information" and r["doc_id"] in others]
+        if overviews:
+            first = rng.choice(overviews)
+            chosen[first] = "topic"
+            others.remove(first)
+            wanted -= 1
+    for doc_id in rng.sample(others, min(wanted, len(others))):
         chosen[doc_id] = "topic"
     for _ in range(args.random_negatives):
         doc_id = rng.choice(all_ids)
@@ -234,11 +253,12 @@ def build_examples(
     siblings = sibling_questions(topic_rows, normalize_focus)
     by_topic, by_aspect = topic_index(topic_rows)
     all_ids = sorted(r["doc_id"] for r in topic_rows)
+    other_topics = sorted({str(r["focus"]) for r in topic_rows if r.get("focus")})
     columns: dict[str, list[Any]] = {"query": [], "passage": [], "label": []}
     stats: dict[str, int] = {"messages": 0, "positives": 0, "retrieved": 0, "topic": 0, "random": 0, "answer_retrieved_first": 0}
     for row in tqdm(rows, desc="re-ranker examples", unit="pair", disable=not show_progress):
         topic = normalize_focus(str(row.get("focus") or ""))
-        for message in write_messages(row, args, rng, siblings, by_topic, by_aspect):
+        for message in write_messages(row, args, rng, siblings, by_topic, by_aspect, other_topics):
             found = [n.node.ref_doc_id for n in retrieve(message.text)]
             stats["answer_retrieved_first"] += bool(found) and found[0] in message.positives
             negatives = pick_negatives(message, found, by_topic.get(topic, []), all_ids, args, rng)
@@ -308,6 +328,8 @@ def starting_model(data_args: RerankDataArguments, device: str) -> tuple[Any, st
 def model_card(record: dict[str, Any]) -> str:
     """The ``README.md`` of a trained re-ranker: what it reads, its data, training, validation and use."""
     data, hp, val = record["data"], record["hyperparameters"], record.get("validation") or {}
+    recipe = record.get("recipe") or {}
+    values = recipe.get("values") or {}  # a run without a recipe file has flags only
     lines = [
         "---",
         "library_name: sentence-transformers",
@@ -335,7 +357,7 @@ def model_card(record: dict[str, Any]) -> str:
         "",
         f"- `BinaryCrossEntropyLoss` (positive weight {hp['pos_weight']:.2f}); {record['global_step']} steps of batch "
         f"{hp['per_device_train_batch_size']}, learning rate {hp['learning_rate']} ({hp['lr_scheduler_type']}, warmup "
-        f"{(record.get('recipe') or {}).get('values', {}).get('warmup_ratio', hp['warmup_ratio'])}), max length {hp['max_length']}, "
+        f"{values.get('warmup_ratio', hp['warmup_ratio'])}), max length {hp['max_length']}, "
         f"seed {hp['seed']}.",
         f"- {record['train_runtime_s']:.0f} s of training on {record['device']} ({record['wall_time_s']:.0f} s in all, data included).",
         "",
@@ -352,8 +374,8 @@ def model_card(record: dict[str, Any]) -> str:
         "## Use",
         "",
         "```bash",
-        f"python -m finetune.rerank --config {(record.get('recipe') or {}).get('path', '<recipe>')}   # reproduces it",
-        f"MEDQA_RERANK_MODEL={(record.get('recipe') or {}).get('values', {}).get('output_dir', record['output_dir'])} python -m rag_app ask \"Is gout hereditary?\"",
+        f"python -m finetune.rerank --config {recipe.get('path') or '<recipe>'}   # reproduces it",
+        f"MEDQA_RERANK_MODEL={values.get('output_dir', record['output_dir'])} python -m rag_app ask \"Is gout hereditary?\"",
         "```",
         "",
         "The engine fuses its probability with the retriever's score (`MEDQA_RERANK_WEIGHT`). Data: MedQuAD "

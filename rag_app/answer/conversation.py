@@ -133,8 +133,9 @@ def _topic_span(text: str, matcher: Any, topic: Topic) -> tuple[int, int] | None
 
     None when no stretch holds them side by side (other words than the name's, function words aside, between them).
     """
-    spans = matcher.mentions(text, topic.name)
-    stems = [(matcher.tokens(text[s:e]) or [""])[0] for s, e in spans]
+    stemmed = matcher.stemmed_mentions(text, topic.name)
+    spans = [(start, end) for start, end, _ in stemmed]
+    stems = [stem for _, _, stem in stemmed]
     wanted = set(stems)
     best: tuple[int, int] | None = None
     for i in range(len(spans)):

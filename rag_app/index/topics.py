@@ -169,10 +169,14 @@ class FocusMatcher:
 
     def mentions(self, text: str, name: str) -> list[tuple[int, int]]:
         """Character spans of the words of ``text`` that belong to topic ``name`` (by stem), in order."""
+        return [(start, end) for start, end, _ in self.stemmed_mentions(text, name)]
+
+    def stemmed_mentions(self, text: str, name: str) -> list[tuple[int, int, str]]:
+        """:meth:`mentions` with each word's stem: ``(start, end, stem)``."""
         wanted = self._tokens.get(name, frozenset())
         found = list(re.finditer(r"[A-Za-z0-9]+(?:'s)?", text))
         stems = self._stemmer.stemWords([w.group(0).lower().removesuffix("'s") for w in found])
-        return [(w.start(), w.end()) for w, stem in zip(found, stems) if stem in wanted]
+        return [(w.start(), w.end(), stem) for w, stem in zip(found, stems) if stem in wanted]
 
     def named(self, text: str) -> list[str]:
         """Topic names (or synonyms) that ``text`` names in full and as names (:meth:`written`), most specific first."""
