@@ -83,27 +83,58 @@ def dev_aspects(settings) -> list[dict]:
 RERANK_WEIGHTS = (0.0, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.6, 0.8, 1.0, 1.5, 2.0, 3.0, 5.0, float("inf"))
 
 
+class Reranked:
+    """The fielded top candidates of each message with the re-ranker's logit of each, every (message, pair) scored
+    once however often the candidates are re-ordered (``--rerank`` fuses them at many weights, ``--asked`` ranks them
+    under many bonuses).
+
+    Args:
+        settings: The settings (``MEDQA_RERANK_MODEL``, ``MEDQA_RERANK_CANDIDATES``).
+        retriever: The fielded retriever.
+        texts: The messages by key.
+    """
+
+    def __init__(self, settings, retriever, texts: dict[str, str]) -> None:
+        from tqdm.auto import tqdm
+
+        from rag_app.retrieval.rerank import load_reranker
+
+        self.reranker = load_reranker(settings.model_copy(update={"rerank": True}))
+        self.n = settings.rerank_candidates
+        self.retriever = retriever
+        self.texts = texts
+        self.evidence = {key: retriever.candidates(text) for key, text in tqdm(sorted(texts.items()), desc="candidates", unit="q")}
+        self.logits: dict[tuple[str, str], float] = {}
+
+    def top(self, key: str, weights) -> list[tuple[str, float, float]]:
+        """``(doc id, fielded score, logit)`` of message ``key``'s top candidates under ``weights``, in fielded order."""
+        from llama_index.core.schema import NodeWithScore
+
+        top = sorted(self.evidence[key], key=lambda c: (-c.score(weights), c.doc_id))[: self.n]
+        missing = [c for c in top if (key, c.doc_id) not in self.logits]
+        if missing:
+            nodes = self.retriever.index.nodes([c.chunk_id for c in missing])
+            found = [c for c in missing if c.chunk_id in nodes]
+            for c, logit in zip(found, self.reranker.logits(self.texts[key], [NodeWithScore(node=nodes[c.chunk_id]) for c in found])):
+                self.logits[(key, c.doc_id)] = logit
+        return [(c.doc_id, c.score(weights), self.logits.get((key, c.doc_id), -40.0)) for c in top]
+
+
 def tune_rerank(settings, retriever, queries, labels, groups) -> None:
     """Choose ``MEDQA_RERANK_WEIGHT`` on two dev sets: the LiveQA tune half (MRR@10) and an aspect set written about the
     MedQuAD *validation* split's topics (hit@1 of the asked aspect's page, ``bench_aspects.aspect_set``). The fielded
     top candidates are re-ranked once; every weight of :data:`RERANK_WEIGHTS` then fuses the two scores, and the weight
     with the best mean of the two figures (neighbour-averaged) is chosen. Neither the report half nor the test split's
     topics are used."""
-    from tqdm.auto import tqdm
+    from rag_app.retrieval.fielded import FusionWeights
+    from rag_app.retrieval.rerank import fused_score
 
-    from rag_app.retrieval.rerank import fused_score, load_reranker
-
-    reranker = load_reranker(settings.model_copy(update={"rerank": True}))
-    candidates = settings.rerank_candidates
-    pool = retriever.with_top_k(candidates)
-
-    def score(query: str) -> list[tuple[str, float, float]]:
-        nodes = pool.retrieve(query)
-        return [(n.node.ref_doc_id, n.score or 0.0, logit) for n, logit in zip(nodes, reranker.logits(query, nodes))]
-
-    scored = {qid: score(query) for qid, query in tqdm(sorted(queries.items()), desc="re-ranking LiveQA", unit="q")}
     items = dev_aspects(settings)
-    aspects = [(score(item["message"]), item["relevant"]) for item in tqdm(items, desc="re-ranking the aspect set", unit="q")]
+    reranked = Reranked(settings, retriever, {**queries, **{f"aspect-{i}": item["message"] for i, item in enumerate(items)}})
+    current = FusionWeights.from_settings(settings)
+    scored = {qid: reranked.top(qid, current) for qid in sorted(queries)}
+    aspects = [(reranked.top(f"aspect-{i}", current), item["relevant"]) for i, item in enumerate(items)]
+    candidates = reranked.n
 
     def order(found, weight: float) -> list[str]:
         key = (lambda f: -f[2]) if weight == float("inf") else (lambda f: -fused_score(f[1], f[2], weight))
@@ -142,28 +173,17 @@ def show_asked(settings, retriever, queries, labels, groups) -> None:
     which counts only the asked type's page as right. Nothing is chosen: the experts often answered a "what
     treatment?" message from the overview, so the two kinds of set pull apart, and the answers on real messages
     (``python -m eval.compare --questions liveqa``) decide."""
-    from llama_index.core.schema import NodeWithScore
     from tqdm.auto import tqdm
 
     from rag_app.retrieval.fielded import FusionWeights
-    from rag_app.retrieval.rerank import fused_score, load_reranker
+    from rag_app.retrieval.rerank import fused_score
 
-    reranker = load_reranker(settings.model_copy(update={"rerank": True}))
-    n = settings.rerank_candidates
     items = dev_aspects(settings)
-    texts = {**queries, **{f"aspect-{i}": item["message"] for i, item in enumerate(items)}}
-    evidence = {key: retriever.candidates(text) for key, text in tqdm(sorted(texts.items()), desc="candidates", unit="q")}
-    logits: dict[tuple[str, str], float] = {}
+    reranked = Reranked(settings, retriever, {**queries, **{f"aspect-{i}": item["message"] for i, item in enumerate(items)}})
+    n = reranked.n
 
     def ranking(key: str, w) -> list[str]:
-        top = sorted(evidence[key], key=lambda c: (-c.score(w), c.doc_id))[:n]
-        missing = [c for c in top if (key, c.doc_id) not in logits]
-        if missing:
-            nodes = retriever.index.nodes([c.chunk_id for c in missing])
-            found = [c for c in missing if c.chunk_id in nodes]
-            for c, logit in zip(found, reranker.logits(texts[key], [NodeWithScore(node=nodes[c.chunk_id]) for c in found])):
-                logits[(key, c.doc_id)] = logit
-        fused = [(fused_score(c.score(w), logits.get((key, c.doc_id), -40.0), settings.rerank_weight), c.doc_id) for c in top]
+        fused = [(fused_score(score, logit, settings.rerank_weight), d) for d, score, logit in reranked.top(key, w)]
         return [d for _, d in sorted(fused, key=lambda f: (-f[0], f[1]))]
 
     current = FusionWeights.from_settings(settings)
