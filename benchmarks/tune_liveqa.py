@@ -106,6 +106,13 @@ class Reranked:
         self.evidence = {key: retriever.candidates(text) for key, text in tqdm(sorted(texts.items()), desc="candidates", unit="q")}
         self.logits: dict[tuple[str, str], float] = {}
 
+    @classmethod
+    def dev_sets(cls, settings, retriever, queries: dict[str, str]) -> tuple["Reranked", list[dict]]:
+        """The LiveQA messages (keyed by question id) and the aspect dev set (:func:`dev_aspects`, keyed
+        ``aspect-<i>``) ready to re-rank, and the aspect items."""
+        items = dev_aspects(settings)
+        return cls(settings, retriever, {**queries, **{f"aspect-{i}": item["message"] for i, item in enumerate(items)}}), items
+
     def top(self, key: str, weights) -> list[tuple[str, float, float]]:
         """``(doc id, fielded score, logit)`` of message ``key``'s top candidates under ``weights``, in fielded order."""
         from llama_index.core.schema import NodeWithScore
@@ -129,8 +136,7 @@ def tune_rerank(settings, retriever, queries, labels, groups) -> None:
     from rag_app.retrieval.fielded import FusionWeights
     from rag_app.retrieval.rerank import fused_score
 
-    items = dev_aspects(settings)
-    reranked = Reranked(settings, retriever, {**queries, **{f"aspect-{i}": item["message"] for i, item in enumerate(items)}})
+    reranked, items = Reranked.dev_sets(settings, retriever, queries)
     current = FusionWeights.from_settings(settings)
     scored = {qid: reranked.top(qid, current) for qid in sorted(queries)}
     aspects = [(reranked.top(f"aspect-{i}", current), item["relevant"]) for i, item in enumerate(items)]
@@ -178,8 +184,7 @@ def show_asked(settings, retriever, queries, labels, groups) -> None:
     from rag_app.retrieval.fielded import FusionWeights
     from rag_app.retrieval.rerank import fused_score
 
-    items = dev_aspects(settings)
-    reranked = Reranked(settings, retriever, {**queries, **{f"aspect-{i}": item["message"] for i, item in enumerate(items)}})
+    reranked, items = Reranked.dev_sets(settings, retriever, queries)
     n = reranked.n
 
     def ranking(key: str, w) -> list[str]:

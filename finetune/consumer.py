@@ -185,7 +185,7 @@ def consumer_question(
         story_parts = rng.sample(BACKGROUND, rng.randint(1, 4))
         after = 0  # another condition is told before the asked one, so "it" still means the asked one
         if other_topics and rng.random() < 0.3:
-            other = topic_name(rng.choice(list(other_topics)))
+            other = topic_name(rng.choice(other_topics))
             after = rng.randrange(len(story_parts) + 1)
             story_parts.insert(after, rng.choice(DISTRACTOR_STORIES).format(p=person, o=other))
             after += 1

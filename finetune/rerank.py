@@ -44,6 +44,7 @@ from finetune.raft import TrainOnlyRetriever
 from rag_app.config import Settings
 from rag_app.errors import IndexMissingError
 from rag_app.files import atomic_path, write_json_atomic
+from rag_app.index.topics import OVERVIEW_TYPE
 from rag_app.llm.resolve import resolve_embed_model
 from rag_app.retrieval.modes import build_retriever
 from rag_app.retrieval.rerank import candidate_text, message_text
@@ -212,7 +213,7 @@ def pick_negatives(
     others = [r["doc_id"] for r in topic_rows if r["doc_id"] not in answers and r["doc_id"] not in chosen]
     wanted = args.topic_negatives
     if args.overview_negative and wanted:
-        overviews = [r["doc_id"] for r in topic_rows if r.get("question_type") == "information" and r["doc_id"] in others]
+        overviews = [r["doc_id"] for r in topic_rows if r.get("question_type") == OVERVIEW_TYPE and r["doc_id"] in others]
         if overviews:
             first = rng.choice(overviews)
             chosen[first] = "topic"

@@ -19,7 +19,8 @@ def test_long_messages_tell_a_story_and_still_ask_the_pairs_aspect() -> None:
     assert sentences(long) > sentences(short) + 1.5
     assert sum("asthma" in t.lower() or "atshma" in t.lower() or "astma" in t.lower() for t in long) >= 5  # another condition, sometimes
     asks = [a.split("{t}")[0].lower().strip() for a in ASKS["treatment"] + MORE_ASKS["treatment"]]
-    assert all(any(a[:12] in t.lower() for a in asks if a) or "gout" in t.lower() for t in long)
+    asked = sum(any(a in t.lower() for a in asks if a) for t in long)
+    assert asked >= 45  # a treatment ask in all but the misspelt ones (53 of these 60)
     assert any(a.split("{t}")[0].strip() in t.lower() for t in long for a in MORE_ASKS["treatment"])
     # Without long_rate nothing new is drawn: data built before the option is built the same.
     assert [consumer_question("Gout", "treatment", random.Random(seed), ["causes"], long_rate=0.0) for seed in range(20)] == [
