@@ -174,6 +174,11 @@ class Settings(BaseSettings):
     sentence_margin: float = Field(1.0, ge=0.0, description="Logit margin by which a later sentence must beat the page's first to open the answer.")
 
     max_new_tokens: int = Field(256, ge=1)
+    finish_source: bool = Field(
+        True,
+        description="An answer copying its top source may not end while the source (as shown) goes on "
+        "(rag_app.text.openings.Opening.banned); off: it ends where the model ends it.",
+    )
     temperature: float = Field(0.0, ge=0.0, le=2.0, description="0 means greedy decoding.")
     context_window: int = Field(2048, ge=256, description="Prompt + answer token budget.")
     max_question_tokens: int = Field(256, ge=8, description="Longer questions are truncated with a warning.")

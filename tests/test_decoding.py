@@ -142,3 +142,51 @@ def test_opening_processor_masks_each_row_of_a_batch() -> None:
     assert torch.isfinite(scores[1]).all()  # a row without an opening is free
     step = torch.cat([prompt, torch.tensor([[2], [4]])], dim=1)
     assert torch.isfinite(processor(step, torch.zeros((2, 5)))[0]).tolist() == [False, False, False, True, False]
+
+
+def test_an_answer_copying_its_source_may_not_end_while_the_source_goes_on() -> None:
+    """End tokens are masked while the answer's last compared tokens are a place of the source with more after it;
+    skipped tokens (a citation) don't break the copy; an answer that declined, drifted or reached the end may end."""
+    import torch
+
+    from rag_app.llm.decoding import OpeningProcessor, opening_processor
+
+    from rag_app.text.openings import Opening
+
+    source = tuple(range(10, 20))  # the source: tokens 10..19
+    opening = Opening((10, 11), alternatives=(1,), source=source, skipped=frozenset({7, 8}), stops=(0, 14))
+    assert opening.banned([10, 11, 12]) == ()  # too short to tell
+    assert opening.banned([10, 11, 12, 7, 8, 13]) == (0,)
+    assert opening.banned([10, 11, 12, 13, 14, 15, 16, 17, 18, 19]) == ()  # copied to the end
+    assert opening.banned([10, 11, 12, 13, 5]) == () and opening.banned([1, 12, 13, 14, 15]) == ()  # drifted; declined
+    assert opening.banned([10, 11, 12, 13, 14]) == (0, 14)  # a stop token is banned ...
+    assert opening.banned([10, 11, 12, 13]) == (0,)  # ... except where the source goes on with it
+    assert Opening((10, 11), stops=(0,)).banned([10, 11, 12, 13]) == ()  # no source: free
+    processor = OpeningProcessor([opening, opening, None])
+    prompt = torch.zeros((3, 4), dtype=torch.long)
+    processor(prompt, torch.zeros((3, 20)))
+    step = torch.cat([prompt, torch.tensor([[10, 11, 12, 13], [1, 12, 13, 14], [10, 11, 12, 13]])], dim=1)
+    finite = torch.isfinite(processor(step, torch.zeros((3, 20))))
+    assert finite.tolist() == [[False] + [True] * 19, [True] * 20, [True] * 20]
+    # The llama.cpp twin masks the same way.
+    twin = opening_processor(opening)
+    twin([9, 9], [0.0] * 20)
+    assert [s == float("-inf") for s in twin([9, 9, 10, 11, 12, 13], [0.0] * 20)] == [True] + [False] * 19
+    assert float("-inf") not in list(twin([9, 9, 10, 11, 12, 13, 5], [0.0] * 20))
+
+
+def test_stop_ids_are_special_tokens_and_the_declines_first_word(bundled_llm_dir: Path) -> None:
+    from transformers import AutoTokenizer
+
+    from rag_app.llm.decoding import answer_opening, skipped_ids, stop_ids
+
+    tokenizer = AutoTokenizer.from_pretrained(bundled_llm_dir)
+    stops = {tokenizer.decode([i]) for i in stop_ids(tokenizer)}
+    assert {"<|im_end|>", "<|im_start|>", "I", " I"} <= stops and not {" Gout", "."} & stops
+    skipped = skipped_ids(tokenizer)
+    assert all(t in skipped for t in tokenizer(" [1].", add_special_tokens=False)["input_ids"])
+    assert not any(t in skipped for t in tokenizer(" Gout is", add_special_tokens=False)["input_ids"])
+    passages = ["Answer: Gout is a form of arthritis [2]. It hurts.", "Answer: Lupus is"]
+    opening = answer_opening(tokenizer, passages, finish=passages[0])
+    assert tokenizer.decode(list(opening.source)).split() == "Gout is a form of arthritis It hurts".split()
+    assert answer_opening(tokenizer, passages).source == ()

@@ -171,8 +171,13 @@ def test_plan_answers_a_message_asking_two_things_from_both_pages(gout_index, em
     assert text.startswith(llm_tokenizer(llm).decode(list(plan.parts[0].opening.tokens)).strip())
     assert second.strip() in text  # the second part opens with the second page's words
     assert "Where Gout Usually Occurs" not in "".join(plan.passages) and "Sudden, Intense" not in "".join(plan.passages)
-    # One thing asked: one part.
-    assert len(engine.plan("what can he take for gout?").parts) == 1
+    # Each of two parts ends where the model ends it; one thing asked: one part, which finishes its source as shown.
+    assert all(not p.opening.source for p in plan.parts)
+    one = engine.plan("what can he take for gout?")
+    assert len(one.parts) == 1 and one.parts[0].decoding["finish_stops"]
+    source = llm_tokenizer(llm).decode(list(one.parts[0].opening.source)).split()
+    assert source and source[:3] == one.passages[0].split("Answer: ", 1)[1].split()[:3]
+    assert not engine.model_copy(update={"finish_source": False}).plan("what can he take for gout?").parts[0].opening.source
 
 
 def test_the_reranker_orders_sources_and_decides_coverage(gout_index, embed_model) -> None:

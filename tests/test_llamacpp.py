@@ -119,6 +119,30 @@ def test_answer_opening_on_both_backends(shipped) -> None:
         assert _chat(llm, opening=opening).startswith("Uric acid crystals in "), llm
 
 
+def test_an_answer_copying_its_source_runs_to_its_end_on_both_backends(shipped) -> None:
+    """On its own the shipped model stops one sentence before the end of this source; told to finish its source, it
+    copies the last sentence too and then ends (on llama.cpp and transformers alike)."""
+    from llama_index.core.llms import ChatMessage
+
+    from rag_app.llm.decoding import answer_opening, with_decoding
+
+    text = SOURCE.split(": ", 1)[1] + (
+        " Attacks often start at night and can last a week or two. Between attacks most people have no symptoms at all."
+        " Without treatment, attacks may come more often and last longer."
+        " Eating less red meat and drinking less alcohol can lower the chance of another attack."
+    )
+    messages = [MESSAGES[0], {"role": "user", "content": f"Source [1] (Gout): {text}\n\nQuestion: What is gout?"}]
+    passages = ["Answer: " + text]
+    last = "Eating less red meat and drinking less alcohol can lower the chance of another attack."
+    for llm in shipped:
+        answers = []
+        for finish in ("", passages[0]):
+            mine = with_decoding(llm, opening=answer_opening(llm_tokenizer(llm), passages, finish=finish), max_new_tokens=160)
+            answers.append(mine.chat([ChatMessage(**m) for m in messages]).message.content.strip())
+        free, finished = answers
+        assert last not in free and free.endswith("last longer."), free
+        assert finished.startswith(free) and finished.endswith(last), finished
+
 @pytest.mark.parametrize("generate", [False, True])
 def test_a_library_script_exits_cleanly(settings, embed_model, tmp_path: Path, generate: bool) -> None:
     """A script that builds the default engine (the shipped model on llama.cpp) and only retrieves, or also answers,

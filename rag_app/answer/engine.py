@@ -56,8 +56,9 @@ class MedQAQueryEngine(CustomQueryEngine):
     what was asked (``answer_from_sentence``). A citation names the source its text was taken from
     (:func:`rag_app.text.citations.attribute_citations`), and an answer that cites nothing but is taken from one source gets
     that source's number (:func:`rag_app.text.citations.citation_to_add`). A retrieval-aware fine-tune's answer opens with
-    the top source's words (``open_with_top_source``); a message asking two things that two pages of its topic answer
-    gets a second part opening with the second page's words. With ``decline_by_topic`` the engine, not the model,
+    the top source's words (``open_with_top_source``) and, while it copies that source, does not end before the source
+    as shown does (``finish_source``); a message asking two things that two pages of its topic answer gets a second
+    part opening with the second page's words. With ``decline_by_topic`` the engine, not the model,
     decides whether to decline: when the question names a topic and no source is about it (and the re-ranker does not
     find the top source answering it), it answers :data:`rag_app.text.prompts.ABSTAIN_ANSWER` without generating; when a
     source is about it, the model may not start with that answer (:func:`rag_app.answer.plan.source_coverage`).
@@ -82,6 +83,7 @@ class MedQAQueryEngine(CustomQueryEngine):
     answer_from_sentence: bool = True  # the top source is shown from the sentence that answers the question
     sentence_margin: float = 1.0  # logit margin by which a later sentence must beat the page's first
     answer_threshold: float = 0.5  # re-ranker probability from which the top source counts as answering the question
+    finish_source: bool = True  # an answer copying its top source does not end while the source goes on
 
     # ---- helpers ------------------------------------------------------------
     def _count(self, text: str) -> int:
@@ -138,16 +140,18 @@ class MedQAQueryEngine(CustomQueryEngine):
             return model_info(self.llm).retrieval_aware
         return self.open_with_top_source == "on"
 
-    def opening(self, coverage: str, passages: list[str], index: int = 0) -> Opening | None:
+    def opening(self, coverage: str, passages: list[str], index: int = 0, finish: str = "") -> Opening | None:
         """How an answer from ``passages`` must open (:func:`rag_app.llm.decoding.answer_opening`), or None.
 
         With ``open_with_top_source`` on, the answer quotes source ``index + 1``'s first words; where the sources don't
-        cover the question, it may decline instead.
+        cover the question, it may decline instead. Given ``finish``, that source as the prompt shows it (and with
+        ``finish_source``), it may not end while it copies it and it goes on.
         """
         tokenizer = llm_tokenizer(self.llm)
         if not (self.opens_with_sources() and self.use_rag and passages and tokenizer is not None):
             return None
-        return answer_opening(tokenizer, passages, () if coverage == COVERED else decline_start_ids(tokenizer), index=index)
+        alternatives = () if coverage == COVERED else decline_start_ids(tokenizer)
+        return answer_opening(tokenizer, passages, alternatives, index=index, finish=finish if self.finish_source else "")
 
     # ---- the plan --------------------------------------------------------------
     def shown(self, question: str, sources: Sequence[NodeWithScore], second_part: bool) -> list[NodeWithScore]:
@@ -189,12 +193,14 @@ class MedQAQueryEngine(CustomQueryEngine):
         passages = [n.node.get_content() for n in shown]
         if second:
             half = self.max_new_tokens // 2
-            parts = [
+            parts = [  # each part stops where the model ends it: finishing a page would spend the other part's budget
                 AnswerPart(self.opening(coverage, passages), suppress, self.max_new_tokens - half),
                 AnswerPart(self.opening(COVERED, passages, index=1), suppress, half),
             ]
         else:
-            parts = [AnswerPart(self.opening(coverage, passages), suppress, self.max_new_tokens)]
+            top = prompts.shown_passages(question, shown, self._count, context_window=self.context_window,
+                                         max_new_tokens=self.max_new_tokens, source_tokens=self.source_tokens)
+            parts = [AnswerPart(self.opening(coverage, passages, finish=top[0] if top else ""), suppress, self.max_new_tokens)]
         return AnswerPlan(question, warnings, shown, self.messages(question, shown), coverage, parts)
 
     # ---- generation --------------------------------------------------------------
@@ -402,4 +408,5 @@ def build_query_engine(
         answer_from_sentence=settings.answer_from_sentence,
         sentence_margin=settings.sentence_margin,
         answer_threshold=settings.answer_threshold,
+        finish_source=settings.finish_source,
     )

@@ -42,6 +42,8 @@ class AnswerPart:
             "opening": list(opening.tokens) if opening else None,
             "alternatives": list(opening.alternatives) if opening else None,
             "suppress": [] if opening else list(self.suppress),
+            # only when set, so answers cached before the rule existed are still found
+            **({"finish_stops": list(opening.stops)} if opening and opening.source else {}),
         }
 
 

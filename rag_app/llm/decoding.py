@@ -8,6 +8,7 @@ gives one answer a copy of the loaded model (weights shared) with its own hooks 
 
 from __future__ import annotations
 
+import functools
 import threading
 from typing import Any, Sequence
 
@@ -18,7 +19,7 @@ from transformers import LogitsProcessorList, StoppingCriteria, StoppingCriteria
 from rag_app.config import Settings
 from rag_app.llm.gguf import is_llamacpp
 from rag_app.text.openings import Opening, opening_words
-from rag_app.text.prompts import ABSTAIN_ANSWER
+from rag_app.text.prompts import ABSTAIN_ANSWER, answer_text
 from rag_app.text.repetition import repeats
 
 
@@ -45,6 +46,15 @@ def answer_start_ids(tokenizer: Any) -> list[int]:
     without = tokenizer.apply_chat_template(messages, add_generation_prompt=False, tokenize=False)
     suffix = with_prompt[len(without) :] if with_prompt.startswith(without) else ""
     return tokenizer(suffix, add_special_tokens=False)["input_ids"] if suffix else []
+
+
+def stop_ids(tokenizer: Any) -> tuple[int, ...]:
+    """The token ids that would end an answer or turn it into the decline: the special tokens (end of text, the chat
+    template's turn marks) and the decline's first word, with and without a space before it."""
+    ids = set(tokenizer.all_special_ids)
+    for text in (ABSTAIN_ANSWER, " " + ABSTAIN_ANSWER):
+        ids.update(tokenizer(text, add_special_tokens=False)["input_ids"][:1])
+    return tuple(sorted(ids))
 
 
 def _last_index(ids: Sequence[int], pattern: Sequence[int]) -> int | None:
@@ -80,7 +90,9 @@ def repetition_stop(tokenizer: Any) -> Any:
     return RepeatedSentenceStop()
 
 
-def answer_opening(tokenizer: Any, passages: Sequence[str], alternatives: Sequence[int] = (), index: int = 0) -> Opening | None:
+def answer_opening(
+    tokenizer: Any, passages: Sequence[str], alternatives: Sequence[int] = (), index: int = 0, finish: str = ""
+) -> Opening | None:
     """The :class:`Opening` of an answer from ``passages`` for a model with ``tokenizer``; None without one.
 
     Args:
@@ -88,10 +100,32 @@ def answer_opening(tokenizer: Any, passages: Sequence[str], alternatives: Sequen
         passages: The sources' texts in citation order.
         alternatives: First tokens allowed instead of the opening (e.g. the decline's), when the model may decline.
         index: The source the answer opens with (0 = the top one).
+        finish: The source's text as the model is shown it, when the answer may not end while it copies it and it
+            goes on (:meth:`rag_app.text.openings.Opening.banned`).
     """
     words = opening_words(passages, index)
     ids = tuple(tokenizer(words, add_special_tokens=False)["input_ids"]) if words else ()
-    return Opening(ids, tuple(a for a in alternatives if a != ids[0])) if ids else None
+    if not ids:
+        return None
+    alternatives = tuple(a for a in alternatives if a != ids[0])
+    if not finish:
+        return Opening(ids, alternatives)
+    skipped = skipped_ids(tokenizer)
+    source = tuple(t for t in tokenizer(answer_text(finish), add_special_tokens=False)["input_ids"] if t not in skipped)
+    return Opening(ids, alternatives, source, skipped, stop_ids(tokenizer))
+
+
+@functools.lru_cache(maxsize=8)
+def _skipped(tokenizer: Any) -> frozenset[int]:
+    vocab = tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))
+    pieces = tokenizer.convert_tokens_to_string
+    return frozenset(i for i, tok in enumerate(vocab) if tok is not None and not any(c.isalpha() for c in pieces([tok])))
+
+
+def skipped_ids(tokenizer: Any) -> frozenset[int]:
+    """The token ids an answer's copy of its source is compared without: those with no letter (citation marks,
+    digits, punctuation, spaces), which the model adds or drops around the copied words."""
+    return _skipped(tokenizer)
 
 
 class OpeningProcessor:
@@ -110,13 +144,20 @@ class OpeningProcessor:
             self.start = input_ids.shape[1]
         mask = None
         for row, opening in enumerate(self.openings):
-            allowed = opening.allowed(input_ids[row, self.start :].tolist()) if opening else None
-            if allowed is None:
+            if opening is None:
+                continue
+            generated = input_ids[row, self.start :].tolist()
+            allowed = opening.allowed(generated)
+            banned = opening.banned(generated) if allowed is None else ()
+            if allowed is None and not banned:
                 continue
             if mask is None:
                 mask = scores.new_zeros(scores.shape, dtype=bool)
-            mask[row] = True
-            mask[row, allowed] = False
+            if allowed is None:
+                mask[row, list(banned)] = True
+            else:
+                mask[row] = True
+                mask[row, allowed] = False
         return scores if mask is None else scores.masked_fill(mask, float("-inf"))
 
 
@@ -151,14 +192,20 @@ def suppress_first(token_ids: Sequence[int]) -> Any:
 def opening_processor(opening: Opening) -> Any:
     """A llama.cpp logits processor that makes an answer open as :class:`rag_app.text.openings.Opening` says.
 
-    The llama.cpp twin of :class:`rag_app.text.openings.OpeningProcessor`; one processor per answer.
+    The llama.cpp twin of :class:`OpeningProcessor`; one processor per answer.
     """
     state: dict[str, int] = {}
 
     def process(input_ids: Any, scores: Any) -> Any:
         start = state.setdefault("start", len(input_ids))
-        allowed = opening.allowed(list(input_ids[start:]))
+        generated = list(input_ids[start:])
+        allowed = opening.allowed(generated)
         if allowed is None:
+            banned = opening.banned(generated)
+            if not banned:
+                return scores
+            scores = np.array(scores, copy=True)
+            scores[list(banned)] = -np.inf
             return scores
         kept = np.full_like(scores, -np.inf)
         kept[allowed] = np.asarray(scores)[allowed]

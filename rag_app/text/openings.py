@@ -4,7 +4,9 @@ The retriever ranks the sources, but a 135M fine-tune often copies a lower-ranke
 often than the ranking does (its first word leans to the topic's name, "Gout often prescribed ...", which then drifts
 into whichever source goes on from there). :func:`opening_words` are the words an answer quotes first; an
 :class:`Opening` holds their token ids, forced one after another (:mod:`rag_app.llm.decoding` applies it), then leaves
-the model free; where the model may decline, declining stays its choice at the first token.
+the model free; where the model may decline, declining stays its choice at the first token. An answer that opened with
+its source and is still copying it may not end while the source goes on (:meth:`Opening.banned`): the fine-tune
+otherwise often stops a sentence or two before the end of a page that goes on answering the question.
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ OPENING_EXTRA_WORDS = 2
 #: ... but at least and at most this many words.
 OPENING_MIN_WORDS = 4
 OPENING_MAX_WORDS = 12
+#: An answer is copying its source while its last this many (compared) tokens occur in the source.
+COPY_TOKENS = 4
 
 
 def opening_words(passages: Sequence[str], index: int = 0) -> str:
@@ -61,10 +65,18 @@ class Opening:
     Attributes:
         tokens: The opening's token ids, forced one after another once the answer starts with the first.
         alternatives: Other first tokens the answer may start with instead (the decline), then free.
+        source: The token ids of the source's answer text, without ``skipped`` ones; empty: the answer may end anywhere.
+        skipped: Token ids not compared with the source (citation marks, digits, punctuation), so "[1]." in an answer
+            still matches the source's ".".
+        stops: The token ids that would end an answer while it copies ``source`` (end of turn, other special tokens) or
+            turn it into the decline (its first word).
     """
 
     tokens: tuple[int, ...]
     alternatives: tuple[int, ...] = ()
+    source: tuple[int, ...] = ()
+    skipped: frozenset[int] = frozenset()
+    stops: tuple[int, ...] = ()
 
     def allowed(self, generated: Sequence[int]) -> list[int] | None:
         """The token ids allowed next after the answer's ``generated`` tokens; None when any token is."""
@@ -74,3 +86,19 @@ class Opening:
         if step < len(self.tokens) and list(generated) == list(self.tokens[:step]):
             return [self.tokens[step]]
         return None
+
+    def banned(self, generated: Sequence[int]) -> tuple[int, ...]:
+        """The token ids not allowed next: ``stops`` while an answer that opened with its source is copying it (its last
+        :data:`COPY_TOKENS` compared tokens occur in ``source``) at a place where the source goes on, except a token
+        the source goes on with there.
+
+        An answer that declined, drifted from its source or copied it to its end may end.
+        """
+        if not (self.source and self.stops and generated and generated[0] == self.tokens[0]):
+            return ()
+        tail = [t for t in generated[-4 * COPY_TOKENS :] if t not in self.skipped][-COPY_TOKENS:]
+        if len(tail) < COPY_TOKENS:
+            return ()
+        source, n = self.source, COPY_TOKENS
+        goes_on = {source[i + n] for i in range(len(source) - n) if list(source[i : i + n]) == tail}
+        return tuple(t for t in self.stops if t not in goes_on) if goes_on else ()

@@ -177,13 +177,28 @@ def rag_messages(
     Returns:
         System and user messages with the numbered sources.
     """
-    nodes = list(nodes or [])
+    base = [getattr(n, "node", n) for n in nodes or []]
+    passages = shown_passages(question, base, count, context_window=context_window, max_new_tokens=max_new_tokens, source_tokens=source_tokens)
+    return build_messages(question, passages, [source_title(b.metadata) for b in base], count=count)
+
+
+def shown_passages(
+    question: str,
+    nodes: Sequence[Any],
+    count: TokenCounter = estimate_tokens,
+    *,
+    context_window: int = 2048,
+    max_new_tokens: int = 256,
+    source_tokens: int = 160,
+) -> list[str]:
+    """The nodes' texts as :func:`rag_messages` shows them: each cut to an equal share of the prompt's source budget
+    (at most ``source_tokens``; less where the window forces it)."""
     base = [getattr(n, "node", n) for n in nodes]
+    if not base:
+        return []
     window = context_window - max_new_tokens - count(question) - 160
-    budget = min(max(window, 64), source_tokens * max(len(base), 1))
-    passages = [b.get_content() for b in base]
-    titles = [source_title(b.metadata) for b in base]
-    return build_messages(question, passages, titles, source_budget=budget, count=count)
+    share = max(16, min(max(window, 64), source_tokens * len(base)) // len(base))
+    return [truncate_to_tokens(b.get_content(), share, count) for b in base]
 
 
 def answer_messages(
