@@ -116,16 +116,12 @@ def answer_opening(
 
 
 @functools.lru_cache(maxsize=8)
-def _skipped(tokenizer: Any) -> frozenset[int]:
-    vocab = tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))
-    pieces = tokenizer.convert_tokens_to_string
-    return frozenset(i for i, tok in enumerate(vocab) if tok is not None and not any(c.isalpha() for c in pieces([tok])))
-
-
 def skipped_ids(tokenizer: Any) -> frozenset[int]:
     """The token ids an answer's copy of its source is compared without: those with no letter (citation marks,
-    digits, punctuation, spaces), which the model adds or drops around the copied words."""
-    return _skipped(tokenizer)
+    digits, punctuation, spaces), which the model adds or drops around the copied words. Computed once per tokenizer."""
+    vocab = tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))
+    text = tokenizer.convert_tokens_to_string
+    return frozenset(i for i, tok in enumerate(vocab) if tok is not None and not any(c.isalpha() for c in text([tok])))
 
 
 class OpeningProcessor:
