@@ -265,7 +265,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     current = FusionWeights.from_settings(settings)
     axes = list(GRID.values())
     points = list(itertools.product(*(range(len(a)) for a in axes)))
-    weights_of = lambda p: FusionWeights(*(a[i] for a, i in zip(axes, p)), overview_asked=current.overview_asked)  # noqa: E731
+    weights_of = lambda p: FusionWeights(*(a[i] for a, i in zip(axes, p)), overview_asked=current.overview_asked, pointer=current.pointer)  # noqa: E731
     tune = {p: figures(weights_of(p), "tune")[f"mrr@{K}"] for p in tqdm(points, desc="grid", unit="weights")}
 
     def smoothed(p: tuple[int, ...]) -> float:
@@ -275,13 +275,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     best = weights_of(max(points, key=lambda p: (round(smoothed(p), 9), -sum(p))))
     best_single = weights_of(max(points, key=lambda p: (round(tune[p], 9), -sum(p))))
     rows = [
-        ("dense: best chunk only", FusionWeights(0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0)),
-        ("+ question vectors", FusionWeights(current.question, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0)),
-        ("+ topic (focus) match", FusionWeights(current.question, current.focus, 0.0, 0.0, 0.0, 0.0, 0.0)),
-        ("+ question type cues", FusionWeights(current.question, current.focus, current.type, 0.0, 0.0, 0.0, 0.0)),
-        ("+ overview prior", FusionWeights(current.question, current.focus, current.type, current.overview, 0.0, 0.0, current.overview_asked)),
-        ("+ sentences", replace(current, source=0.0)),
-        ("+ source prior = current settings", current),
+        ("dense: best chunk only", FusionWeights(0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0)),
+        ("+ question vectors", FusionWeights(current.question, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0)),
+        ("+ topic (focus) match", FusionWeights(current.question, current.focus, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0)),
+        ("+ question type cues", FusionWeights(current.question, current.focus, current.type, 0.0, 0.0, 0.0, 0.0, 0.0)),
+        ("+ overview prior", FusionWeights(current.question, current.focus, current.type, current.overview, 0.0, 0.0, current.overview_asked, 0.0)),
+        ("+ sentences", replace(current, source=0.0, pointer=0.0)),
+        ("+ source prior", replace(current, pointer=0.0)),
+        ("+ pointer pages last = current settings", current),
         ("best on tune, neighbour-averaged", best),
         ("best single grid point on tune", best_single),
     ]

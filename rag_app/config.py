@@ -144,6 +144,12 @@ class Settings(BaseSettings):
         0.5, ge=0.0, le=1.0, description="fielded: share of the best single-sentence cosine (long messages) in each cosine."
     )
     source_weight: float = Field(0.06, ge=0.0, description="fielded: weight of the source prior (source_prior).")
+    pointer_weight: float = Field(
+        0.3,
+        ge=0.0,
+        description="fielded: taken off the score of a QA pair whose answer only points elsewhere (an address, a link, a "
+        "list of resources: rag_app.text.pointers), so a page with content comes first.",
+    )
     source_prior: dict[str, float] = Field(
         default_factory=lambda: dict(MEDQUAD_SOURCE_PRIOR),
         description="fielded: log-odds that a candidate from each source collection answers a real patient message "

@@ -272,3 +272,39 @@ def test_source_prior_favours_the_sources_that_answer_patients(settings, embed_m
     assert top_collections({"1_TestA_QA": 2.0})[:2] == ["1_TestA_QA"] * 2
     assert top_collections({"1_TestA_QA": -2.0})[:2] == ["2_TestB_QA"] * 2
     assert top_collections({"2_TestB_QA": 2.0, "1_TestA_QA": 0.0})[:2] == ["2_TestB_QA"] * 2
+
+
+def test_a_page_that_only_points_elsewhere_comes_after_the_page_with_content(settings, embed_model, medquad_dir: Path) -> None:
+    """"What is gout?" gets the page that says what gout is, not one that only says where to read about it, even when
+    that page's collection is favoured; without the pointer weight the favoured pointer page would come first."""
+    from tests.conftest import _medquad_xml
+
+    folder = medquad_dir / "3_TestC_QA"
+    folder.mkdir()
+    stub = "More detailed information on gout is available at www.niams.nih.gov. Also, see the NIAMS web site."
+    (folder / "0000001.xml").write_text(_medquad_xml("0000001", "Gout", stub, "Gout is treated with rest.", "https://www.nih.gov/c/gout"))
+    build_index(settings, embed_model=embed_model, show_progress=False)
+    favoured = settings.model_copy(update={"top_k": 3, "source_weight": 0.1, "source_prior": {"3_TestC_QA": 1.0}})
+
+    def top(weight: float) -> str:
+        retriever = build_retriever(favoured.model_copy(update={"pointer_weight": weight}), embed_model=embed_model)
+        assert len(retriever.index.snapshot().pointers) == 1
+        return retriever.retrieve("What is gout?")[0].node.get_content()
+
+    assert "www.niams.nih.gov" in top(0.0)
+    assert "Gout is a form of arthritis" in top(settings.pointer_weight)
+
+
+def test_pages_that_only_point_elsewhere_are_told_from_pages_with_content() -> None:
+    """Addresses, links and "more information is available at" say nothing themselves; a list of resources about one
+    condition (which NLM's own answers quote) and a page with a sentence of content are not pointer pages."""
+    from rag_app.text.pointers import only_points_elsewhere
+
+    assert only_points_elsewhere("More detailed information on heart attacks is available at www.nhlbi.nih.gov/health/dci.")
+    assert only_points_elsewhere("National Eye Institute 2020 Vision Place Bethesda, MD 20892-3655 301-496-5248 E-mail: 2020@nei.nih.gov")
+    assert only_points_elsewhere("NIAMS at NIH has more information about gout. Check out the information here. Also, see \"Key Words\".")
+    assert only_points_elsewhere("See the PDQ summary about Chronic Myelogenous Leukemia Treatment for information.")
+    assert not only_points_elsewhere("These resources address the diagnosis or management of Marfan syndrome: - Gene Review: Marfan")
+    assert not only_points_elsewhere("Heart failure means the heart cannot pump enough blood. More information is available at www.nhlbi.nih.gov.")
+    assert not only_points_elsewhere("People can view their claims and order history, and see a description of covered services.")
+    assert not only_points_elsewhere("")

@@ -112,12 +112,18 @@ class MedQAQueryEngine(CustomQueryEngine):
         """The ``top_k`` sources from the ranked candidates."""
         return list(ranked[: self.top_k])
 
-    def messages(self, question: str, nodes: list[NodeWithScore] | None) -> list[dict[str, str]]:
-        """The chat messages sent to the model for a (clean) question and its sources."""
+    def messages(self, question: str, nodes: list[NodeWithScore] | None, passages: list[str] | None = None) -> list[dict[str, str]]:
+        """The chat messages sent to the model for a (clean) question and its sources (``passages``: their texts as
+        :meth:`shown_passages` cut them, when already known)."""
         return prompts.answer_messages(
             question, nodes, self._count, use_rag=self.use_rag, context_window=self.context_window,
-            max_new_tokens=self.max_new_tokens, source_tokens=self.source_tokens,
+            max_new_tokens=self.max_new_tokens, source_tokens=self.source_tokens, passages=passages,
         )
+
+    def shown_passages(self, question: str, nodes: list[NodeWithScore]) -> list[str]:
+        """The sources' texts as the prompt shows them (each cut to its share of the source budget)."""
+        return prompts.shown_passages(question, nodes, self._count, context_window=self.context_window,
+                                      max_new_tokens=self.max_new_tokens, source_tokens=self.source_tokens)
 
     def coverage(self, question: str, nodes: list[NodeWithScore]) -> str:
         """Whether the sources answer a clean question.
@@ -191,6 +197,7 @@ class MedQAQueryEngine(CustomQueryEngine):
         tokenizer = llm_tokenizer(self.llm)
         suppress = tuple(decline_start_ids(tokenizer)) if coverage == COVERED and tokenizer is not None else ()
         passages = [n.node.get_content() for n in shown]
+        cut = self.shown_passages(question, shown) if self.use_rag else None
         if second:
             half = self.max_new_tokens // 2
             parts = [  # each part stops where the model ends it: finishing a page would spend the other part's budget
@@ -198,10 +205,8 @@ class MedQAQueryEngine(CustomQueryEngine):
                 AnswerPart(self.opening(COVERED, passages, index=1), suppress, half),
             ]
         else:
-            top = prompts.shown_passages(question, shown, self._count, context_window=self.context_window,
-                                         max_new_tokens=self.max_new_tokens, source_tokens=self.source_tokens)
-            parts = [AnswerPart(self.opening(coverage, passages, finish=top[0] if top else ""), suppress, self.max_new_tokens)]
-        return AnswerPlan(question, warnings, shown, self.messages(question, shown), coverage, parts)
+            parts = [AnswerPart(self.opening(coverage, passages, finish=cut[0] if cut else ""), suppress, self.max_new_tokens)]
+        return AnswerPlan(question, warnings, shown, self.messages(question, shown, cut), coverage, parts)
 
     # ---- generation --------------------------------------------------------------
     def part_llm(self, part: AnswerPart, llm: Any = None) -> Any:

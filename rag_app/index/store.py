@@ -26,6 +26,8 @@ from rag_app.errors import IndexDamagedError, IndexMissingError
 from rag_app.index.chroma import get_collection, guarded, index_location, index_version, iter_records, questions_collection_name
 from rag_app.index.topics import SYNONYM_SEPARATOR, FocusMatcher
 from rag_app.llm.load import load_embed_model
+from rag_app.text.pointers import only_points_elsewhere
+from rag_app.text.prompts import answer_text
 
 logger = logging.getLogger("rag_app")
 
@@ -45,6 +47,7 @@ class IndexSnapshot:
     chunk_at: list[str] = field(default_factory=list)  # row of chunk_vectors -> chunk id
     question_at: list[str] = field(default_factory=list)  # row of question_vectors -> doc id
     source_of: dict[str, str] = field(default_factory=dict)
+    pointers: set[str] = field(default_factory=set)  # doc ids whose answer only points elsewhere (text.pointers)
     matcher: Any = None
 
 
@@ -96,10 +99,15 @@ class MedQAIndex:
         vectors = []
         foci: dict[str, str] = {}
         synonyms: dict[str, list[str]] = {}
+        says_something: set[str] = set()
         # Each chunk carries its QA pair's metadata, so one pass gives every pair's topic, synonyms and type.
-        for node_id, meta, vector in iter_records(self.chunks.client, ["metadatas", "embeddings"]):
+        for node_id, meta, vector, text in iter_records(self.chunks.client, ["metadatas", "embeddings", "documents"]):
             meta = meta or {}
             doc_id = meta.get("ref_doc_id") or node_id
+            if only_points_elsewhere(answer_text(text or "")):
+                snap.pointers.add(doc_id)
+            else:
+                says_something.add(doc_id)
             snap.chunk_ids.setdefault(doc_id, []).append(node_id)
             snap.doc_of_chunk[node_id] = doc_id
             snap.chunk_row[node_id] = len(vectors)
@@ -109,6 +117,7 @@ class MedQAIndex:
                 synonyms[doc_id] = [n for n in str(meta.get("synonyms") or "").split(SYNONYM_SEPARATOR) if n.strip()]
                 snap.question_type[doc_id] = str(meta.get("question_type") or "")
                 snap.source_of[doc_id] = str(meta.get("collection") or "")
+        snap.pointers -= says_something  # a pair is a pointer page only when none of its chunks says anything
         snap.chunk_vectors = np.asarray(vectors, dtype=np.float32) if vectors else np.zeros((0, 0), np.float32)
         vectors = []
         if self.questions is not None:

@@ -48,6 +48,7 @@ def answer_start_ids(tokenizer: Any) -> list[int]:
     return tokenizer(suffix, add_special_tokens=False)["input_ids"] if suffix else []
 
 
+@functools.lru_cache(maxsize=8)
 def stop_ids(tokenizer: Any) -> tuple[int, ...]:
     """The token ids that would end an answer or turn it into the decline: the special tokens (end of text, the chat
     template's turn marks) and the decline's first word, with and without a space before it."""

@@ -29,7 +29,8 @@ class FusionWeights:
     score = (1 - question) * chunk + question * question-only + focus * topic match
     + type * [its question type was asked for] + overview * [it is an overview ("information") pair], where overview is
     ``overview_asked`` instead when the message asks some question type (the overview then competes with the asked page)
-    + source * [the log-odds that a pair from its source collection answers a real message (``source_prior``)],
+    + source * [the log-odds that a pair from its source collection answers a real message (``source_prior``)]
+    - pointer * [its answer only points elsewhere (:func:`rag_app.text.pointers.only_points_elsewhere`)],
     where chunk and question-only are cosines, each ``(1 - sentences) * cos(whole message)
     + sentences * max over the message's sentences of cos(sentence)``.
     """
@@ -42,6 +43,7 @@ class FusionWeights:
     sentences: float
     source: float
     overview_asked: float
+    pointer: float
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "FusionWeights":
@@ -53,6 +55,7 @@ class FusionWeights:
             settings.sentence_weight,
             settings.source_weight,
             settings.overview_asked_weight,
+            settings.pointer_weight,
         )
 
 
@@ -71,6 +74,7 @@ class Candidate:
     chunk_id: str = ""  # its best chunk for the whole message (the one returned)
     source: float = 0.0  # the prior log-odds of its source collection
     asked: bool = False  # whether the message asks for some question type (cue words, ``question_types``)
+    pointer: float = 0.0  # 1 when its answer only points elsewhere (an address, a link, a list of resources)
 
     def score(self, w: FusionWeights) -> float:
         chunk = (1 - w.sentences) * self.chunk + w.sentences * self.chunk_sentences
@@ -82,6 +86,7 @@ class Candidate:
             + w.type * self.type
             + (w.overview_asked if self.asked else w.overview) * self.overview
             + w.source * self.source
+            - w.pointer * self.pointer
         )
 
 
@@ -256,6 +261,7 @@ class FieldedRetriever(BaseRetriever):
                     chunk_id=chunk_id,
                     source=self.source_prior.get(snap.source_of.get(doc_id, ""), 0.0),
                     asked=bool(asked),
+                    pointer=1.0 if doc_id in snap.pointers else 0.0,
                 )
             )
         return out

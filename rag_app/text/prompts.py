@@ -121,17 +121,13 @@ def build_messages(
     question: str,
     passages: Sequence[str] | None = None,
     titles: Sequence[str] | None = None,
-    source_budget: int | None = None,
-    count: TokenCounter = estimate_tokens,
 ) -> list[dict[str, str]]:
     """Chat messages for a question, with numbered sources when ``passages`` is not None.
 
     Args:
         question: The user's question (already validated/truncated).
-        passages: Retrieved passages in rank order; ``None`` builds the no-RAG prompt.
+        passages: Passages as shown (:func:`shown_passages`), in rank order; ``None`` builds the no-RAG prompt.
         titles: Optional titles shown beside each passage number.
-        source_budget: Token budget for all passages together; each passage gets an equal share.
-        count: Token counter used for the budget.
 
     Returns:
         ``[{"role": "system", ...}, {"role": "user", ...}]``, ready for a chat template.
@@ -142,9 +138,6 @@ def build_messages(
             {"role": "user", "content": question},
         ]
     passages = list(passages)
-    if source_budget is not None and passages:
-        share = max(16, source_budget // len(passages))
-        passages = [truncate_to_tokens(p, share, count) for p in passages]
     sources = format_sources(passages, titles) if passages else "(no sources found)"
     return [
         {"role": "system", "content": RAG_SYSTEM_PROMPT},
@@ -160,6 +153,7 @@ def rag_messages(
     context_window: int = 2048,
     max_new_tokens: int = 256,
     source_tokens: int = 160,
+    passages: Sequence[str] | None = None,
 ) -> list[dict[str, str]]:
     """The retrieval-augmented prompt for a question and its retrieved nodes.
 
@@ -173,13 +167,15 @@ def rag_messages(
         context_window: The model's prompt + answer budget.
         max_new_tokens: Tokens reserved for the answer.
         source_tokens: Budget of each passage; the window may force a smaller share.
+        passages: The nodes' texts as :func:`shown_passages` cuts them, when the caller already has them.
 
     Returns:
         System and user messages with the numbered sources.
     """
     base = [getattr(n, "node", n) for n in nodes or []]
-    passages = shown_passages(question, base, count, context_window=context_window, max_new_tokens=max_new_tokens, source_tokens=source_tokens)
-    return build_messages(question, passages, [source_title(b.metadata) for b in base], count=count)
+    if passages is None:
+        passages = shown_passages(question, base, count, context_window=context_window, max_new_tokens=max_new_tokens, source_tokens=source_tokens)
+    return build_messages(question, passages, [source_title(b.metadata) for b in base])
 
 
 def shown_passages(
@@ -210,11 +206,15 @@ def answer_messages(
     context_window: int = 2048,
     max_new_tokens: int = 256,
     source_tokens: int = 160,
+    passages: Sequence[str] | None = None,
 ) -> list[dict[str, str]]:
-    """The chat messages the model answers: a clean question and its sources (LlamaIndex nodes), or the question alone."""
+    """The chat messages the model answers: a clean question and its sources (LlamaIndex nodes), or the question alone.
+
+    ``passages`` are the nodes' texts as :func:`shown_passages` cut them, when the caller has them already."""
     if not use_rag:
         return build_messages(question)
-    return rag_messages(question, nodes, count, context_window=context_window, max_new_tokens=max_new_tokens, source_tokens=source_tokens)
+    return rag_messages(question, nodes, count, context_window=context_window, max_new_tokens=max_new_tokens,
+                        source_tokens=source_tokens, passages=passages)
 
 
 def messages_to_llama(messages: Sequence[dict[str, str]]) -> list[Any]:

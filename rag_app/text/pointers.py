@@ -1,0 +1,41 @@
+"""Pages that only point elsewhere: an address, a web link, "more information is available at ...".
+
+A few MedQuAD answers say nothing but where to look (some NIHSeniorHealth overviews are a postal address or a
+link; "What is gout?" has one that reads "NIAMS has more information about gout. Check out the information here.").
+A question that names the topic finds them as easily as the page with content, so the retriever ranks them below
+it (:mod:`rag_app.retrieval.fielded`, ``MEDQA_POINTER_WEIGHT``). A list of resources about one condition (GHR's
+"These resources address the diagnosis or management of X: - Gene Review: ...") is not a pointer page: NLM's own
+answers to patients quote those lists (TREC LiveQA's reference answers), and for a rare condition it is often all
+MedQuAD has on treatment.
+"""
+
+from __future__ import annotations
+
+import re
+
+from rag_app.text.words import sentences
+
+#: What a sentence that points elsewhere says: where to find more, a link, an address or a phone number.
+POINTER = re.compile(
+    r"more (detailed )?information|for information|information (about|on)|(^|also,? )see\b|\bvisit\b|check out|"
+    r"learn more|available (at|from|on)|click|contact|e-?mail|www\.|https?:|web ?site|clearinghouse|"
+    r"\(?\d{3}\)?[- ]\d{3}-\d{4}|toll[- ]free|\bsuite\b|\bbethesda\b|\bMD \d{5}",
+    re.IGNORECASE,
+)
+#: The opening of a list of resources about one condition (not a pointer page, see above).
+RESOURCE_LIST = re.compile(r"^\s*(these|the following) resources (address|from)\b", re.IGNORECASE)
+
+
+def only_points_elsewhere(answer: str) -> bool:
+    """True when every sentence of ``answer`` points elsewhere (:data:`POINTER`) and it says nothing itself.
+
+    Example:
+        >>> only_points_elsewhere("More detailed information on heart failure is available at www.nhlbi.nih.gov.")
+        True
+        >>> only_points_elsewhere("Gout is a form of arthritis. For more information, visit www.niams.nih.gov.")
+        False
+        >>> only_points_elsewhere("These resources address the diagnosis or management of gout: - MedlinePlus: Gout")
+        False
+    """
+    parts = sentences(answer)
+    return bool(parts) and not RESOURCE_LIST.match(parts[0]) and all(POINTER.search(part) for part in parts)
