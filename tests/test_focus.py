@@ -164,3 +164,23 @@ def test_only_names_written_as_names_and_not_made_of_common_words_decline() -> N
     assert source_coverage("My son has ALL. What now?", [lupus], matcher) == "uncovered"
     assert source_coverage("What medicines are safe in pregnancy?", [source("mplus/med")], matcher) == "covered"
     assert FocusMatcher(foci, synonyms).common("Medicines") is False  # without texts no name is common
+
+
+def test_a_misspelt_topic_name_still_finds_its_topic_but_never_counts_as_named_in_full() -> None:
+    """"Familial Mediterean Fever" finds Familial Mediterranean fever (not only Fever); a word found on some page
+    ("cancel") is never taken for a misspelling, nor is a short one; without page texts nothing is."""
+    from rag_app.index.topics import PARTIAL_NAME_SCORE
+
+    foci = {"fmf": "Familial Mediterranean fever", "fever": "Fever", "cancer": "Breast Cancer", "migraine": "Migraine"}
+    pages = [("fmf", "Familial Mediterranean fever causes fever."), ("cancer", "Breast cancer. Do not cancel a visit."),
+             ("migraine", "Migraine is a headache."), ("fever", "A fever is a high temperature.")]
+    matcher = FocusMatcher(foci, texts=lambda: pages)
+    message = "My husband has Familial Mediterean Fever and migranes, can I cancle his visit?"
+    assert set(matcher.misspelt(message)) == {"mediterranean", "migrain"}
+    scores = matcher.focus_scores(message)
+    assert PARTIAL_NAME_SCORE < scores["Familial Mediterranean fever"] < 1.0 and PARTIAL_NAME_SCORE < scores["Migraine"] < 1.0
+    assert "Migraine" not in matcher.named(message)
+    assert matcher.misspelt("I had to cancel") == {} and matcher.misspelt("my canc") == {}  # on a page; too short
+    assert FocusMatcher(foci).misspelt(message) == {}
+    off = FocusMatcher(foci, texts=lambda: pages, typo_similarity=1.0)
+    assert off.misspelt(message) == {} and "Migraine" not in off.focus_scores(message)

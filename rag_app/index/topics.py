@@ -16,6 +16,7 @@ from collections import Counter, defaultdict
 from typing import Callable, Iterable, Mapping, Sequence
 
 import Stemmer
+from rapidfuzz import fuzz, process
 
 from rag_app.text.words import sentences, words
 
@@ -66,6 +67,13 @@ PARTIAL_NAME_SCORE = 0.5
 #: (:meth:`FocusMatcher.common`). Chosen on dev sets by ``benchmarks/tune_declines.py``.
 COMMON_NAME_SHARE = 0.01
 
+#: Least similarity (rapidfuzz's ``fuzz.ratio`` / 100) for a misspelt word to count as the topic-name word it is
+#: nearest to ("mediterean" for "Mediterranean", "migranes" for "migraine"); a word found on some indexed page is never
+#: taken for a misspelling. Chosen on dev sets by ``benchmarks/tune_liveqa.py --typos``.
+TYPO_SIMILARITY = 0.8
+#: Shortest word taken for a misspelt topic name (shorter words are too near too many others).
+TYPO_MIN_LENGTH = 5
+
 # A word of a name in capitals, two letters or more: an acronym ("ALL", "HAD deficiency").
 _ACRONYM = re.compile(r"\b[A-Z]{2,}\b")
 
@@ -105,8 +113,10 @@ class FocusMatcher:
     Args:
         foci: ``{doc_id: focus name}`` for the indexed QA pairs (empty names are ignored).
         synonyms: ``{doc_id: other names of its topic}`` (MedQuAD's ``<Synonyms>``), optional.
-        texts: Returns ``(doc_id, text)`` of the indexed chunks, called once, when :meth:`common` is first asked
-            (reading every text takes seconds); without it no name is common.
+        texts: Returns ``(doc_id, text)`` of the indexed chunks, called once, when :meth:`common` or
+            :meth:`misspelt` is first asked (reading every text takes seconds); without it no name is common and no
+            word is taken for a misspelling.
+        typo_similarity: Least similarity of a misspelt word to a name word (:data:`TYPO_SIMILARITY`; 1 turns it off).
     """
 
     def __init__(
@@ -114,8 +124,10 @@ class FocusMatcher:
         foci: Mapping[str, str],
         synonyms: Mapping[str, Sequence[str]] | None = None,
         texts: Callable[[], Iterable[tuple[str, str]]] | None = None,
+        typo_similarity: float = TYPO_SIMILARITY,
     ) -> None:
         self._stemmer = Stemmer.Stemmer("english")
+        self.typo_similarity = typo_similarity
         self._doc_ids_by_name: dict[str, list[str]] = defaultdict(list)
         for doc_id, focus in foci.items():
             names = [focus, *((synonyms or {}).get(doc_id) or ())]
@@ -135,20 +147,26 @@ class FocusMatcher:
             self._norm[name] = sum(self._idf[t] for t in tokens)
             for token in tokens:
                 self._by_token[token].append(name)
+        # Name words by first letter: a misspelling is looked for among the words that start as it does.
+        self._by_letter: dict[str, list[str]] = defaultdict(list)
+        for token in self._by_token:
+            if len(token) >= TYPO_MIN_LENGTH - 1:
+                self._by_letter[token[0]].append(token)
         self._texts = texts
-        # (name token -> the QA pairs whose text has it, every QA pair with a text), read when first needed
-        self._pages: tuple[dict[str, set[str]], set[str]] | None = None
+        # (name token -> the QA pairs whose text has it, every QA pair with a text, every word of the texts), read
+        # when first needed
+        self._pages: tuple[dict[str, set[str]], set[str], frozenset[str]] | None = None
         self._pages_lock = threading.Lock()
 
-    def _page_index(self) -> tuple[dict[str, set[str]], set[str]]:
+    def _page_index(self) -> tuple[dict[str, set[str]], set[str], frozenset[str]]:
         if self._pages is None:
             with self._pages_lock:
                 if self._pages is None:
                     self._pages = self._read_pages(self._texts() if self._texts else ())
         return self._pages
 
-    def _read_pages(self, texts: Iterable[tuple[str, str]]) -> tuple[dict[str, set[str]], set[str]]:
-        """``{name token: the QA pairs whose text contains it}`` over ``texts``, and every QA pair in them."""
+    def _read_pages(self, texts: Iterable[tuple[str, str]]) -> tuple[dict[str, set[str]], set[str], frozenset[str]]:
+        """``{name token: the QA pairs whose text contains it}`` over ``texts``, every QA pair in them, and every word."""
         words_of: dict[str, set[str]] = defaultdict(set)
         for doc_id, text in texts:
             words_of[doc_id].update(words(text))
@@ -158,7 +176,7 @@ class FocusMatcher:
         for doc_id, found in words_of.items():
             for token in {stem_of[w] for w in found} & self._by_token.keys():
                 pages[token].add(doc_id)
-        return dict(pages), set(words_of)
+        return dict(pages), set(words_of), frozenset(vocabulary)
 
     def __len__(self) -> int:
         return len(self._tokens)
@@ -193,7 +211,7 @@ class FocusMatcher:
         tokens = self._tokens.get(name)
         if not tokens or _ACRONYM.search(name):
             return False
-        pages, pairs = self._page_index()
+        pages, pairs, _ = self._page_index()
         own = set(self.doc_ids(name))  # its own pages say nothing about how common its words are
         others = len(pairs) - len(own & pairs)
         hits = set.intersection(*(pages.get(t, set()) for t in tokens)) - own
@@ -222,12 +240,40 @@ class FocusMatcher:
         """The IDF mass of a topic name: longer, rarer names are more specific ("Diabetes Type 2" > "Diabetes")."""
         return self._norm.get(name, 0.0)
 
+    def misspelt(self, text: str) -> dict[str, float]:
+        """``{name token: similarity}`` for the words of ``text`` that look like a misspelt topic-name word.
+
+        A word counts when it occurs on no indexed page, has :data:`TYPO_MIN_LENGTH` letters or more, and its stem is
+        at least ``typo_similarity`` similar to a name word's stem that starts with the same letter (the best one).
+
+        Example: "Familial Mediterean Fever" gives ``{"mediterranean": 0.87}``.
+        """
+        if self.typo_similarity >= 1.0 or self._texts is None:
+            return {}
+        vocabulary = self._page_index()[2]
+        found: dict[str, float] = {}
+        for word in set(words(text)):
+            if len(word) < TYPO_MIN_LENGTH or not word.isalpha() or word in vocabulary:
+                continue
+            stem = self._stemmer.stemWord(word)
+            if stem in self._by_token:
+                continue
+            best = process.extractOne(stem, self._by_letter.get(stem[0], ()), scorer=fuzz.ratio, score_cutoff=100 * self.typo_similarity)
+            if best:
+                found[best[0]] = max(found.get(best[0], 0.0), best[1] / 100)
+        return found
+
     def focus_scores(self, text: str) -> dict[str, float]:
-        """``{topic name or synonym: score in (0, 1]}`` for the names sharing at least one token with ``text``."""
-        present = set(self.tokens(text))
+        """``{topic name or synonym: score in (0, 1]}`` for the names sharing at least one token with ``text``.
+
+        A misspelt name word (:meth:`misspelt`) counts as much as it is similar to the word, so a name written with a
+        typo never scores 1 (it is never "named in full")."""
+        present = dict.fromkeys(self.tokens(text), 1.0)
+        for token, similarity in self.misspelt(text).items():
+            present.setdefault(token, similarity)
         scores: dict[str, float] = {}
         for name in {n for t in present for n in self._by_token.get(t, ())}:
-            hit = sum(self._idf[t] for t in self._tokens[name] if t in present)
+            hit = sum(self._idf[t] * present[t] for t in self._tokens[name] if t in present)
             scores[name] = hit / self._norm[name]
         return scores
 
