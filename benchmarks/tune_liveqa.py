@@ -219,7 +219,7 @@ TYPO_GRID = (0.75, 0.8, 0.85, 0.9, 1.0)
 
 
 def tune_typos(settings, retriever, queries, labels, groups) -> None:
-    """Choose :data:`rag_app.index.topics.TYPO_SIMILARITY` on the two dev sets of ``--rerank`` (LiveQA tune MRR@10, the
+    """Choose ``MEDQA_TYPO_SIMILARITY`` on the two dev sets of ``--rerank`` (LiveQA tune MRR@10, the
     aspect set about the validation topics), the re-ranker fused as the engine fuses it: every cutoff of
     :data:`TYPO_GRID` ranks the messages again, and the one with the best mean of the two is chosen, a tie (to three
     decimals) going to the stricter cutoff, which reads fewer words as misspellings. The report half is printed for

@@ -228,7 +228,7 @@ def build_examples(
 #: The settings that shape a RAFT prompt: retrieval (which sources, in which order) and the engine's budgets.
 PROMPT_SETTINGS = (
     "retrieval_mode", "top_k", "candidate_k", "embed_model", "chunk_size", "chunk_overlap", "question_weight", "focus_weight",
-    "type_weight", "overview_weight", "sentence_weight", "source_weight", "source_prior", "pointer_weight", "source_tokens", "context_window",
+    "type_weight", "overview_weight", "sentence_weight", "source_weight", "source_prior", "pointer_weight", "typo_similarity", "source_tokens", "context_window",
     "max_new_tokens", "max_question_tokens",
 )
 

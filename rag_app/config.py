@@ -144,6 +144,14 @@ class Settings(BaseSettings):
         0.5, ge=0.0, le=1.0, description="fielded: share of the best single-sentence cosine (long messages) in each cosine."
     )
     source_weight: float = Field(0.06, ge=0.0, description="fielded: weight of the source prior (source_prior).")
+    typo_similarity: float = Field(
+        0.8,
+        ge=0.5,
+        le=1.0,
+        description="fielded: least similarity (rapidfuzz ratio / 100) of a word found on no indexed page to a topic-name "
+        "word for it to count as that word misspelt ('mediterean' for Mediterranean); 1 reads no misspellings "
+        "(benchmarks/tune_liveqa.py --typos chose it).",
+    )
     pointer_weight: float = Field(
         0.3,
         ge=0.0,

@@ -174,13 +174,13 @@ def test_a_misspelt_topic_name_still_finds_its_topic_but_never_counts_as_named_i
     foci = {"fmf": "Familial Mediterranean fever", "fever": "Fever", "cancer": "Breast Cancer", "migraine": "Migraine"}
     pages = [("fmf", "Familial Mediterranean fever causes fever."), ("cancer", "Breast cancer. Do not cancel a visit."),
              ("migraine", "Migraine is a headache."), ("fever", "A fever is a high temperature.")]
-    matcher = FocusMatcher(foci, texts=lambda: pages)
+    matcher = FocusMatcher(foci, texts=lambda: pages, typo_similarity=0.8)
     message = "My husband has Familial Mediterean Fever and migranes, can I cancle his visit?"
     assert set(matcher.misspelt(message)) == {"mediterranean", "migrain"}
     scores = matcher.focus_scores(message)
     assert PARTIAL_NAME_SCORE < scores["Familial Mediterranean fever"] < 1.0 and PARTIAL_NAME_SCORE < scores["Migraine"] < 1.0
     assert "Migraine" not in matcher.named(message)
     assert matcher.misspelt("I had to cancel") == {} and matcher.misspelt("my canc") == {}  # on a page; too short
-    assert FocusMatcher(foci).misspelt(message) == {}
-    off = FocusMatcher(foci, texts=lambda: pages, typo_similarity=1.0)
+    assert FocusMatcher(foci, typo_similarity=0.8).misspelt(message) == {}
+    off = FocusMatcher(foci, texts=lambda: pages)  # 1.0 by default: the index's matcher takes MEDQA_TYPO_SIMILARITY
     assert off.misspelt(message) == {} and "Migraine" not in off.focus_scores(message)

@@ -74,6 +74,7 @@ class MedQAIndex:
         embed_model: The LlamaIndex embedding model that built the index.
         version: Returns a value that changes when the index content changes (default: never re-read).
         location: Where the index lives, named when it turns out to be damaged.
+        typo_similarity: Least similarity of a misspelt word to a topic-name word (``MEDQA_TYPO_SIMILARITY``).
     """
 
     def __init__(
@@ -83,12 +84,14 @@ class MedQAIndex:
         embed_model: Any,
         version: Callable[[], Any] | None = None,
         location: str = "the index",
+        typo_similarity: float = 1.0,
     ) -> None:
         self.chunks = chunks
         self.questions = questions
         self.embed_model = embed_model
         self.version = version or (lambda: None)
         self.location = location
+        self.typo_similarity = typo_similarity
         self._lock = threading.Lock()
         self._snapshot = self._read()
 
@@ -125,7 +128,9 @@ class MedQAIndex:
                 snap.question_row[doc_id] = len(vectors)
                 vectors.append(vector)
         snap.question_vectors = np.asarray(vectors, dtype=np.float32) if vectors else np.zeros((0, 0), np.float32)
-        snap.matcher = FocusMatcher(foci, synonyms, texts=lambda: self._chunk_texts(snap.doc_of_chunk))
+        snap.matcher = FocusMatcher(
+            foci, synonyms, texts=lambda: self._chunk_texts(snap.doc_of_chunk), typo_similarity=self.typo_similarity
+        )
         snap.chunk_at, snap.question_at = list(snap.chunk_row), list(snap.question_row)
         return snap
 
@@ -265,4 +270,5 @@ def open_index(settings: Settings, embed_model: Any = None) -> MedQAIndex:
         embed_model or load_embed_model(settings),
         version=lambda: index_version(settings),
         location=index_location(settings),
+        typo_similarity=settings.typo_similarity,
     )

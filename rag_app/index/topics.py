@@ -67,10 +67,6 @@ PARTIAL_NAME_SCORE = 0.5
 #: (:meth:`FocusMatcher.common`). Chosen on dev sets by ``benchmarks/tune_declines.py``.
 COMMON_NAME_SHARE = 0.01
 
-#: Least similarity (rapidfuzz's ``fuzz.ratio`` / 100) for a misspelt word to count as the topic-name word it is
-#: nearest to ("mediterean" for "Mediterranean", "migranes" for "migraine"); a word found on some indexed page is never
-#: taken for a misspelling. Chosen on dev sets by ``benchmarks/tune_liveqa.py --typos``.
-TYPO_SIMILARITY = 0.8
 #: Shortest word taken for a misspelt topic name (shorter words are too near too many others).
 TYPO_MIN_LENGTH = 5
 
@@ -116,7 +112,8 @@ class FocusMatcher:
         texts: Returns ``(doc_id, text)`` of the indexed chunks, called once, when :meth:`common` or
             :meth:`misspelt` is first asked (reading every text takes seconds); without it no name is common and no
             word is taken for a misspelling.
-        typo_similarity: Least similarity of a misspelt word to a name word (:data:`TYPO_SIMILARITY`; 1 turns it off).
+        typo_similarity: Least similarity (rapidfuzz's ``fuzz.ratio`` / 100) of a misspelt word to a name word
+            (:meth:`misspelt`; ``MEDQA_TYPO_SIMILARITY`` for the index's matcher); 1, the default here, reads none.
     """
 
     def __init__(
@@ -124,7 +121,7 @@ class FocusMatcher:
         foci: Mapping[str, str],
         synonyms: Mapping[str, Sequence[str]] | None = None,
         texts: Callable[[], Iterable[tuple[str, str]]] | None = None,
-        typo_similarity: float = TYPO_SIMILARITY,
+        typo_similarity: float = 1.0,
     ) -> None:
         self._stemmer = Stemmer.Stemmer("english")
         self.typo_similarity = typo_similarity
