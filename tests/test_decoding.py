@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from rag_app.llm.decoding import answer_start_ids, repetition_stop
@@ -52,6 +53,23 @@ def test_streaming_never_shows_the_repeat() -> None:
     pieces = [trimmer.feed(c) for c in clean]
     assert "".join(pieces) + trimmer.finish() == clean
     assert sum(1 for p in pieces if p) > 40  # streamed as it comes, not held back to the end
+
+
+def test_an_answer_that_turns_into_the_decline_ends_before_it() -> None:
+    """"<what the source says> [1]. I don't know: ..." keeps what it said, streamed or not, and stops generating there;
+    the decline on its own, and a sentence with "I" in it, are left alone."""
+    from rag_app.text.prompts import ABSTAIN_ANSWER
+    from rag_app.text.repetition import StreamTrimmer, repeats, trim_repetition
+
+    said = "There is no cure for fibromyalgia, but medicine can help you manage your symptoms [1]."
+    assert trim_repetition(f"{said} {ABSTAIN_ANSWER}") == said
+    assert repeats(f"{said} I don't know") and not repeats(f"{said} I don")  # the stop ends it as it starts
+    trimmer = StreamTrimmer()
+    shown = "".join(trimmer.feed(t) for t in re.findall(r"\S+\s*", f"{said} {ABSTAIN_ANSWER}")) + trimmer.finish()
+    assert shown.strip() == said
+    assert trim_repetition(ABSTAIN_ANSWER) == ABSTAIN_ANSWER and not repeats(ABSTAIN_ANSWER)
+    clean = "Type I diabetes is treated with insulin [1]. I.V. fluids may be needed in a crisis."
+    assert trim_repetition(clean) == clean
 
 
 def test_a_repeat_at_the_very_end_is_cut_before_a_citation_is_added() -> None:

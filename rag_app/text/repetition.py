@@ -8,18 +8,25 @@ stop looks only at the answer (:mod:`rag_app.llm.decoding` ends generation there
 as a complete sentence (or a long run of words) repeats one it already said; :func:`trim_repetition` cuts the
 repeat off and :class:`StreamTrimmer` never shows it. An answer that never repeats is left exactly as the model
 wrote it.
+
+The decline is an answer's end the same way: a model that has said what its source says and runs out of it may go
+on with "I don't know: the provided sources don't cover this question.", which reads as if what it just said were
+not so. A sentence opening with the decline's words after the answer has said something ends the answer there.
 """
 
 from __future__ import annotations
 
 import re
 
+from rag_app.text.prompts import ABSTAIN_ANSWER
 from rag_app.text.words import SENTENCE_BREAK, words
 
 #: A sentence shorter than this (in words) may legitimately recur ("Yes.", "- Fever"): never a loop by itself.
 MIN_WORDS = 4
 #: A run of this many words said twice is a loop even without a sentence end.
 RUN_WORDS = 12
+#: The words the decline opens with ("I don't know"): a sentence opening with them after the first ends the answer.
+DECLINE_WORDS = tuple(words(ABSTAIN_ANSWER)[:4])
 
 
 def _key(sentence: str) -> tuple[str, ...]:
@@ -30,7 +37,8 @@ def repeat_start(text: str) -> int | None:
     """Character offset where ``text`` starts repeating itself, or None when it doesn't.
 
     A repeat is a complete sentence of at least :data:`MIN_WORDS` words equal (case and punctuation
-    aside) to an earlier one, or a run of :data:`RUN_WORDS` words said again (not overlapping itself).
+    aside) to an earlier one, or a run of :data:`RUN_WORDS` words said again (not overlapping itself). A sentence
+    after the first that opens with the decline's words (:data:`DECLINE_WORDS`) counts as one too.
     """
     seen: set[tuple[str, ...]] = set()
     start = 0
@@ -39,11 +47,15 @@ def repeat_start(text: str) -> int | None:
         ends.append((len(text.rstrip()), len(text)))
     for end, after in ends:
         key = _key(text[start:end])
+        if start and key[: len(DECLINE_WORDS)] == DECLINE_WORDS:
+            return start
         if len(key) >= MIN_WORDS:
             if key in seen:
                 return start
             seen.add(key)
         start = after
+    if start and _key(text[start:])[: len(DECLINE_WORDS)] == DECLINE_WORDS:  # the decline, still being written
+        return start
     words = list(re.finditer(r"\S+", text))
     tokens = [w.group(0).lower() for w in words]
     first: dict[tuple[str, ...], int] = {}
@@ -62,7 +74,8 @@ def trim_repetition(text: str) -> str:
 
 
 def repeats(text: str) -> bool:
-    """True when ``text`` repeats a sentence or a run of words (the evaluation's repetition measure)."""
+    """True when ``text`` repeats a sentence or a run of words, or declines after saying something
+    (:func:`repeat_start`; the generation stop and the evaluation's repetition measure)."""
     return repeat_start(text) is not None
 
 
@@ -93,7 +106,9 @@ class StreamTrimmer:
             end, tail = match.start(), match.end()
         partial = _key(self.text[tail:])
         said = [_key(s) for s in SENTENCE_BREAK.split(self.text[:tail])]
-        if partial and any(len(k) >= MIN_WORDS and k[: len(partial)] == partial for k in said):
+        if tail:  # a sentence after the first may be the decline starting
+            said.append(DECLINE_WORDS)
+        if partial and any((len(k) >= MIN_WORDS or k == DECLINE_WORDS) and k[: len(partial)] == partial for k in said):
             return self._show(end)
         return self._show(len(self.text))
 
