@@ -129,3 +129,24 @@ def test_load_reranker_is_off_or_a_clear_error(tmp_path: Path) -> None:
     assert load_reranker(Settings(rerank=False)) is None
     with pytest.raises(ModelUnavailableError, match="MEDQA_RERANK_MODEL"):
         load_reranker(Settings(rerank_model=str(tmp_path / "missing")))
+
+
+def test_a_page_is_shown_from_its_start_for_an_overview_or_when_its_tail_is_too_short(tiny_cross_encoder) -> None:
+    """The start sentence the re-ranker picks is kept only where it leaves enough to answer from and the message asks
+    more than "info about X"; a page's last sentence alone is not shown."""
+    from llama_index.core.llms import MockLLM
+
+    from rag_app.answer.engine import MedQAQueryEngine
+    from rag_app.retrieval.rerank import CrossEncoderRerank
+
+    long_page = GOUT_OVERVIEW + " " + " ".join(f"Attacks of gout can be treated with medicine number {i}." for i in range(8))
+    source = node(long_page, "gout-1")
+    engine = MedQAQueryEngine(llm=MockLLM(), reranker=CrossEncoderRerank(tiny_cross_encoder), sentence_margin=-1e9)
+    sentences = page_sentences(source)
+    best = engine.reranker.start_sentence("what can he take for gout", source, sentences, -1e9)
+    assert best > 0  # the random model prefers some later sentence over the first
+    expected_start = best if len(" ".join(sentences[best:]).split()) >= 30 else 0
+    assert engine.shown("what can he take for gout", [source], False)[0].node.get_content() == shown_node(source, expected_start).node.get_content()
+    assert engine.shown("I would like more info about gout", [source], False)[0].node.get_content() == shown_node(source, 0).node.get_content()
+    short = node(GOUT_OVERVIEW, "gout-2")  # every later sentence leaves fewer than 30 words
+    assert engine.shown("what can he take for gout", [short], False)[0].node.get_content() == shown_node(short, 0).node.get_content()

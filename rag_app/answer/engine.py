@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 from rag_app.answer.passages import page_sentences, shown_node
 from rag_app.answer.plan import COVERED, PART_SEPARATOR, UNKNOWN, AnswerPart, AnswerPlan, source_coverage
 from rag_app.config import Settings
+from rag_app.index.topics import OVERVIEW_TYPE, question_types
 from rag_app.llm.batch import generate_batch
 from rag_app.llm.decoding import answer_opening, decline_start_ids, llm_tokenizer, with_decoding
 from rag_app.llm.info import model_info
@@ -34,6 +35,9 @@ from rag_app.text.openings import Opening
 from rag_app.text.repetition import StreamTrimmer, trim_repetition
 
 logger = logging.getLogger("rag_app")
+
+#: Fewest words of a page shown from a later sentence; with fewer (the page's last sentence) it is shown from its start.
+MIN_SHOWN_WORDS = 30
 
 
 class AnswerCache(Protocol):
@@ -162,12 +166,20 @@ class MedQAQueryEngine(CustomQueryEngine):
     # ---- the plan --------------------------------------------------------------
     def shown(self, question: str, sources: Sequence[NodeWithScore], second_part: bool) -> list[NodeWithScore]:
         """The sources as the model is shown them: headings dropped, the top source (and a second part's page) from
-        the sentence that answers the question."""
+        the sentence that answers the question.
+
+        A page is shown from its start when the message asks for an overview only ("info about ...": the page's
+        first sentence says what the condition is) or when what would follow the chosen sentence is too short to
+        answer from (:data:`MIN_SHOWN_WORDS`)."""
+        overview_asked = question_types(question) == {OVERVIEW_TYPE}
         out = []
         for i, node in enumerate(sources):
             start = 0
-            if self.answer_from_sentence and self.reranker is not None and (i == 0 or (i == 1 and second_part)):
-                start = self.reranker.start_sentence(question, node, page_sentences(node), self.sentence_margin)
+            if self.answer_from_sentence and self.reranker is not None and (i == 0 or (i == 1 and second_part)) and not overview_asked:
+                sentences = page_sentences(node)
+                start = self.reranker.start_sentence(question, node, sentences, self.sentence_margin)
+                if len(" ".join(sentences[start:]).split()) < MIN_SHOWN_WORDS:
+                    start = 0
             out.append(shown_node(node, start))
         return out
 
