@@ -155,8 +155,8 @@ class Settings(BaseSettings):
     pointer_weight: float = Field(
         0.3,
         ge=0.0,
-        description="fielded: taken off the score of a QA pair whose answer only points elsewhere (an address, a link, a "
-        "list of resources: rag_app.text.pointers), so a page with content comes first.",
+        description="fielded: taken off the score of a QA pair whose answer only points elsewhere (an address, a link, "
+        "'more information is available at ...': rag_app.text.pointers), so a page with content comes first.",
     )
     source_prior: dict[str, float] = Field(
         default_factory=lambda: dict(MEDQUAD_SOURCE_PRIOR),

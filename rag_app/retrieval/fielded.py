@@ -74,7 +74,7 @@ class Candidate:
     chunk_id: str = ""  # its best chunk for the whole message (the one returned)
     source: float = 0.0  # the prior log-odds of its source collection
     asked: bool = False  # whether the message asks for some question type (cue words, ``question_types``)
-    pointer: float = 0.0  # 1 when its answer only points elsewhere (an address, a link, a list of resources)
+    pointer: float = 0.0  # 1 when its answer only points elsewhere (an address, a link; rag_app.text.pointers)
 
     def score(self, w: FusionWeights) -> float:
         chunk = (1 - w.sentences) * self.chunk + w.sentences * self.chunk_sentences

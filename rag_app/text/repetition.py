@@ -33,6 +33,10 @@ def _key(sentence: str) -> tuple[str, ...]:
     return tuple(words(sentence))
 
 
+def _declines(key: tuple[str, ...]) -> bool:
+    return key[: len(DECLINE_WORDS)] == DECLINE_WORDS
+
+
 def repeat_start(text: str) -> int | None:
     """Character offset where ``text`` starts repeating itself, or None when it doesn't.
 
@@ -47,14 +51,14 @@ def repeat_start(text: str) -> int | None:
         ends.append((len(text.rstrip()), len(text)))
     for end, after in ends:
         key = _key(text[start:end])
-        if start and key[: len(DECLINE_WORDS)] == DECLINE_WORDS:
+        if start and _declines(key):
             return start
         if len(key) >= MIN_WORDS:
             if key in seen:
                 return start
             seen.add(key)
         start = after
-    if start and _key(text[start:])[: len(DECLINE_WORDS)] == DECLINE_WORDS:  # the decline, still being written
+    if start and _declines(_key(text[start:])):  # the decline, still being written
         return start
     words = list(re.finditer(r"\S+", text))
     tokens = [w.group(0).lower() for w in words]
