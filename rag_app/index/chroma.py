@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import shutil
 import sqlite3
+import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -33,6 +34,8 @@ QUESTIONS_SUFFIX = "-questions"
 MANIFEST = "index_manifest.json"
 #: The default collection, whose manifest keeps the plain name the DVC pipeline tracks.
 DEFAULT_COLLECTION = Settings.model_fields["collection"].default
+#: Held while this process opens a Chroma client or moves a damaged folder aside, so neither sees the other half done.
+_CLIENTS = threading.RLock()
 
 
 def manifest_path(settings: Settings) -> Path:
@@ -121,21 +124,22 @@ def set_aside(settings: Settings, remove: bool = False) -> Path | None:
     Returns:
         Where the damaged folder went, or None when it was removed.
     """
-    SharedSystemClient.clear_system_cache()  # this process's open client still holds the old files
-    source = settings.chroma_dir
-    companions = local_companions(settings)
-    if remove:
-        shutil.rmtree(source, ignore_errors=True)
+    with _CLIENTS:  # no client of this process may open the old files while they move
+        SharedSystemClient.clear_system_cache()  # this process's open client still holds the old files
+        source = settings.chroma_dir
+        companions = local_companions(settings)
+        if remove:
+            shutil.rmtree(source, ignore_errors=True)
+            for path in companions:
+                remove_path(path)
+            return None
+        aside = source.with_name(f"{source.name}.damaged-{time.strftime('%Y%m%d-%H%M%S')}")
+        if source.exists():
+            source.rename(aside)
+        aside.mkdir(parents=True, exist_ok=True)
         for path in companions:
-            remove_path(path)
-        return None
-    aside = source.with_name(f"{source.name}.damaged-{time.strftime('%Y%m%d-%H%M%S')}")
-    if source.exists():
-        source.rename(aside)
-    aside.mkdir(parents=True, exist_ok=True)
-    for path in companions:
-        path.rename(aside / f"medqa-{path.name}")
-    return aside
+            path.rename(aside / f"medqa-{path.name}")
+        return aside
 
 
 def chroma_client(settings: Settings) -> chromadb.ClientAPI:
@@ -146,19 +150,21 @@ def chroma_client(settings: Settings) -> chromadb.ClientAPI:
     chroma_settings = ChromaSettings(anonymized_telemetry=False)
     if settings.server_mode:
         return chromadb.HttpClient(host=settings.chroma_host, port=settings.chroma_port, settings=chroma_settings)
-    settings.chroma_dir.mkdir(parents=True, exist_ok=True)
-    try:
-        return chromadb.PersistentClient(path=str(settings.chroma_dir), settings=chroma_settings)
-    except Exception as err:
-        if not (settings.chroma_dir / "chroma.sqlite3").is_file():
-            raise
-        # Chroma wraps a database it can't open in other errors (and may fail again releasing it): find the cause,
-        # and forget the half-started client so the next attempt (after a rebuild) starts afresh.
-        SharedSystemClient._identifier_to_system.pop(str(settings.chroma_dir), None)
-        cause: BaseException | None = err
-        while cause is not None and read_error("", cause) is None:
-            cause = cause.__cause__ or cause.__context__
-        raise read_error(index_location(settings), cause or InternalError(str(err))) from err
+    # The chat's page opens a client while a rebuild may be moving a damaged folder aside (set_aside) in another thread.
+    with _CLIENTS:
+        settings.chroma_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            return chromadb.PersistentClient(path=str(settings.chroma_dir), settings=chroma_settings)
+        except Exception as err:
+            if not (settings.chroma_dir / "chroma.sqlite3").is_file():
+                raise
+            # Chroma wraps a database it can't open in other errors (and may fail again releasing it): find the cause,
+            # and forget the half-started client so the next attempt (after a rebuild) starts afresh.
+            SharedSystemClient._identifier_to_system.pop(str(settings.chroma_dir), None)
+            cause: BaseException | None = err
+            while cause is not None and read_error("", cause) is None:
+                cause = cause.__cause__ or cause.__context__
+            raise read_error(index_location(settings), cause or InternalError(str(err))) from err
 
 
 def questions_collection_name(settings: Settings) -> str:
