@@ -113,11 +113,12 @@ class Reranked:
         items = dev_aspects(settings)
         return cls(settings, retriever, {**queries, **{f"aspect-{i}": item["message"] for i, item in enumerate(items)}}), items
 
-    def top(self, key: str, weights) -> list[tuple[str, float, float]]:
-        """``(doc id, fielded score, logit)`` of message ``key``'s top candidates under ``weights``, in fielded order."""
+    def top(self, key: str, weights, limit: int | None = None) -> list[tuple[str, float, float]]:
+        """``(doc id, fielded score, logit)`` of message ``key``'s top candidates under ``weights``, in fielded order
+        (``limit``: pairs with the same source and question before the others, default ``MEDQA_SAME_QUESTION_LIMIT``)."""
         from llama_index.core.schema import NodeWithScore
 
-        top = sorted(self.evidence[key], key=lambda c: (-c.score(weights), c.doc_id))[: self.n]
+        top = [c for _, c in self.retriever.rank(self.evidence[key], weights=weights, limit=limit)[: self.n]]
         missing = [c for c in top if (key, c.doc_id) not in self.logits]
         if missing:
             nodes = self.retriever.index.nodes([c.chunk_id for c in missing])
@@ -253,6 +254,37 @@ def tune_typos(settings, retriever, queries, labels, groups) -> None:
               f"{report[f'mrr@{K}']:>13.3f} | {report['hit@1']:>12.3f} |{mark}")
 
 
+#: Limits tried by ``--repeats`` on the pairs with the same source and question ranked before the others (0: none).
+REPEAT_LIMITS = (0, 1, 2, 3)
+
+
+def show_repeats(settings, retriever, queries, labels, groups) -> None:
+    """What ``MEDQA_SAME_QUESTION_LIMIT`` does on the two dev sets of ``--rerank`` (LiveQA tune MRR@10, the aspect set
+    about the validation topics), the re-ranker fused as the engine fuses it over the candidates each limit lets in;
+    the report half is printed for reference only."""
+    from rag_app.retrieval.fielded import FusionWeights
+    from rag_app.retrieval.rerank import fused_score
+
+    reranked, items = Reranked.dev_sets(settings, retriever, queries)
+    current = FusionWeights.from_settings(settings)
+
+    def ranking(key: str, limit: int) -> list[str]:
+        fused = [(fused_score(score, logit, settings.rerank_weight), d) for d, score, logit in reranked.top(key, current, limit)]
+        return [d for _, d in sorted(fused, key=lambda f: (-f[0], f[1]))]
+
+    print(f"\npairs with the same source and question before the others, re-ranker fused at {settings.rerank_weight} over the "
+          f"top {reranked.n}; LiveQA tune n={len(groups['tune'])}, report n={len(groups['report'])}; aspect dev set (validation topics)")
+    print(f"| {'limit':>5} | {'tune MRR@10':>11} | {'tune hit@1':>10} | {'aspect dev hit@1':>16} | {'report MRR@10':>13} | {'report hit@1':>12} |")
+    print(f"|{'-' * 7}|{'-' * 13}|{'-' * 12}|{'-' * 18}|{'-' * 15}|{'-' * 14}|")
+    for limit in REPEAT_LIMITS:
+        live = {qid: ranking(qid, limit)[:K] for qid in queries}
+        hit = sum(bool(r := ranking(f"aspect-{i}", limit)) and r[0] in item["relevant"] for i, item in enumerate(items)) / len(items)
+        tune, report = aggregate(live, labels, groups["tune"]), aggregate(live, labels, groups["report"])
+        mark = " <- MEDQA_SAME_QUESTION_LIMIT" if limit == settings.same_question_limit else ""
+        print(f"| {limit or 'none':>5} | {tune[f'mrr@{K}']:>11.3f} | {tune['hit@1']:>10.3f} | {hit:>16.3f} | {report[f'mrr@{K}']:>13.3f} | "
+              f"{report['hit@1']:>12.3f} |{mark}")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--liveqa", default=str(REPO.parent / "shared" / "data" / "liveqa-train"))
@@ -261,6 +293,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--rerank", action="store_true", help="choose the re-ranker's weight (MEDQA_RERANK_WEIGHT) instead")
     parser.add_argument("--asked", action="store_true", help="show what the bonuses of messages that ask a question type trade, instead")
     parser.add_argument("--typos", action="store_true", help="choose how similar a misspelt word must be to a topic name, instead")
+    parser.add_argument("--repeats", action="store_true", help="show what limiting pairs with the same source and question does, instead")
     args = parser.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -290,6 +323,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.typos:
         tune_typos(settings, retriever, queries, labels, groups)
         return 0
+    if args.repeats:
+        show_repeats(settings, retriever, queries, labels, groups)
+        return 0
     evidence = {qid: retriever.candidates(query) for qid, query in tqdm(sorted(queries.items()), desc="candidates", unit="q")}
 
     # The source prior, estimated here on the tune half over all candidates, so that it depends on neither the
@@ -301,7 +337,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     def figures(w: FusionWeights, group: str) -> dict[str, float]:
         rankings = {
-            qid: [c.doc_id for c in sorted(found, key=lambda c: (-c.score(w), c.doc_id))[:K]] for qid, found in evidence.items()
+            qid: [c.doc_id for _, c in retriever.rank(found, weights=w)[:K]] for qid, found in evidence.items()
         }
         return aggregate(rankings, labels, groups[group])
 

@@ -144,6 +144,13 @@ class Settings(BaseSettings):
         0.5, ge=0.0, le=1.0, description="fielded: share of the best single-sentence cosine (long messages) in each cosine."
     )
     source_weight: float = Field(0.06, ge=0.0, description="fielded: weight of the source prior (source_prior).")
+    same_question_limit: int = Field(
+        1,
+        ge=0,
+        description="fielded: most QA pairs with the same source and question (one page split into parts, as "
+        "NIHSeniorHealth's) among the results before the others, so that they don't fill the re-ranker's candidates; "
+        "0: no limit (benchmarks/tune_liveqa.py --repeats measures it).",
+    )
     typo_similarity: float = Field(
         0.8,
         ge=0.5,

@@ -295,6 +295,35 @@ def test_a_page_that_only_points_elsewhere_comes_after_the_page_with_content(set
     assert "Gout is a form of arthritis" in top(settings.pointer_weight)
 
 
+def test_a_page_split_into_pairs_with_one_question_takes_one_place_before_the_others(settings, embed_model, medquad_dir: Path) -> None:
+    """A collection that splits its gout overview into four pairs all asking "What is (are) Gout ?" (as NIHSeniorHealth
+    does) fills the first places when favoured; with ``same_question_limit`` 1 its first part comes first and the
+    other parts only after the other pages (limit 0: by score alone)."""
+    folder = medquad_dir / "3_TestC_QA"
+    folder.mkdir()
+    parts = ["Gout is a painful joint disease.", "Gout attacks often start in the big toe.", "Gout is common in older men.",
+             "Gout can be controlled for most people."]
+    pairs = "".join(
+        f'<QAPair pid="{i}"><Question qid="c-{i}" qtype="information">What is (are) Gout ?</Question><Answer>{text}</Answer></QAPair>'
+        for i, text in enumerate(parts, start=1)
+    )
+    (folder / "0000001.xml").write_text(
+        f'<?xml version="1.0" encoding="UTF-8"?><Document id="c1" source="Test" url="https://www.nih.gov/c/gout">'
+        f"<Focus>Gout</Focus><QAPairs>{pairs}</QAPairs></Document>"
+    )
+    build_index(settings, embed_model=embed_model, show_progress=False)
+    favoured = settings.model_copy(update={"top_k": 5, "source_weight": 0.1, "source_prior": {"3_TestC_QA": 1.0}})
+
+    def top(limit: int) -> list[tuple[str, str]]:
+        retriever = build_retriever(favoured.model_copy(update={"same_question_limit": limit}), embed_model=embed_model)
+        return [(n.node.metadata["collection"], n.node.metadata["question"]) for n in retriever.retrieve("What is gout?")]
+
+    split = ("3_TestC_QA", "What is (are) Gout ?")
+    assert top(0)[:4] == [split] * 4
+    limited = top(1)
+    assert limited[0] == split and limited.count(split) == 1 and len(limited) == 5  # the corpus has 8 other pairs
+
+
 def test_pages_that_only_point_elsewhere_are_told_from_pages_with_content() -> None:
     """Addresses, links and "more information is available at" say nothing themselves; a list of resources about one
     condition (which NLM's own answers quote) and a page with a sentence of content are not pointer pages."""

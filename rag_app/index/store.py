@@ -44,6 +44,7 @@ class IndexSnapshot:
     question_row: dict[str, int] = field(default_factory=dict)  # doc id -> row of question_vectors
     question_vectors: Any = None
     question_type: dict[str, str] = field(default_factory=dict)
+    question_of: dict[str, str] = field(default_factory=dict)  # doc id -> its QA pair's question
     chunk_at: list[str] = field(default_factory=list)  # row of chunk_vectors -> chunk id
     question_at: list[str] = field(default_factory=list)  # row of question_vectors -> doc id
     source_of: dict[str, str] = field(default_factory=dict)
@@ -103,10 +104,14 @@ class MedQAIndex:
         foci: dict[str, str] = {}
         synonyms: dict[str, list[str]] = {}
         says_something: set[str] = set()
+        # The texts, kept until the topic matcher has indexed their words (on the first message), so that they are
+        # read from the store once.
+        texts: list[tuple[str, str]] = []
         # Each chunk carries its QA pair's metadata, so one pass gives every pair's topic, synonyms and type.
         for node_id, meta, vector, text in iter_records(self.chunks.client, ["metadatas", "embeddings", "documents"]):
             meta = meta or {}
             doc_id = meta.get("ref_doc_id") or node_id
+            texts.append((doc_id, text or ""))
             if only_points_elsewhere(answer_text(text or "")):
                 snap.pointers.add(doc_id)
             else:
@@ -119,6 +124,7 @@ class MedQAIndex:
                 foci[doc_id] = str(meta.get("focus") or "")
                 synonyms[doc_id] = [n for n in str(meta.get("synonyms") or "").split(SYNONYM_SEPARATOR) if n.strip()]
                 snap.question_type[doc_id] = str(meta.get("question_type") or "")
+                snap.question_of[doc_id] = str(meta.get("question") or "")
                 snap.source_of[doc_id] = str(meta.get("collection") or "")
         snap.pointers -= says_something  # a pair is a pointer page only when none of its chunks says anything
         snap.chunk_vectors = np.asarray(vectors, dtype=np.float32) if vectors else np.zeros((0, 0), np.float32)
@@ -128,16 +134,9 @@ class MedQAIndex:
                 snap.question_row[doc_id] = len(vectors)
                 vectors.append(vector)
         snap.question_vectors = np.asarray(vectors, dtype=np.float32) if vectors else np.zeros((0, 0), np.float32)
-        snap.matcher = FocusMatcher(
-            foci, synonyms, texts=lambda: self._chunk_texts(snap.doc_of_chunk), typo_similarity=self.typo_similarity
-        )
+        snap.matcher = FocusMatcher(foci, synonyms, texts=lambda: texts, typo_similarity=self.typo_similarity)
         snap.chunk_at, snap.question_at = list(snap.chunk_row), list(snap.question_row)
         return snap
-
-    @_guarded
-    def _chunk_texts(self, doc_of_chunk: dict[str, str]) -> list[tuple[str, str]]:
-        """``(doc id, text)`` of every chunk (read only when a topic name's commonness is first asked)."""
-        return [(doc_of_chunk.get(node_id, node_id), text) for node_id, text in iter_records(self.chunks.client, ["documents"])]
 
     def reload(self) -> None:
         """Read the index again now.

@@ -110,8 +110,8 @@ class FocusMatcher:
         foci: ``{doc_id: focus name}`` for the indexed QA pairs (empty names are ignored).
         synonyms: ``{doc_id: other names of its topic}`` (MedQuAD's ``<Synonyms>``), optional.
         texts: Returns ``(doc_id, text)`` of the indexed chunks, called once, when :meth:`common` or
-            :meth:`misspelt` is first asked (reading every text takes seconds); without it no name is common and no
-            word is taken for a misspelling.
+            :meth:`misspelt` is first asked (indexing every text's words takes seconds), and released then; without
+            it no name is common and no word is taken for a misspelling.
         typo_similarity: Least similarity (rapidfuzz's ``fuzz.ratio`` / 100) of a misspelt word to a name word
             (:meth:`misspelt`; ``MEDQA_TYPO_SIMILARITY`` for the index's matcher); 1, the default here, reads none.
     """
@@ -150,6 +150,7 @@ class FocusMatcher:
             if len(token) >= TYPO_MIN_LENGTH - 1:
                 self._by_letter[token[0]].append(token)
         self._texts = texts
+        self._has_texts = texts is not None
         # (name token -> the QA pairs whose text has it, every QA pair with a text, every word of the texts), read
         # when first needed
         self._pages: tuple[dict[str, set[str]], set[str], frozenset[str]] | None = None
@@ -160,6 +161,7 @@ class FocusMatcher:
             with self._pages_lock:
                 if self._pages is None:
                     self._pages = self._read_pages(self._texts() if self._texts else ())
+                    self._texts = None  # read once; whatever held the texts for it can go
         return self._pages
 
     def _read_pages(self, texts: Iterable[tuple[str, str]]) -> tuple[dict[str, set[str]], set[str], frozenset[str]]:
@@ -195,7 +197,8 @@ class FocusMatcher:
 
     def named(self, text: str) -> list[str]:
         """Topic names (or synonyms) that ``text`` names in full and as names (:meth:`written`), most specific first."""
-        names = [n for n, score in self.focus_scores(text).items() if score >= 0.999 and self.written(text, n)]
+        # A misspelt word never makes a name score 1, so misspellings are not looked up here.
+        names = [n for n, score in self.focus_scores(text, typos=False).items() if score >= 0.999 and self.written(text, n)]
         return sorted(names, key=lambda n: (-self.specificity(n), n))
 
     def common(self, name: str) -> bool:
@@ -245,7 +248,7 @@ class FocusMatcher:
 
         Example: "Familial Mediterean Fever" gives ``{"mediterranean": 0.87}``.
         """
-        if self.typo_similarity >= 1.0 or self._texts is None:
+        if self.typo_similarity >= 1.0 or not self._has_texts:
             return {}
         vocabulary = self._page_index()[2]
         found: dict[str, float] = {}
@@ -260,13 +263,13 @@ class FocusMatcher:
                 found[best[0]] = max(found.get(best[0], 0.0), best[1] / 100)
         return found
 
-    def focus_scores(self, text: str) -> dict[str, float]:
+    def focus_scores(self, text: str, typos: bool = True) -> dict[str, float]:
         """``{topic name or synonym: score in (0, 1]}`` for the names sharing at least one token with ``text``.
 
-        A misspelt name word (:meth:`misspelt`) counts as much as it is similar to the word, so a name written with a
-        typo never scores 1 (it is never "named in full")."""
+        A misspelt name word (:meth:`misspelt`, unless ``typos`` is False) counts as much as it is similar to the word,
+        so a name written with a typo never scores 1 (it is never "named in full")."""
         present = dict.fromkeys(self.tokens(text), 1.0)
-        for token, similarity in self.misspelt(text).items():
+        for token, similarity in (self.misspelt(text) if typos else {}).items():
             present.setdefault(token, similarity)
         scores: dict[str, float] = {}
         for name in {n for t in present for n in self._by_token.get(t, ())}:

@@ -5,8 +5,9 @@ opened index :class:`rag_app.index.store.MedQAIndex`)."""
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from dataclasses import dataclass
-from typing import Any, List, Mapping, Sequence
+from typing import Any, Callable, Hashable, List, Mapping, Sequence, TypeVar
 
 import numpy as np
 import torch
@@ -20,6 +21,7 @@ from rag_app.llm.load import embed_queries, mean_pooled_encoder
 from rag_app.text.words import sentence_spans
 
 logger = logging.getLogger("rag_app")
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -170,6 +172,8 @@ class FieldedRetriever(BaseRetriever):
         focus_min_score: Least :class:`FocusMatcher` score for a named topic to add candidates.
         focus_limit: Most QA pairs a named topic adds.
         source_prior: Prior log-odds per source collection (the pairs' ``collection`` metadata); others count 0.
+        same_question_limit: Most pairs with the same source and question ranked before the others
+            (:func:`repeats_last`); 0 ranks by score alone.
     """
 
     def __init__(
@@ -182,6 +186,7 @@ class FieldedRetriever(BaseRetriever):
         focus_min_score: float = PARTIAL_NAME_SCORE,
         focus_limit: int = 100,
         source_prior: Mapping[str, float] | None = None,
+        same_question_limit: int = 0,
     ) -> None:
         self.index = index
         self.weights = weights
@@ -191,12 +196,14 @@ class FieldedRetriever(BaseRetriever):
         self.focus_min_score = focus_min_score
         self.focus_limit = focus_limit
         self.source_prior = dict(source_prior or {})
+        self.same_question_limit = same_question_limit
         super().__init__()
 
     def with_top_k(self, top_k: int) -> "FieldedRetriever":
         """A retriever over the same index returning ``top_k`` pairs (the chat's per-request choice)."""
         return FieldedRetriever(
-            self.index, self.weights, top_k, max(self.candidate_k, top_k), self.exclude, self.focus_min_score, self.focus_limit, self.source_prior
+            self.index, self.weights, top_k, max(self.candidate_k, top_k), self.exclude, self.focus_min_score, self.focus_limit,
+            self.source_prior, self.same_question_limit,
         )
 
     @property
@@ -266,9 +273,25 @@ class FieldedRetriever(BaseRetriever):
             )
         return out
 
+    def rank(
+        self, found: Sequence[Candidate], snap: IndexSnapshot | None = None, weights: FusionWeights | None = None, limit: int | None = None
+    ) -> list[tuple[float, Candidate]]:
+        """``(score, candidate)`` best first, a pair repeating a better one's source and question after the others.
+
+        Args:
+            found: The candidates (:meth:`candidates`).
+            snap: The index copy they were read from (default: the current one).
+            weights: Fusion weights (default: the retriever's).
+            limit: Pairs with the same source and question before the others (default: ``same_question_limit``).
+        """
+        snap = snap or self.index.snapshot()
+        weights = weights or self.weights
+        ranked = sorted(((c.score(weights), c) for c in found), key=lambda sc: (-sc[0], sc[1].doc_id))
+        same = lambda sc: (snap.source_of.get(sc[1].doc_id, ""), snap.question_of.get(sc[1].doc_id) or sc[1].doc_id)  # noqa: E731
+        return repeats_last(ranked, same, self.same_question_limit if limit is None else limit)
+
     def _rank(self, query_bundle: QueryBundle, snap: IndexSnapshot) -> list[tuple[float, Candidate]]:
-        found = self.candidates(query_bundle.query_str, query_bundle.embedding, snap)
-        return sorted(((c.score(self.weights), c) for c in found), key=lambda sc: (-sc[0], sc[1].doc_id))[: self.top_k]
+        return self.rank(self.candidates(query_bundle.query_str, query_bundle.embedding, snap), snap)[: self.top_k]
 
     def _retrieve(self, query_bundle: QueryBundle) -> List[NodeWithScore]:
         snap = self.index.snapshot()
@@ -282,6 +305,27 @@ class FieldedRetriever(BaseRetriever):
         return [NodeWithScore(node=nodes[c.chunk_id], score=score) for score, c in ranked if c.chunk_id in nodes]
 
 
+def repeats_last(ranked: Sequence[T], key: Callable[[T], Hashable], limit: int) -> list[T]:
+    """``ranked`` with each item beyond the first ``limit`` of its ``key`` moved after all the others (order kept).
+
+    NIHSeniorHealth splits a topic's overview into several QA pairs that all ask "What is (are) Alzheimer's Disease?";
+    without a limit they take most of the re-ranker's candidates, and the page that answers what was asked ("is it
+    genetic?") is never read. ``limit`` 0 keeps ``ranked`` as it is.
+
+    Example:
+        >>> repeats_last(["a1", "a2", "b1", "a3", "c1"], key=lambda s: s[0], limit=1)
+        ['a1', 'b1', 'c1', 'a2', 'a3']
+    """
+    if limit <= 0:
+        return list(ranked)
+    seen: Counter[Hashable] = Counter()
+    first, later = [], []
+    for item in ranked:
+        seen[key(item)] += 1
+        (first if seen[key(item)] <= limit else later).append(item)
+    return first + later
+
+
 def fielded_retriever(index: MedQAIndex, settings: Settings, exclude: frozenset[str] = frozenset()) -> FieldedRetriever:
     """The :class:`FieldedRetriever` over ``index`` with the weights, ``top_k`` and ``candidate_k`` of ``settings``."""
     return FieldedRetriever(
@@ -291,4 +335,5 @@ def fielded_retriever(index: MedQAIndex, settings: Settings, exclude: frozenset[
         candidate_k=settings.candidate_k,
         exclude=exclude,
         source_prior=settings.source_prior,
+        same_question_limit=settings.same_question_limit,
     )
