@@ -72,6 +72,17 @@ def test_shown_node_keeps_the_question_line_metadata_and_id() -> None:
     assert shown.node.metadata["focus"] == "Gout" and source.node.get_content() == GOUT_OVERVIEW  # the original is untouched
 
 
+def test_a_long_page_is_shown_whole() -> None:
+    """Every sentence of a long page is shown, one-word list items included: the answer copies its top source to
+    its end, so a page cut after its eighth sentence cut every answer there."""
+    sentences = [f"Sentence number {i} says something about gout." for i in range(1, 13)]
+    text = "Question: What is (are) Gout ?\nAnswer: " + " ".join(sentences) + " Signs include\n- Pain\n- Swelling"
+    source = node(text, "gout-long")
+    assert len(page_sentences(source)) == 15
+    shown = shown_node(source, start=1).node.get_content()
+    assert shown.startswith("Question: What is (are) Gout ?\nAnswer: Sentence number 2 ") and shown.endswith("- Pain - Swelling")
+
+
 @pytest.fixture(scope="module")
 def tiny_cross_encoder(tmp_path_factory) -> object:
     """A 2-layer random BERT cross-encoder with the bundled MiniLM tokenizer."""

@@ -11,9 +11,8 @@ from __future__ import annotations
 
 from llama_index.core.schema import NodeWithScore
 
-from rag_app.retrieval.fielded import sentences
-
 from rag_app.text.headings import drop_headings
+from rag_app.text.words import sentences
 
 ANSWER_MARK = "Answer: "
 

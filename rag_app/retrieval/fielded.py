@@ -94,14 +94,6 @@ class Candidate:
 
 #: Most sentences of a message embedded on their own when they need a pass each (see :func:`message_vectors`).
 MAX_SENTENCES = 8
-def sentences(text: str, limit: int = MAX_SENTENCES) -> list[str]:
-    """The message's sentences with at least two words, at most ``limit`` (see :func:`sentence_spans`).
-
-    Example:
-        >>> sentences("lupus. Hi, I want to know about Lupus and its treatment. Best, [NAME]")
-        ['Hi, I want to know about Lupus and its treatment.', 'Best, [NAME]']
-    """
-    return [text[a:b] for a, b in sentence_spans(text)][:limit]
 
 
 def message_vectors(embed_model: Any, text: str, split: bool = True) -> Any:
