@@ -63,6 +63,8 @@ ASKS_HELD_OUT = {
     "frequency": ["How rare is it?", "do lots of people get this?"],
     "complications": ["What could go wrong because of it?", "Does it lead to other illnesses?"],
 }
+#: How GARD's symptom pages open: a table of Human Phenotype Ontology terms with frequencies, not prose.
+HPO_TABLE = "Human Phenotype Ontology provides the following list"
 STORIES = [
     "My {rel} was diagnosed with {t} last month.", "I've had {t} for a while now.", "Our doctor thinks my {rel} has {t}.",
     "my {rel} just found out she has {t}", "A friend told me about {t}.", "I'm worried about {t}.",
@@ -115,6 +117,7 @@ def aspect_set(rows: Sequence[dict[str, Any]], n: int, seed: int) -> list[dict[s
                 "template": page["question"],
                 "aspect": key[1],
                 "relevant": {r["doc_id"] for r in pages},
+                "table": all(HPO_TABLE in str(r.get("answer") or "") for r in pages),
             }
         )
     return out
@@ -171,6 +174,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     for aspect in sorted(consumer):
         c, h, t = consumer[aspect], held_out[aspect], template[aspect]
         print(f"  {aspect:<16} {sum(c) / len(c):.2f} / {sum(h) / len(h):.2f} / {sum(t) / len(t):.2f}  ({len(c)})")
+    prose = [item for item in items if not item["table"]]
+    if len(prose) < len(items):  # the retriever ranks GARD below the overviews NLM's answers quote (the source prior)
+        (c, *_), (t, *_) = (hit_at_1(engines["re-ranked"], prose, f) for f in ("message", "template"))
+        print(f"\nwithout the {len(items) - len(prose)} messages whose asked page is a GARD table of phenotype terms: re-ranked "
+              f"consumer wording {c:.3f}, template wording {t:.3f} ({c / t:.2f}x)")
     for item in items[: args.show]:
         top = engines["re-ranked"].retrieve(item["message"])[0].node
         print(f"  {item['message']!r} -> {top.metadata.get('question')!r} ({'relevant' if top.ref_doc_id in item['relevant'] else 'not relevant'})")
