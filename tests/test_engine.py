@@ -211,20 +211,3 @@ def test_batched_answers_are_the_engines_own(indexed, embed_model, tiny_model_di
     questions = ["How is gout treated?", "What is glaucoma?", "my mom has asthma, what helps?"]
     one_by_one = [str(engine.query(q)) for q in questions]
     assert engine.answer_batch([engine.plan(q) for q in questions], batch_size=1) == one_by_one
-
-
-def test_the_top_source_is_shown_as_far_as_an_answer_can_go() -> None:
-    """The answer copies its top source, so that source is cut to the answer budget, the others to their share; a small
-    window cuts the first one first to what is left."""
-    from llama_index.core.schema import TextNode
-
-    from rag_app.text.prompts import shown_passages
-
-    def count(text: str) -> int:
-        return len(text.split())
-
-    nodes = [TextNode(text=" ".join(f"w{i}" for i in range(1000))) for _ in range(3)]
-    sizes = [count(p.removesuffix(" …")) for p in shown_passages("q", nodes, count, context_window=2048, max_new_tokens=256, source_tokens=160)]
-    assert sizes == [256, 160, 160]
-    small = [count(p.removesuffix(" …")) for p in shown_passages("q", nodes, count, context_window=800, max_new_tokens=256, source_tokens=160)]
-    assert small == [129, 127, 127]  # window 800 - 256 - 1 - 160 = 383: shares of 127, the first gets what is left

@@ -166,7 +166,7 @@ def rag_messages(
         count: Token counter of the model's tokenizer.
         context_window: The model's prompt + answer budget.
         max_new_tokens: Tokens reserved for the answer.
-        source_tokens: Budget of each passage but the first (:func:`shown_passages`); the window may force less.
+        source_tokens: Budget of each passage; the window may force a smaller share.
         passages: The nodes' texts as :func:`shown_passages` cuts them, when the caller already has them.
 
     Returns:
@@ -188,17 +188,13 @@ def shown_passages(
     source_tokens: int = 160,
 ) -> list[str]:
     """The nodes' texts as :func:`rag_messages` shows them: each cut to an equal share of the prompt's source budget
-    (at most ``source_tokens``; less where the window forces it), the first one as far as an answer can go.
-
-    The answer copies its top source, so that source gets up to ``max_new_tokens`` where the window has room: cut to
-    the others' share, an answer ended where the page still answered the question."""
+    (at most ``source_tokens``; less where the window forces it)."""
     base = [getattr(n, "node", n) for n in nodes]
     if not base:
         return []
     window = context_window - max_new_tokens - count(question) - 160
     share = max(16, min(max(window, 64), source_tokens * len(base)) // len(base))
-    first = max(share, min(max_new_tokens, window - share * (len(base) - 1)))
-    return [truncate_to_tokens(b.get_content(), first if i == 0 else share, count) for i, b in enumerate(base)]
+    return [truncate_to_tokens(b.get_content(), share, count) for b in base]
 
 
 def answer_messages(
