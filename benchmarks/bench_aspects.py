@@ -123,8 +123,8 @@ def aspect_set(rows: Sequence[dict[str, Any]], n: int, seed: int) -> list[dict[s
     return out
 
 
-def hit_at_1(engine: Any, items: Sequence[dict[str, Any]], field: str) -> tuple[float, float, dict[str, list[int]]]:
-    """hit@1 and MRR@10 of ``engine.retrieve`` on ``items[field]``, and the hits per aspect."""
+def hit_at_1(engine: Any, items: Sequence[dict[str, Any]], field: str) -> tuple[float, float, dict[str, list[int]], list[int]]:
+    """hit@1 and MRR@10 of ``engine.retrieve`` on ``items[field]``, the hits per aspect, and each item's hit."""
     hits, rr = [], []
     per: dict[str, list[int]] = defaultdict(list)
     for item in items:
@@ -133,7 +133,7 @@ def hit_at_1(engine: Any, items: Sequence[dict[str, Any]], field: str) -> tuple[
         hits.append(int(rank == 1))
         rr.append(1.0 / rank if rank else 0.0)
         per[item["aspect"]].append(int(rank == 1))
-    return sum(hits) / len(hits), sum(rr) / len(rr), per
+    return sum(hits) / len(hits), sum(rr) / len(rr), per, hits
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -167,16 +167,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             figures[(name, field)] = hit_at_1(engine, items, field)
     print(f"| {'retrieval':<10} | {'wording':<9} | {'hit@1':>6} | {'MRR@10':>6} |")
     print(f"|{'-' * 12}|{'-' * 11}|{'-' * 8}|{'-' * 8}|")
-    for (name, field), (hit, mrr, _) in figures.items():
+    for (name, field), (hit, mrr, *_) in figures.items():
         print(f"| {name:<10} | {field:<9} | {hit:>6.3f} | {mrr:>6.3f} |")
     print("\nhit@1 per aspect, re-ranked (consumer wording / held-out wording / template wording; n):")
     consumer, held_out, template = (figures[("re-ranked", f)][2] for f in ("message", "held_out", "template"))
     for aspect in sorted(consumer):
         c, h, t = consumer[aspect], held_out[aspect], template[aspect]
         print(f"  {aspect:<16} {sum(c) / len(c):.2f} / {sum(h) / len(h):.2f} / {sum(t) / len(t):.2f}  ({len(c)})")
-    prose = [item for item in items if not item["table"]]
+    prose = [i for i, item in enumerate(items) if not item["table"]]
     if len(prose) < len(items):  # the retriever ranks GARD below the overviews NLM's answers quote (the source prior)
-        (c, *_), (t, *_) = (hit_at_1(engines["re-ranked"], prose, f) for f in ("message", "template"))
+        c, t = (sum(figures[("re-ranked", f)][3][i] for i in prose) / len(prose) for f in ("message", "template"))
         print(f"\nwithout the {len(items) - len(prose)} messages whose asked page is a GARD table of phenotype terms: re-ranked "
               f"consumer wording {c:.3f}, template wording {t:.3f} ({c / t:.2f}x)")
     for item in items[: args.show]:

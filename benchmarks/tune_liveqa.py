@@ -103,7 +103,8 @@ class Reranked:
         self.n = settings.rerank_candidates
         self.retriever = retriever
         self.texts = texts
-        self.evidence = {key: retriever.candidates(text) for key, text in tqdm(sorted(texts.items()), desc="candidates", unit="q")}
+        self.snap = retriever.index.snapshot()  # the index copy the candidates are read from, once for every ranking
+        self.evidence = {key: retriever.candidates(text, snap=self.snap) for key, text in tqdm(sorted(texts.items()), desc="candidates", unit="q")}
         self.logits: dict[tuple[str, str], float] = {}
 
     @classmethod
@@ -118,7 +119,7 @@ class Reranked:
         (``limit``: pairs with the same source and question before the others, default ``MEDQA_SAME_QUESTION_LIMIT``)."""
         from llama_index.core.schema import NodeWithScore
 
-        top = [c for _, c in self.retriever.rank(self.evidence[key], weights=weights, limit=limit)[: self.n]]
+        top = [c for _, c in self.retriever.rank(self.evidence[key], self.snap, weights, limit)[: self.n]]
         missing = [c for c in top if (key, c.doc_id) not in self.logits]
         if missing:
             nodes = self.retriever.index.nodes([c.chunk_id for c in missing])
@@ -126,6 +127,13 @@ class Reranked:
             for c, logit in zip(found, self.reranker.logits(self.texts[key], [NodeWithScore(node=nodes[c.chunk_id]) for c in found])):
                 self.logits[(key, c.doc_id)] = logit
         return [(c.doc_id, c.score(weights), self.logits.get((key, c.doc_id), -40.0)) for c in top]
+
+    def fused(self, key: str, weights, rerank_weight: float, limit: int | None = None) -> list[str]:
+        """Message ``key``'s top candidates (:meth:`top`) in the order the engine gives them: fused at ``rerank_weight``."""
+        from rag_app.retrieval.rerank import fused_score
+
+        scored = [(fused_score(score, logit, rerank_weight), d) for d, score, logit in self.top(key, weights, limit)]
+        return [d for _, d in sorted(scored, key=lambda f: (-f[0], f[1]))]
 
 
 def tune_rerank(settings, retriever, queries, labels, groups) -> None:
@@ -183,14 +191,12 @@ def show_asked(settings, retriever, queries, labels, groups) -> None:
     from tqdm.auto import tqdm
 
     from rag_app.retrieval.fielded import FusionWeights
-    from rag_app.retrieval.rerank import fused_score
 
     reranked, items = Reranked.dev_sets(settings, retriever, queries)
     n = reranked.n
 
     def ranking(key: str, w) -> list[str]:
-        fused = [(fused_score(score, logit, settings.rerank_weight), d) for d, score, logit in reranked.top(key, w)]
-        return [d for _, d in sorted(fused, key=lambda f: (-f[0], f[1]))]
+        return reranked.fused(key, w, settings.rerank_weight)
 
     current = FusionWeights.from_settings(settings)
     axes = list(ASKED_GRID.values())
@@ -226,7 +232,6 @@ def tune_typos(settings, retriever, queries, labels, groups) -> None:
     decimals) going to the stricter cutoff, which reads fewer words as misspellings. The report half is printed for
     reference only."""
     from rag_app.retrieval.fielded import FusionWeights
-    from rag_app.retrieval.rerank import fused_score
 
     current = FusionWeights.from_settings(settings)
     rows = []
@@ -235,8 +240,7 @@ def tune_typos(settings, retriever, queries, labels, groups) -> None:
         reranked, items = Reranked.dev_sets(settings, retriever, queries)
 
         def ranking(key: str) -> list[str]:
-            fused = [(fused_score(score, logit, settings.rerank_weight), d) for d, score, logit in reranked.top(key, current)]
-            return [d for _, d in sorted(fused, key=lambda f: (-f[0], f[1]))]
+            return reranked.fused(key, current, settings.rerank_weight)
 
         live = {qid: ranking(qid)[:K] for qid in queries}
         hit = sum(bool(r := ranking(f"aspect-{i}")) and r[0] in item["relevant"] for i, item in enumerate(items)) / len(items)
@@ -263,14 +267,12 @@ def show_repeats(settings, retriever, queries, labels, groups) -> None:
     about the validation topics), the re-ranker fused as the engine fuses it over the candidates each limit lets in;
     the report half is printed for reference only."""
     from rag_app.retrieval.fielded import FusionWeights
-    from rag_app.retrieval.rerank import fused_score
 
     reranked, items = Reranked.dev_sets(settings, retriever, queries)
     current = FusionWeights.from_settings(settings)
 
     def ranking(key: str, limit: int) -> list[str]:
-        fused = [(fused_score(score, logit, settings.rerank_weight), d) for d, score, logit in reranked.top(key, current, limit)]
-        return [d for _, d in sorted(fused, key=lambda f: (-f[0], f[1]))]
+        return reranked.fused(key, current, settings.rerank_weight, limit)
 
     print(f"\npairs with the same source and question before the others, re-ranker fused at {settings.rerank_weight} over the "
           f"top {reranked.n}; LiveQA tune n={len(groups['tune'])}, report n={len(groups['report'])}; aspect dev set (validation topics)")
@@ -326,7 +328,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.repeats:
         show_repeats(settings, retriever, queries, labels, groups)
         return 0
-    evidence = {qid: retriever.candidates(query) for qid, query in tqdm(sorted(queries.items()), desc="candidates", unit="q")}
+    snap = retriever.index.snapshot()  # read once: every grid point ranks the same candidates
+    evidence = {qid: retriever.candidates(query, snap=snap) for qid, query in tqdm(sorted(queries.items()), desc="candidates", unit="q")}
 
     # The source prior, estimated here on the tune half over all candidates, so that it depends on neither the
     # weights nor the settings' table (the script never reads its own earlier output).
@@ -337,7 +340,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     def figures(w: FusionWeights, group: str) -> dict[str, float]:
         rankings = {
-            qid: [c.doc_id for _, c in retriever.rank(found, weights=w)[:K]] for qid, found in evidence.items()
+            qid: [c.doc_id for _, c in retriever.rank(found, snap, w)[:K]] for qid, found in evidence.items()
         }
         return aggregate(rankings, labels, groups[group])
 

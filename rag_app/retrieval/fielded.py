@@ -313,8 +313,9 @@ def repeats_last(ranked: Sequence[T], key: Callable[[T], Hashable], limit: int) 
     seen: Counter[Hashable] = Counter()
     first, later = [], []
     for item in ranked:
-        seen[key(item)] += 1
-        (first if seen[key(item)] <= limit else later).append(item)
+        k = key(item)
+        seen[k] += 1
+        (first if seen[k] <= limit else later).append(item)
     return first + later
 
 
