@@ -9,6 +9,7 @@ from __future__ import annotations
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -209,7 +210,19 @@ def test_rebuild_button_updates_the_index(app: AppTest) -> None:
     assert last_turn(app).sources[0]["title"] == "Gout"
 
 
-def test_two_sessions_answer_at_once(app: AppTest, app_env) -> None:
+def test_two_sessions_answer_at_once(app: AppTest, app_env, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Each AppTest compiles the script on its own thread with its own script cache, and CPython 3.11's ast.parse is
+    # not safe on two threads at once (python/cpython#106905: "AST constructor recursion depth mismatch"); the
+    # Streamlit server compiles once, under its one cache's lock.
+    from streamlit.runtime.scriptrunner import magic
+
+    lock, add_magic = threading.Lock(), magic.add_magic
+
+    def one_at_a_time(code: str, path: str) -> Any:
+        with lock:
+            return add_magic(code, path)
+
+    monkeypatch.setattr(magic, "add_magic", one_at_a_time)
     other = AppTest.from_file(APP, default_timeout=TIMEOUT).run()
     errors: list[BaseException] = []
 
