@@ -157,7 +157,8 @@ def main() -> int:
     rows.append(("retrieval p50, s (the engine's sources)", retrieval, f"{fielded:.3f} (retriever alone)", f"{retrieval / fielded:.2f}", "-"))
     print()
     print(
-        f"{resolved.name} ({resolved.kind}); {len(questions)} questions, {settings.top_k} sources of <= {settings.source_tokens} tokens; "
+        f"{resolved.name} ({resolved.kind}); {len(questions)} questions, {settings.top_k} sources (the first of <= {settings.top_source_tokens or settings.source_tokens} "
+        f"tokens, the others <= {settings.source_tokens}); "
         f"prompt {base['prompt']:.0f} tokens p50; answers {base['tokens']:.0f} tokens p50; greedy; {os.cpu_count()} CPU threads"
     )
     emit_rows(rows, args.json, target_width=9)

@@ -122,7 +122,7 @@ class PromptBuilder:
         s = self.settings
         return answer_messages(
             question, list(nodes), self.count, context_window=s.context_window, max_new_tokens=s.max_new_tokens,
-            source_tokens=s.source_tokens,
+            source_tokens=s.source_tokens, top_source_tokens=s.top_source_tokens,
         )
 
 
@@ -228,7 +228,8 @@ def build_examples(
 #: The settings that shape a RAFT prompt: retrieval (which sources, in which order) and the engine's budgets.
 PROMPT_SETTINGS = (
     "retrieval_mode", "top_k", "candidate_k", "embed_model", "chunk_size", "chunk_overlap", "question_weight", "focus_weight",
-    "type_weight", "overview_weight", "sentence_weight", "source_weight", "source_prior", "pointer_weight", "typo_similarity", "source_tokens", "context_window",
+    "type_weight", "overview_weight", "sentence_weight", "source_weight", "source_asked_weight", "source_prior", "pointer_weight", "typo_similarity", "source_tokens", "top_source_tokens",
+    "context_window",
     "max_new_tokens", "max_question_tokens",
 )
 
@@ -249,7 +250,8 @@ def cache_key(manifest_hash: str, split: str, n_rows: int, args: RaftArguments, 
             "seed": seed,
             "args": {f: getattr(args, f) for f in RaftArguments.__dataclass_fields__},
             "tokenizer": tokenizer_name,
-            "engine": [settings.context_window, settings.max_new_tokens, settings.max_question_tokens, settings.source_tokens],
+            "engine": [settings.context_window, settings.max_new_tokens, settings.max_question_tokens, settings.source_tokens,
+                       settings.top_source_tokens],
             "index": [settings.collection, settings.embed_model, settings.retrieval_mode, settings.chunk_size, settings.chunk_overlap],
         },
         sort_keys=True,

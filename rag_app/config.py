@@ -124,7 +124,12 @@ class Settings(BaseSettings):
     top_k: int = Field(3, ge=1, le=50, description="Sources handed to the LLM (one per QA pair).")
     candidate_k: int = Field(20, ge=1, description="Candidates each retriever returns before fusion.")
     source_tokens: int = Field(
-        160, ge=16, description="Token budget of each source passage in the prompt (the answer's start is what matters)."
+        96, ge=16, description="Token budget of each source passage in the prompt after the first (top_source_tokens)."
+    )
+    top_source_tokens: Optional[int] = Field(
+        256,
+        ge=16,
+        description="Token budget of the first (top) source passage, which answers mostly copy (None: source_tokens).",
     )
     retrieval_mode: str = Field(
         "fielded",

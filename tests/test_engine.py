@@ -211,3 +211,24 @@ def test_batched_answers_are_the_engines_own(indexed, embed_model, tiny_model_di
     questions = ["How is gout treated?", "What is glaucoma?", "my mom has asthma, what helps?"]
     one_by_one = [str(engine.query(q)) for q in questions]
     assert engine.answer_batch([engine.plan(q) for q in questions], batch_size=1) == one_by_one
+
+
+def test_the_top_source_has_its_own_budget() -> None:
+    """The answer copies its top source: it gets ``top_source_tokens``, the others ``source_tokens`` each, and a small
+    window shares what is left without cutting any source under 16 tokens."""
+    from llama_index.core.schema import TextNode
+
+    from rag_app.text.prompts import shown_passages
+
+    def count(text: str) -> int:
+        return len(text.split())
+
+    def sizes(**budgets: int) -> list[int]:
+        return [count(p.removesuffix(" …")) for p in shown_passages("q", nodes, count, max_new_tokens=256, **budgets)]
+
+    nodes = [TextNode(text=" ".join(f"w{i}" for i in range(1000))) for _ in range(3)]
+    assert sizes(context_window=2048, source_tokens=160) == [160, 160, 160]
+    assert sizes(context_window=2048, source_tokens=96, top_source_tokens=256) == [256, 96, 96]
+    # Window 800 - 256 answer - 1 question - 160 = 383: the top source gets 256, the others share 127.
+    assert sizes(context_window=800, source_tokens=96, top_source_tokens=256) == [256, 63, 63]
+    assert sizes(context_window=500, source_tokens=96, top_source_tokens=256) == [51, 16, 16]  # 83 left: 16 each for the others

@@ -79,6 +79,7 @@ class MedQAQueryEngine(CustomQueryEngine):
     context_window: int = 2048
     max_question_tokens: int = 256
     source_tokens: int = 160
+    top_source_tokens: Optional[int] = None  # the first source's budget (None: source_tokens)
     medical_notice: bool = True
     stop_on_repeat: bool = True  # drop a repeated sentence (the LLM's stop ends generation there)
     decline_by_topic: bool = True
@@ -121,13 +122,15 @@ class MedQAQueryEngine(CustomQueryEngine):
         :meth:`shown_passages` cut them, when already known)."""
         return prompts.answer_messages(
             question, nodes, self._count, use_rag=self.use_rag, context_window=self.context_window,
-            max_new_tokens=self.max_new_tokens, source_tokens=self.source_tokens, passages=passages,
+            max_new_tokens=self.max_new_tokens, source_tokens=self.source_tokens,
+            top_source_tokens=self.top_source_tokens, passages=passages,
         )
 
     def shown_passages(self, question: str, nodes: list[NodeWithScore]) -> list[str]:
         """The sources' texts as the prompt shows them (each cut to its share of the source budget)."""
         return prompts.shown_passages(question, nodes, self._count, context_window=self.context_window,
-                                      max_new_tokens=self.max_new_tokens, source_tokens=self.source_tokens)
+                                      max_new_tokens=self.max_new_tokens, source_tokens=self.source_tokens,
+                                      top_source_tokens=self.top_source_tokens)
 
     def coverage(self, question: str, nodes: list[NodeWithScore]) -> str:
         """Whether the sources answer a clean question.
@@ -417,6 +420,7 @@ def build_query_engine(
         or settings.context_window,
         max_question_tokens=settings.max_question_tokens,
         source_tokens=settings.source_tokens,
+        top_source_tokens=settings.top_source_tokens,
         medical_notice=settings.medical_notice,
         stop_on_repeat=settings.stop_on_repeat,
         decline_by_topic=settings.decline_by_topic,

@@ -153,6 +153,7 @@ def rag_messages(
     context_window: int = 2048,
     max_new_tokens: int = 256,
     source_tokens: int = 160,
+    top_source_tokens: int | None = None,
     passages: Sequence[str] | None = None,
 ) -> list[dict[str, str]]:
     """The retrieval-augmented prompt for a question and its retrieved nodes.
@@ -166,7 +167,8 @@ def rag_messages(
         count: Token counter of the model's tokenizer.
         context_window: The model's prompt + answer budget.
         max_new_tokens: Tokens reserved for the answer.
-        source_tokens: Budget of each passage; the window may force a smaller share.
+        source_tokens: Budget of each passage after the first; the window may force a smaller share.
+        top_source_tokens: Budget of the first passage (``None``: the same as the others).
         passages: The nodes' texts as :func:`shown_passages` cuts them, when the caller already has them.
 
     Returns:
@@ -174,7 +176,8 @@ def rag_messages(
     """
     base = [getattr(n, "node", n) for n in nodes or []]
     if passages is None:
-        passages = shown_passages(question, base, count, context_window=context_window, max_new_tokens=max_new_tokens, source_tokens=source_tokens)
+        passages = shown_passages(question, base, count, context_window=context_window, max_new_tokens=max_new_tokens,
+                                  source_tokens=source_tokens, top_source_tokens=top_source_tokens)
     return build_messages(question, passages, [source_title(b.metadata) for b in base])
 
 
@@ -186,15 +189,23 @@ def shown_passages(
     context_window: int = 2048,
     max_new_tokens: int = 256,
     source_tokens: int = 160,
+    top_source_tokens: int | None = None,
 ) -> list[str]:
-    """The nodes' texts as :func:`rag_messages` shows them: each cut to an equal share of the prompt's source budget
-    (at most ``source_tokens``; less where the window forces it)."""
+    """The nodes' texts as :func:`rag_messages` shows them, each cut to its budget.
+
+    The first passage gets ``top_source_tokens`` (``source_tokens`` when ``None``) and the others an equal share of
+    the rest, at most ``source_tokens`` each; a window too small for that gives each less (never under 16 tokens).
+    An answer mostly copies its top source, so that one is worth showing as far as an answer can go, and every
+    token of the others is prompt the model reads before its first word.
+    """
     base = [getattr(n, "node", n) for n in nodes]
     if not base:
         return []
-    window = context_window - max_new_tokens - count(question) - 160
-    share = max(16, min(max(window, 64), source_tokens * len(base)) // len(base))
-    return [truncate_to_tokens(b.get_content(), share, count) for b in base]
+    room = max(context_window - max_new_tokens - count(question) - 160, 64)
+    top = source_tokens if top_source_tokens is None else top_source_tokens
+    first = max(16, min(top, room - 16 * (len(base) - 1)))
+    share = max(16, min(room - first, source_tokens * (len(base) - 1)) // max(1, len(base) - 1))
+    return [truncate_to_tokens(b.get_content(), first if i == 0 else share, count) for i, b in enumerate(base)]
 
 
 def answer_messages(
@@ -206,6 +217,7 @@ def answer_messages(
     context_window: int = 2048,
     max_new_tokens: int = 256,
     source_tokens: int = 160,
+    top_source_tokens: int | None = None,
     passages: Sequence[str] | None = None,
 ) -> list[dict[str, str]]:
     """The chat messages the model answers: a clean question and its sources (LlamaIndex nodes), or the question alone.
@@ -214,7 +226,7 @@ def answer_messages(
     if not use_rag:
         return build_messages(question)
     return rag_messages(question, nodes, count, context_window=context_window, max_new_tokens=max_new_tokens,
-                        source_tokens=source_tokens, passages=passages)
+                        source_tokens=source_tokens, top_source_tokens=top_source_tokens, passages=passages)
 
 
 def messages_to_llama(messages: Sequence[dict[str, str]]) -> list[Any]:
