@@ -176,7 +176,7 @@ def tune_rerank(settings, retriever, queries, labels, groups) -> None:
 
 
 #: Bonuses shown by ``--asked`` for a message that asks a question type: the asked type's pages, and the overview.
-ASKED_GRID = {"type": (0.05, 0.1, 0.15, 0.2), "overview_asked": (0.0, 0.025, 0.05, 0.075, 0.1)}
+ASKED_GRID = {"type": (0.05, 0.1, 0.15, 0.2), "overview_asked": (0.0, 0.025, 0.05, 0.075, 0.1), "source_asked": (0.0, 0.03, 0.06)}
 
 
 def show_asked(settings, retriever, queries, labels, groups) -> None:
@@ -201,7 +201,7 @@ def show_asked(settings, retriever, queries, labels, groups) -> None:
     current = FusionWeights.from_settings(settings)
     axes = list(ASKED_GRID.values())
     points = list(itertools.product(*(range(len(a)) for a in axes)))
-    weights_of = lambda p: replace(current, type=axes[0][p[0]], overview_asked=axes[1][p[1]])  # noqa: E731
+    weights_of = lambda p: replace(current, type=axes[0][p[0]], overview_asked=axes[1][p[1]], source_asked=axes[2][p[2]])  # noqa: E731
     results = {}
     for p in tqdm(points, desc="grid", unit="weights"):
         w = weights_of(p)
@@ -212,13 +212,13 @@ def show_asked(settings, retriever, queries, labels, groups) -> None:
 
     print(f"\nre-ranker fused at weight {settings.rerank_weight} over the fielded top {n}; LiveQA tune n={len(groups['tune'])}, "
           f"report n={len(groups['report'])}; aspect dev set {len(items)} messages (validation topics)")
-    print(f"| {'type':>5} | {'overview asked':>14} | {'tune MRR@10':>11} | {'aspect dev hit@1':>16} | {'report MRR@10':>13} | {'report hit@1':>12} |")
-    print(f"|{'-' * 7}|{'-' * 16}|{'-' * 13}|{'-' * 18}|{'-' * 15}|{'-' * 14}|")
+    print(f"| {'type':>5} | {'overview asked':>14} | {'source asked':>12} | {'tune MRR@10':>11} | {'aspect dev hit@1':>16} | {'report MRR@10':>13} | {'report hit@1':>12} |")
+    print(f"|{'-' * 7}|{'-' * 16}|{'-' * 14}|{'-' * 13}|{'-' * 18}|{'-' * 15}|{'-' * 14}|")
     for p in points:
         tune, hit, report, report_hit = results[p]
         w = weights_of(p)
-        mark = " <- current settings" if (w.type, w.overview_asked) == (current.type, current.overview_asked) else ""
-        print(f"| {w.type:>5.3f} | {w.overview_asked:>14.3f} | {tune:>11.3f} | {hit:>16.3f} | {report:>13.3f} | {report_hit:>12.3f} |{mark}")
+        mark = " <- current settings" if (w.type, w.overview_asked, w.source_asked) == (current.type, current.overview_asked, current.source_asked) else ""
+        print(f"| {w.type:>5.3f} | {w.overview_asked:>14.3f} | {w.source_asked:>12.3f} | {tune:>11.3f} | {hit:>16.3f} | {report:>13.3f} | {report_hit:>12.3f} |{mark}")
 
 
 #: Least similarities of a misspelt word to a topic-name word tried by ``--typos`` (1.0: no misspellings read).
@@ -347,7 +347,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     current = FusionWeights.from_settings(settings)
     axes = list(GRID.values())
     points = list(itertools.product(*(range(len(a)) for a in axes)))
-    weights_of = lambda p: FusionWeights(*(a[i] for a, i in zip(axes, p)), overview_asked=current.overview_asked, pointer=current.pointer)  # noqa: E731
+    # The source prior's weight moves the asked type's pages' weight with it, in the current proportion.
+    asked_share = current.source_asked / current.source if current.source else 1.0
+    weights_of = lambda p: FusionWeights(  # noqa: E731
+        *(a[i] for a, i in zip(axes, p)), overview_asked=current.overview_asked, pointer=current.pointer,
+        source_asked=axes[-1][p[-1]] * asked_share,
+    )
     tune = {p: figures(weights_of(p), "tune")[f"mrr@{K}"] for p in tqdm(points, desc="grid", unit="weights")}
 
     def smoothed(p: tuple[int, ...]) -> float:
@@ -357,12 +362,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     best = weights_of(max(points, key=lambda p: (round(smoothed(p), 9), -sum(p))))
     best_single = weights_of(max(points, key=lambda p: (round(tune[p], 9), -sum(p))))
     rows = [
-        ("dense: best chunk only", FusionWeights(0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0)),
-        ("+ question vectors", FusionWeights(current.question, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0)),
-        ("+ topic (focus) match", FusionWeights(current.question, current.focus, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0)),
-        ("+ question type cues", FusionWeights(current.question, current.focus, current.type, 0.0, 0.0, 0.0, 0.0, 0.0)),
-        ("+ overview prior", FusionWeights(current.question, current.focus, current.type, current.overview, 0.0, 0.0, current.overview_asked, 0.0)),
-        ("+ sentences", replace(current, source=0.0, pointer=0.0)),
+        ("dense: best chunk only", FusionWeights(0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0)),
+        ("+ question vectors", FusionWeights(current.question, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0)),
+        ("+ topic (focus) match", FusionWeights(current.question, current.focus, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0)),
+        ("+ question type cues", FusionWeights(current.question, current.focus, current.type, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0)),
+        ("+ overview prior", FusionWeights(current.question, current.focus, current.type, current.overview, 0.0, 0.0, current.overview_asked, 0.0, 0.0)),
+        ("+ sentences", replace(current, source=0.0, source_asked=0.0, pointer=0.0)),
         ("+ source prior", replace(current, pointer=0.0)),
         ("+ pointer pages last = current settings", current),
         ("best on tune, neighbour-averaged", best),

@@ -137,7 +137,7 @@ class Settings(BaseSettings):
     )
     question_weight: float = Field(0.4, ge=0.0, le=1.0, description="fielded: share of the question-only cosine in the dense score.")
     focus_weight: float = Field(0.15, ge=0.0, description="fielded: weight of the topic (focus) named in the message.")
-    type_weight: float = Field(0.1, ge=0.0, description="fielded: bonus of a QA pair whose question type the message asks for.")
+    type_weight: float = Field(0.15, ge=0.0, description="fielded: bonus of a QA pair whose question type the message asks for.")
     overview_weight: float = Field(0.1, ge=0.0, description="fielded: bonus of overview ('information') QA pairs.")
     overview_asked_weight: float = Field(
         0.1,
@@ -149,6 +149,12 @@ class Settings(BaseSettings):
         0.5, ge=0.0, le=1.0, description="fielded: share of the best single-sentence cosine (long messages) in each cosine."
     )
     source_weight: float = Field(0.06, ge=0.0, description="fielded: weight of the source prior (source_prior).")
+    source_asked_weight: float = Field(
+        0.06,
+        ge=0.0,
+        description="fielded: weight of the source prior for a QA pair of the question type the message asks for "
+        "(benchmarks/tune_liveqa.py --asked shows the trade-off).",
+    )
     same_question_limit: int = Field(
         1,
         ge=0,

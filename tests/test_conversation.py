@@ -88,3 +88,17 @@ def test_a_story_keeps_its_condition_as_the_topic_not_words_that_happen_to_be_na
     story = "My mom takes medicine for her high blood pressure. what causes high blood pressure?"
     assert ask("is it inherited?", story).question == "is high blood pressure inherited?"
     assert ask("can it come back?", "My son has ALL. How is it treated?").question == "can ALL come back?"
+
+
+def test_a_story_that_describes_a_symptom_keeps_the_condition_it_names() -> None:
+    """"it itches" finds the topic Itching through another form of its word; "eczema" names the condition, so the
+    follow-up is about eczema (Itching is the more specific name: fewer names share its word)."""
+    from rag_app.index.topics import FocusMatcher
+
+    matcher = FocusMatcher({"e/1": "Eczema", "i/1": "Itching", "e/2": "Eczema herpeticum"}, {})
+    assert matcher.named("has eczema, it itches") == ["Itching", "Eczema"]  # without the rule, Itching would be the topic
+    story = "my son is 6 and has eczema on both arms, it itches so bad he cant sleep. what can we put on it?"
+    assert standalone_question("will he grow out of it?", [user(story)], matcher).question == "will he grow out of eczema?"
+    assert standalone_question("does it go away?", [user("I have itching all over my back")], matcher).question == (
+        "does itching go away?"
+    )

@@ -59,6 +59,10 @@ def test_a_synonym_finds_the_topic_and_a_pair_keeps_its_best_name() -> None:
         ("Marfans syndrom. My wife has marfans, can our kids get it?", {"inheritance"}),
         ("Does it run in families?", {"inheritance", "susceptibility"}),  # family history is a risk factor too
         ("I want to know about lupus", {"information"}),
+        ("my son has eczema on both arms. what can we put on it?", {"treatment"}),
+        ("I have tried everything for my psoriasis, what else can I do?", {"treatment"}),
+        ("can anything be done for macular degeneration?", {"treatment"}),
+        ("what can I do to prevent kidney stones", {"prevention"}),  # preventing is not treating
         # The story says what happened; only the question says what is asked.
         ("My wife was diagnosed with acromegaly last month and takes medicine for it. Is it hereditary?", {"inheritance", "susceptibility"}),
         ("my son was diagnosed with celiac disease", set()),

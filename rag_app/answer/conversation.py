@@ -84,14 +84,26 @@ def _named(matcher: Any, text: str) -> list[Topic]:
 
     Only names written as names count (:meth:`rag_app.index.topics.FocusMatcher.written`: "all" is not "ALL"), and
     only where their words stand together (not "medicine ... high blood pressure" for "High blood pressure
-    medicines"); names of common words ("Surgery", "Pain") come after the others, each group most specific first.
+    medicines"); names of common words ("Surgery", "Pain") come after the others, then names found only through
+    another form of their words ("it itches" for Itching: a story's verb, where "eczema" names the condition), each
+    group most specific first.
     """
     found = []
     for name in matcher.named(text):
         span = _topic_span(text, matcher, Topic(name, ""))
         if span:
-            found.append((matcher.common(name), Topic(name, text[span[0] : span[1]])))
-    return [topic for common, topic in sorted(found, key=lambda item: item[0])]  # stable: specificity order kept
+            words = [text[start:end] for start, end in matcher.mentions(text[: span[1]], name) if start >= span[0]]
+            found.append(((matcher.common(name), not _as_written(words, name)), Topic(name, text[span[0] : span[1]])))
+    return [topic for _, topic in sorted(found, key=lambda item: item[0])]  # stable: specificity order kept
+
+
+def _as_written(words: Sequence[str], name: str) -> bool:
+    """Whether ``words`` are the name's own words (a plural or possessive aside), not other forms of them."""
+
+    def form(word: str) -> str:
+        return word.lower().removesuffix("'s").removesuffix("s")
+
+    return {form(w) for w in words} <= {form(w) for w in _WORD.findall(name)}
 
 
 def _first_mention(matcher: Any, text: str, topic: Topic) -> int:

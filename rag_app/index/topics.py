@@ -36,7 +36,9 @@ TYPE_CUES: dict[str, str] = {
     "information": r"\binfo\b|information|what(?: is|'s| are) (a |an )?(?!(the|it|this|that|there|behind|wrong|causing|going)\b)[a-z]|(know|learn|read|tell (me|us)) (more |anything |something )?about",
     # "help" only as what helps against it: "please help" asks for nothing in particular.
     "treatment": r"treat|cure|therap|medic|drug|surg|remed|manag|reliev|relief|option|\bhelps?\b(?! (me|us|please)\b)(?<!please help)|get rid of"
-    rf"|what (can|should|could|do|does) {_WHO} (take|do)\b|\btake for\b",
+    rf"|what (else )?(can|should|could|would|do|does) (else )?{_WHO} (else )?(take|do|use|try|put|apply|give)\b(?! to (prevent|avoid)\b)"
+    rf"|\banything (else )?(that )?{_WHO} (can|could|should) (do|take|use|try)\b(?! to (prevent|avoid)\b)|\bbe done\b|what to (do|take|use)\b"
+    rf"|how (do|can|could|should) {_WHO} (deal|cope|live) with\b|\btake for\b",
     "causes": r"caus|\bwhy\b|reason|\btrigger|brings? (it |this )?on\b|what is behind"
     rf"|how (did|does|do|can|could) {_WHO} (get|catch|develop)\b(?! rid)",
     "symptoms": r"symptom|\bsigns?\b|what (does|will|can) (it|this) do to|show (itself|up)",

@@ -31,7 +31,9 @@ class FusionWeights:
     score = (1 - question) * chunk + question * question-only + focus * topic match
     + type * [its question type was asked for] + overview * [it is an overview ("information") pair], where overview is
     ``overview_asked`` instead when the message asks some question type (the overview then competes with the asked page)
-    + source * [the log-odds that a pair from its source collection answers a real message (``source_prior``)]
+    + source * [the log-odds that a pair from its source collection answers a real message (``source_prior``)], where
+    source is ``source_asked`` instead for a pair of the type the message asks (the asked page of a collection that
+    real messages rarely need may still be the page asked for)
     - pointer * [its answer only points elsewhere (:func:`rag_app.text.pointers.only_points_elsewhere`)],
     where chunk and question-only are cosines, each ``(1 - sentences) * cos(whole message)
     + sentences * max over the message's sentences of cos(sentence)``.
@@ -46,6 +48,7 @@ class FusionWeights:
     source: float
     overview_asked: float
     pointer: float
+    source_asked: float
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "FusionWeights":
@@ -58,6 +61,7 @@ class FusionWeights:
             settings.source_weight,
             settings.overview_asked_weight,
             settings.pointer_weight,
+            settings.source_asked_weight,
         )
 
 
@@ -87,7 +91,7 @@ class Candidate:
             + w.focus * self.focus
             + w.type * self.type
             + (w.overview_asked if self.asked else w.overview) * self.overview
-            + w.source * self.source
+            + (w.source_asked if self.type else w.source) * self.source
             - w.pointer * self.pointer
         )
 
