@@ -92,8 +92,9 @@ def _named(matcher: Any, text: str) -> list[Topic]:
     for name in matcher.named(text):
         span = _topic_span(text, matcher, Topic(name, ""))
         if span:
-            words = [text[start:end] for start, end in matcher.mentions(text[: span[1]], name) if start >= span[0]]
-            found.append(((matcher.common(name), not _as_written(words, name)), Topic(name, text[span[0] : span[1]])))
+            named = text[span[0] : span[1]]
+            words = [named[start:end] for start, end in matcher.mentions(named, name)]
+            found.append(((matcher.common(name), not _as_written(words, name)), Topic(name, named)))
     return [topic for _, topic in sorted(found, key=lambda item: item[0])]  # stable: specificity order kept
 
 

@@ -78,8 +78,8 @@ class MedQAQueryEngine(CustomQueryEngine):
     max_new_tokens: int = 256
     context_window: int = 2048
     max_question_tokens: int = 256
-    source_tokens: int = 160
-    top_source_tokens: Optional[int] = None  # the first source's budget (None: source_tokens)
+    source_tokens: int = 96
+    top_source_tokens: Optional[int] = 256  # the first source's budget (None: source_tokens)
     medical_notice: bool = True
     stop_on_repeat: bool = True  # drop a repeated sentence (the LLM's stop ends generation there)
     decline_by_topic: bool = True

@@ -31,13 +31,14 @@ STOPWORDS = frozenset(
 # plain ways consumers ask ("what can he take", "will it come back", "can our kids get it", "does it run in families").
 _WHO = r"(i|he|she|we|they|you|my \w+|our \w+)"
 _KIN = r"(kids|children|child|baby|babies|grandkids|grandchildren|offspring|sons?|daughters?)"
+_NOT_TO_PREVENT = r"(?! to (prevent|avoid)\b)"  # "what can I do to prevent it" asks for prevention, not treatment
 TYPE_CUES: dict[str, str] = {
     # Asking about the condition in general ("what is ...", "information on ...") asks for its overview.
     "information": r"\binfo\b|information|what(?: is|'s| are) (a |an )?(?!(the|it|this|that|there|behind|wrong|causing|going)\b)[a-z]|(know|learn|read|tell (me|us)) (more |anything |something )?about",
     # "help" only as what helps against it: "please help" asks for nothing in particular.
     "treatment": r"treat|cure|therap|medic|drug|surg|remed|manag|reliev|relief|option|\bhelps?\b(?! (me|us|please)\b)(?<!please help)|get rid of"
-    rf"|what (else )?(can|should|could|would|do|does) (else )?{_WHO} (else )?(take|do|use|try|put|apply|give)\b(?! to (prevent|avoid)\b)"
-    rf"|\banything (else )?(that )?{_WHO} (can|could|should) (do|take|use|try)\b(?! to (prevent|avoid)\b)|\bbe done\b|what to (do|take|use)\b"
+    rf"|what (else )?(can|should|could|would|do|does) (else )?{_WHO} (else )?(take|do|use|try|put|apply|give)\b{_NOT_TO_PREVENT}"
+    rf"|\banything (else )?(that )?{_WHO} (can|could|should) (do|take|use|try)\b{_NOT_TO_PREVENT}|\bbe done\b|what to (do|take|use)\b"
     rf"|how (do|can|could|should) {_WHO} (deal|cope|live) with\b|\btake for\b",
     "causes": r"caus|\bwhy\b|reason|\btrigger|brings? (it |this )?on\b|what is behind"
     rf"|how (did|does|do|can|could) {_WHO} (get|catch|develop)\b(?! rid)",
