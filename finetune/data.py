@@ -26,6 +26,7 @@ import logging
 import random
 import re
 import sys
+from collections import Counter
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
@@ -354,30 +355,36 @@ def prepare_splits(args: SplitArguments, show_progress: bool = True) -> tuple[Pa
 
 
 def select_rows(
-    data_args: Any, seed: int, by_source: bool | None = None
+    data_args: Any, seed: int, by_source: bool | None = None, type_balance: float = 0.0
 ) -> tuple[dict[str, list[dict[str, Any]]], set[str], dict[str, Any], Path, dict[str, list[dict[str, Any]]]]:
     """The (sampled) train and validation rows, every train pair id, the split manifest, the storage dir and
     every row of both splits.
 
     The same seeded sample as :func:`build_datasets` takes for bare pairs; with ``by_source`` (default: the RAFT
     options' ``raft_weight_by_source``) the train pairs are drawn with weights ``exp(source prior)`` of their
-    collection (MEDQA_SOURCE_PRIOR).
+    collection (MEDQA_SOURCE_PRIOR); ``type_balance`` (0 to 1) divides each pair's weight by the number of train
+    pairs of its question type to that power, so rare types (causes, tests) are drawn as often as common ones at 1.
     """
     import math
 
     _, storage_dir, split_dir = resolve_dirs_checked(data_args)
     manifest = read_manifest(split_dir) or {}
     full = {"train": read_split(split_dir / "train.jsonl"), "val": read_split(split_dir / "val.jsonl")}
-    weight = None
     if by_source is None:
         by_source = data_args.raft and data_args.raft_weight_by_source
+    prior: dict[str, float] = {}
     if by_source:
         from rag_app.config import Settings
 
         prior = Settings(storage_dir=storage_dir).source_prior
-        weight = lambda row: math.exp(prior.get(str(row.get("collection", "")), 0.0))  # noqa: E731
+    per_type = Counter(str(row.get("question_type") or "") for row in full["train"])
+
+    def weight(row: dict[str, Any]) -> float:
+        w = math.exp(prior.get(str(row.get("collection", "")), 0.0))
+        return w / per_type[str(row.get("question_type") or "")] ** type_balance
+
     rows = {
-        "train": sample_rows(full["train"], data_args.max_train_samples, seed, weight),
+        "train": sample_rows(full["train"], data_args.max_train_samples, seed, weight if by_source or type_balance else None),
         "val": sample_rows(full["val"], data_args.max_eval_samples, seed),
     }
     return rows, {r["doc_id"] for r in full["train"]}, manifest, storage_dir, full

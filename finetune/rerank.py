@@ -29,6 +29,7 @@ import logging
 import random
 import sys
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -78,6 +79,9 @@ class RerankDataArguments(SplitArguments):
             several story sentences, sometimes another condition, more ways to ask).
         overview_negative: When a message asks something other than the overview, the topic's overview page is one of
             its topic negatives (a story naming a condition pulls the overview up; the asked page must beat it).
+        type_balance: Draw training pairs less by how common their question type is (``finetune.data.select_rows``):
+            at 0 a type is drawn as often as the split has it (overviews and symptoms crowd out causes and tests), at 1
+            every type about equally.
         recipe: The recipe file, recorded in the run record (set by ``--config``).
     """
 
@@ -97,6 +101,7 @@ class RerankDataArguments(SplitArguments):
     weight_by_source: bool = field(default=True, metadata={"help": "Draw training pairs weighted by their collection's source prior."})
     long_rate: float = field(default=0.0, metadata={"help": "Share of consumer messages written long (a story of several sentences)."})
     overview_negative: bool = field(default=False, metadata={"help": "Always take the topic's overview as a negative when another aspect is asked."})
+    type_balance: float = field(default=0.0, metadata={"help": "Draw pairs of rare question types more often (0: as the split has them, 1: evenly)."})
 
     def validate(self) -> None:
         """Raise :class:`UserError` for out-of-range values."""
@@ -106,6 +111,8 @@ class RerankDataArguments(SplitArguments):
             raise UserError(f"num_layers={self.num_layers} must be at least 1 (or unset for all layers)")
         if not 0.0 <= self.long_rate <= 1.0:
             raise UserError(f"long_rate={self.long_rate} must be between 0 and 1")
+        if not 0.0 <= self.type_balance <= 1.0:
+            raise UserError(f"type_balance={self.type_balance} must be between 0 and 1")
         if not 0.0 <= self.consumer_fraction + self.sibling_fraction <= 1.0:
             raise UserError("consumer_fraction + sibling_fraction must be between 0 and 1")
         if self.queries_per_pair < 1 or self.candidate_k < 1:
@@ -326,6 +333,16 @@ def starting_model(data_args: RerankDataArguments, device: str) -> tuple[Any, st
     return model, path
 
 
+def is_cross_encoder(path: str) -> bool:
+    """Whether the starting weights at ``path`` are already a re-ranker (a sequence-classification head), so training
+    continues it rather than adding a new head."""
+    config = Path(path) / "config.json"
+    if not config.is_file():
+        return False
+    architectures = json.loads(config.read_text(encoding="utf-8")).get("architectures") or []
+    return any(a.endswith("ForSequenceClassification") for a in architectures)
+
+
 def model_card(record: dict[str, Any]) -> str:
     """The ``README.md`` of a trained re-ranker: what it reads, its data, training, validation and use."""
     data, hp, val = record["data"], record["hyperparameters"], record.get("validation") or {}
@@ -341,8 +358,12 @@ def model_card(record: dict[str, Any]) -> str:
         "",
         f"# {record['name']}: a re-ranker for consumer health messages over MedQuAD",
         "",
-        f"A cross-encoder built on `{record['base_model']}` (the first {hp['num_layers']} transformer layers, a new one-logit "
-        "head), trained by `python -m finetune.rerank` (project medqa). It reads a message and a candidate QA pair's question "
+        (
+            f"A cross-encoder trained further from `{record['base_model']}` (a re-ranker of {hp['num_layers']} transformer layers) "
+            if record.get("continued")
+            else f"A cross-encoder built on `{record['base_model']}` (the first {hp['num_layers']} transformer layers, a new one-logit head), "
+        )
+        + "trained by `python -m finetune.rerank` (project medqa). It reads a message and a candidate QA pair's question "
         "with the first words of its answer, and scores whether the pair answers the message.",
         "",
         "## Data",
@@ -350,6 +371,11 @@ def model_card(record: dict[str, Any]) -> str:
         f"- MedQuAD training split only (`{data['splits_dir']}/train.jsonl`, manifest hash `{data.get('manifest_hash')}`); "
         "splits are grouped by topic, so validation and test topics never appear here. LiveQA questions are never read.",
         f"- {data['messages']} messages for {data['pairs']} pairs: " + ", ".join(f"{n} {k}" for k, n in data["wording"].items()) + ".",
+        *(
+            [f"- Pairs drawn by question type to the power -{data['type_balance']} (`type_balance`): " + ", ".join(f"{n} {k}" for k, n in data["types"].items()) + "."]
+            if data.get("type_balance")
+            else []
+        ),
         f"- {data['examples']} labelled pairs: {data['positives']} positives (the pair and any pair on the same topic and type), "
         f"negatives mined with the project's retriever over the training pairs ({data['retrieved']}), the topic's other pages "
         f"({data['topic']}) and random pairs ({data['random']}).",
@@ -413,7 +439,9 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
     show = not training_args.disable_tqdm
     output_dir = Path(training_args.output_dir)
 
-    split_rows, train_ids, manifest, storage_dir, full_rows = select_rows(data_args, training_args.seed, data_args.weight_by_source)
+    split_rows, train_ids, manifest, storage_dir, full_rows = select_rows(
+        data_args, training_args.seed, data_args.weight_by_source, data_args.type_balance
+    )
     settings = Settings(storage_dir=storage_dir, embed_dtype="float32")  # float32 queries: the same negatives on every CPU
     try:
         train_retriever = TrainOnlyRetriever(settings, train_ids, data_args.candidate_k, max(data_args.candidate_k, 20))
@@ -436,6 +464,7 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
     set_seed(training_args.seed)
     model, base_path = starting_model(data_args, device)
+    continued = is_cross_encoder(base_path)
     evaluator = CrossEncoderRerankingEvaluator(samples, at_k=10, always_rerank_positives=False, name="val", batch_size=64)
     before = evaluator(model)
     dataset = Dataset.from_dict(columns).shuffle(seed=training_args.seed)
@@ -456,6 +485,7 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "name": output_dir.name,
         "base_model": data_args.model_name_or_path,
         "base_model_path": base_path,
+        "continued": continued,
         "output_dir": str(output_dir),
         "device": device,
         "recipe": {"path": recipe, "values": yaml.safe_load(Path(recipe).read_text()) if recipe else None},
@@ -463,6 +493,8 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
             "splits_dir": str(storage_dir / "splits"),
             "manifest_hash": manifest.get("content_hash"),
             "pairs": len(split_rows["train"]),
+            "type_balance": data_args.type_balance,
+            "types": dict(Counter(str(r.get("question_type") or "") for r in split_rows["train"]).most_common()),
             "messages": stats["messages"],
             "wording": wording,
             "examples": len(columns["label"]),

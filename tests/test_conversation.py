@@ -102,3 +102,24 @@ def test_a_story_that_describes_a_symptom_keeps_the_condition_it_names() -> None
     assert standalone_question("does it go away?", [user("I have itching all over my back")], matcher).question == (
         "does itching go away?"
     )
+
+
+def test_a_condition_written_without_its_head_word_is_the_topic() -> None:
+    """"parkinsons" names Parkinson's Disease without "disease" (a word on most pages), so the follow-up is about it,
+    not about "medicine" (the one name written in full, a common word); "kidney" alone names no topic, being on
+    many other topics' pages."""
+    from rag_app.index.topics import FocusMatcher
+
+    foci = {"p/1": "Parkinson's Disease", "m/1": "Medicines", "k/1": "Kidney Disease", "g/1": "Gout"}
+    foci |= {f"o/{i}": f"Topic {i}" for i in range(30)}
+    pages = [("p/1", "Parkinson's disease is a brain disorder."), ("m/1", "Medicines treat diseases."), ("k/1", "Kidney disease ...")]
+    pages += [(f"o/{i}", f"This disease affects the kidney and may need medicine {i}." if i % 3 == 0 else f"Page {i}.") for i in range(30)]
+    matcher = FocusMatcher(foci, texts=lambda: pages)
+    story = "my father is 70 and was diagnozed with parkinsons last year. is there medicine that slows it down?"
+    assert matcher.named(story) == ["Medicines"] and matcher.named_in_part(story) == ["Parkinson's Disease"]
+    assert standalone_question("does it get worse over time?", [user(story)], matcher).question == (
+        "does parkinsons get worse over time?"
+    )
+    assert matcher.named("he has parkinsons disease") == ["Parkinson's Disease"]  # the "s" of "'s" is no name word
+    assert matcher.named_in_part("my kidney hurts") == [] and matcher.named_in_part("she has gout") == []
+    assert FocusMatcher(foci).named_in_part(story) == []  # without page texts nothing is known to be generic

@@ -48,6 +48,29 @@ def test_overview_negative_is_taken_when_another_aspect_is_asked() -> None:
     assert "over" not in chosen and len(chosen) == 1
 
 
+def test_type_balance_draws_rare_question_types_about_as_often_as_common_ones(tmp_path: Path) -> None:
+    from collections import Counter
+
+    from finetune.data import select_rows, write_splits
+
+    rows = [
+        {"doc_id": f"{qtype}-{i:03d}", "question": "q", "answer": "a", "focus": f"topic {i}", "collection": "c", "question_type": qtype}
+        for qtype, n in (("information", 1500), ("symptoms", 1000), ("causes", 100)) for i in range(n)
+    ]
+    write_splits({"train": rows, "val": rows[:2], "test": []}, tmp_path / "splits", {"seed": 0})
+    args = RerankDataArguments(storage_dir=str(tmp_path), max_train_samples=150)
+
+    def drawn(balance: float) -> Counter:
+        sampled = select_rows(args, 0, by_source=False, type_balance=balance)[0]["train"]
+        return Counter(r["question_type"] for r in sampled)
+
+    assert drawn(0.0)["causes"] <= 15  # as the split has them: about 150 * 100 / 2600
+    balanced = drawn(1.0)
+    assert balanced["causes"] >= 35 and balanced["information"] <= 65  # about 50 of each
+    assert drawn(1.0) == balanced  # seeded
+    assert main(["--type_balance", "1.5", "--output_dir", "unused"]) == 2
+
+
 def test_bad_long_rate_is_one_clear_line(capsys) -> None:
     assert main(["--long_rate", "2", "--output_dir", "unused"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
@@ -94,3 +117,13 @@ def test_a_short_run_writes_a_loadable_reranker_with_its_card_and_record(split_i
     reranker = load_reranker(settings.model_copy(update={"rerank": True, "rerank_model": str(out)}))
     nodes = [NodeWithScore(node=TextNode(text="Gout is arthritis.", metadata={"question": "What is gout?"}), score=0.5)]
     assert len(reranker.logits("what is gout", nodes)) == 1
+    assert record["continued"] is False and "a new one-logit head" in (out / "README.md").read_text()
+
+    # A second stage trains that re-ranker further (the shipped recipe's two stages), its head kept.
+    second = tmp_path / "rerank-2"
+    at = argv.index("--output_dir")
+    assert main([*argv[:at], "--model_name_or_path", str(out), "--type_balance", "1", "--output_dir", str(second)]) == 0
+    record = json.loads((second / "medqa_rerank_run.json").read_text())
+    assert record["continued"] is True and record["data"]["type_balance"] == 1.0 and sum(record["data"]["types"].values()) > 0
+    card = (second / "README.md").read_text()
+    assert f"trained further from `{out}`" in card and "Pairs drawn by question type" in card

@@ -84,18 +84,21 @@ def _named(matcher: Any, text: str) -> list[Topic]:
 
     Only names written as names count (:meth:`rag_app.index.topics.FocusMatcher.written`: "all" is not "ALL"), and
     only where their words stand together (not "medicine ... high blood pressure" for "High blood pressure
-    medicines"); names of common words ("Surgery", "Pain") come after the others, then names found only through
-    another form of their words ("it itches" for Itching: a story's verb, where "eczema" names the condition), each
-    group most specific first.
+    medicines"). Names of common words ("Surgery", "Pain", "Medicines") come after the others, then names found
+    only through another form of their words ("it itches" for Itching: a story's verb, where "eczema" names the
+    condition); names written without their generic head word ("parkinsons": :meth:`~rag_app.index.topics.
+    FocusMatcher.named_in_part`) come after the names of the same kind written in full. Each group keeps the
+    matcher's order (most specific, or best scored, first).
     """
     found = []
-    for name in matcher.named(text):
-        span = _topic_span(text, matcher, Topic(name, ""))
-        if span:
-            named = text[span[0] : span[1]]
-            words = [named[start:end] for start, end in matcher.mentions(named, name)]
-            found.append(((matcher.common(name), not _as_written(words, name)), Topic(name, named)))
-    return [topic for _, topic in sorted(found, key=lambda item: item[0])]  # stable: specificity order kept
+    for partial, names in ((False, matcher.named(text)), (True, matcher.named_in_part(text))):
+        for name in names:
+            span = _topic_span(text, matcher, Topic(name, ""))
+            if span:
+                named = text[span[0] : span[1]]
+                words = [named[start:end] for start, end in matcher.mentions(named, name)]
+                found.append(((matcher.common(name), not _as_written(words, name), partial), Topic(name, named)))
+    return [topic for _, topic in sorted(found, key=lambda item: item[0])]  # stable: the matcher's order kept
 
 
 def _as_written(words: Sequence[str], name: str) -> bool:

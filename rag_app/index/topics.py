@@ -24,12 +24,12 @@ from rag_app.text.words import sentences, words
 STOPWORDS = frozenset(
     "a an the of and or in on for to with is are was were be been what who how do does did can could i my me we "
     "our you your it its this that these those by as at from there any about not no so if but than then have has "
-    "had will would should may might am".split()
+    "had will would should may might am s".split()
 )
 
 # MedQuAD question types (the ``qtype`` attribute) and the words by which people ask for them: the terms, and the
 # plain ways consumers ask ("what can he take", "will it come back", "can our kids get it", "does it run in families").
-_WHO = r"(i|he|she|we|they|you|my \w+|our \w+)"
+_WHO = r"(i|he|she|we|they|you|people|someone|somebody|anyone|a person|my \w+|our \w+)"
 _KIN = r"(kids|children|child|baby|babies|grandkids|grandchildren|offspring|sons?|daughters?)"
 _NOT_TO_PREVENT = r"(?! to (prevent|avoid)\b)"  # "what can I do to prevent it" asks for prevention, not treatment
 TYPE_CUES: dict[str, str] = {
@@ -48,9 +48,9 @@ TYPE_CUES: dict[str, str] = {
     "inheritance": r"inherit|heredit|pass(ed)? (it )?(on|down)|runs? in (the |my |our |his |her )?famil"
     rf"|(give|pass(ed)?) (it |this )?(on |down )?to (my|our|his|her|their|the) |{_KIN} (will |could |can |might )?(get|have|inherit)\b",
     "genetic changes": r"\bgenes?\b|genetic|mutation|chromosom|\bdna\b",
-    "outlook": r"outlook|prognos|surviv|life expectancy|recover|come back|recur|go away|normal life|long[- ](run|term)"
+    "outlook": r"outlook|prognos|surviv|life expectancy|recover|com(e|ing) back|recur|go away|normal life|long[- ](run|term)"
     r"|get (better|worse)|what to expect|how long .{0,30}\blive\b|\bfatal\b|\bdie\b",
-    "prevention": r"prevent|avoid|keep .{0,30}from (getting|catching)",
+    "prevention": r"prevent|avoid|(keep|stop) .{0,30}from (getting|catching|coming back|happening again|forming)",
     "research": r"research|clinical trial|\bstud(y|ies)\b",
     "frequency": r"how common|frequen|prevalen|how many (people|persons|children|kids|men|women)|is (it|this) (a )?(common|rare)",
     # Whether a condition runs in families is also who is at risk: family history is a risk factor of common ones.
@@ -69,6 +69,11 @@ PARTIAL_NAME_SCORE = 0.5
 #: ("Pain", "Blood", "Medicines", "Falls"): a message using it may well be about something else
 #: (:meth:`FocusMatcher.common`). Chosen on dev sets by ``benchmarks/tune_declines.py``.
 COMMON_NAME_SHARE = 0.01
+
+#: A name word on at least this share of all pages is a generic head word ("disease", "syndrome", the "s" of "'s"):
+#: people leave it out ("parkinsons", "crohns", "lyme") and the rest still names the topic
+#: (:meth:`FocusMatcher.named_in_part`).
+GENERIC_WORD_SHARE = 0.15
 
 #: Shortest word taken for a misspelt topic name (shorter words are too near too many others).
 TYPO_MIN_LENGTH = 5
@@ -158,6 +163,7 @@ class FocusMatcher:
         # when first needed
         self._pages: tuple[dict[str, set[str]], set[str], frozenset[str]] | None = None
         self._pages_lock = threading.Lock()
+        self._distinct: dict[frozenset[str], bool] = {}  # named_in_part's verdicts, by the name words written
 
     def _page_index(self) -> tuple[dict[str, set[str]], set[str], frozenset[str]]:
         if self._pages is None:
@@ -203,6 +209,39 @@ class FocusMatcher:
         # A misspelt word never makes a name score 1, so misspellings are not looked up here.
         names = [n for n, score in self.focus_scores(text, typos=False).items() if score >= 0.999 and self.written(text, n)]
         return sorted(names, key=lambda n: (-self.specificity(n), n))
+
+    def named_in_part(self, text: str) -> list[str]:
+        """Topic names that ``text`` names without their generic head words, best scored first.
+
+        "my dad has parkinsons" names "Parkinson disease" without "disease"; "crohns", "lyme", "alzheimers" do the
+        same. A name counts when the words missing from ``text`` are all generic (on :data:`GENERIC_WORD_SHARE` of the
+        pages or more), the words present are written as a name (:meth:`written`), and those words are rare outside
+        the pages of the topics named with them (under :data:`COMMON_NAME_SHARE` of the other pages: "kidney" or
+        "heart" alone name no topic). Names :meth:`named` finds in full are not repeated.
+        """
+        pages, pairs, _ = self._page_index()
+        if not pairs:
+            return []
+        present = set(self.tokens(text))
+        found: dict[str, float] = {}
+        for name, score in self.focus_scores(text, typos=False).items():
+            tokens = self._tokens[name]
+            kept = frozenset(tokens & present)
+            if score >= 0.999 or not kept or any(len(pages.get(t, ())) < GENERIC_WORD_SHARE * len(pairs) for t in tokens - kept):
+                continue
+            if self._distinctive(kept) and self.written(text, name):
+                found[name] = score
+        return sorted(found, key=lambda n: (-found[n], -self.specificity(n), n))
+
+    def _distinctive(self, tokens: frozenset[str]) -> bool:
+        """Whether pages holding all of ``tokens`` are rare outside the topics named with them (remembered per set)."""
+        known = self._distinct.get(tokens)
+        if known is None:
+            pages, pairs, _ = self._page_index()
+            own = {d for t in tokens for n in self._by_token[t] for d in self._doc_ids_by_name[n]}
+            hits = set.intersection(*(pages.get(t, set()) for t in tokens)) - own
+            known = self._distinct[tokens] = len(hits) < COMMON_NAME_SHARE * max(len(pairs) - len(own & pairs), 1)
+        return known
 
     def common(self, name: str) -> bool:
         """Whether topic ``name`` is common words: all of them on :data:`COMMON_NAME_SHARE` of the other topics' pages.
