@@ -211,6 +211,14 @@ class Settings(BaseSettings):
         description="An answer copying its top source may not end while the source (as shown) goes on "
         "(rag_app.text.openings.Opening.banned); off: it ends where the model ends it.",
     )
+    copy_bias: float = Field(
+        6.0,
+        ge=0.0,
+        description="Logits added to the token the top source goes on with while an answer copies it word for word "
+        "(rag_app.text.openings.Opening.copying): the 135M model copying 'a condition called diverticulitis' now and "
+        "then writes 'diverticulosis', or 'type 1' for the source's 'type 2' (3 still let that through); leaving the "
+        "source stays its choice where it prefers another token by more. 0 turns it off.",
+    )
     temperature: float = Field(0.0, ge=0.0, le=2.0, description="0 means greedy decoding.")
     context_window: int = Field(2048, ge=256, description="Prompt + answer token budget.")
     max_question_tokens: int = Field(256, ge=8, description="Longer questions are truncated with a warning.")

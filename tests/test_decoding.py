@@ -193,6 +193,32 @@ def test_an_answer_copying_its_source_may_not_end_while_the_source_goes_on() -> 
     assert float("-inf") not in list(twin([9, 9, 10, 11, 12, 13, 5], [0.0] * 20))
 
 
+def test_an_answer_copying_its_source_word_for_word_leans_to_the_sources_next_token() -> None:
+    """While the answer's last tokens are a place of the source, the token the source goes on with there (a digit
+    too: "type 2", not "type 1") gains the bias; never a punctuation token, where a citation mark may go; nothing after
+    a drift, a decline, or without a bias. Both backends' processors add it."""
+    import torch
+
+    from rag_app.llm.decoding import OpeningProcessor, opening_processor
+
+    from rag_app.text.openings import Opening
+
+    copied = (10, 11, 12, 13, 14, 3, 15, 16)  # 3: a punctuation token, 14: a digit
+    opening = Opening((10, 11), copied=copied, bias=6.0, unbiased=frozenset({3}))
+    assert opening.copying([10, 11, 12, 13]) == (14,)
+    assert opening.copying([10, 11, 12, 13, 14]) == ()  # the source goes on with punctuation: the model's choice
+    assert opening.copying([10, 11, 12, 5]) == () and opening.copying([1, 11, 12, 13]) == ()  # drifted; declined
+    assert Opening((10, 11), copied=copied).copying([10, 11, 12, 13]) == ()  # no bias
+    step = torch.cat([torch.zeros((2, 4), dtype=torch.long), torch.tensor([[10, 11, 12, 13], [10, 11, 12, 13]])], dim=1)
+    processor = OpeningProcessor([opening, None])
+    processor(step[:, :4], torch.zeros((2, 20)))
+    scores = processor(step, torch.zeros((2, 20)))
+    assert scores[0, 14] == 6.0 and scores[0].sum() == 6.0 and scores[1].abs().sum() == 0
+    twin = opening_processor(opening)
+    twin([9, 9], [0.0] * 20)
+    assert list(twin([9, 9, 10, 11, 12, 13], [0.0] * 20)) == [6.0 if i == 14 else 0.0 for i in range(20)]
+
+
 def test_stop_ids_are_special_tokens_and_the_declines_first_word(bundled_llm_dir: Path) -> None:
     from transformers import AutoTokenizer
 

@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 from rag_app.answer.passages import page_sentences, shown_node
 from rag_app.answer.plan import COVERED, PART_SEPARATOR, UNKNOWN, AnswerPart, AnswerPlan, source_coverage
 from rag_app.config import Settings
-from rag_app.index.topics import OVERVIEW_TYPE, question_types
+from rag_app.index.topics import OVERVIEW_TYPE, first_answering, question_types
 from rag_app.llm.batch import generate_batch
 from rag_app.llm.decoding import answer_opening, decline_start_ids, llm_tokenizer, with_decoding
 from rag_app.llm.info import model_info
@@ -89,6 +89,7 @@ class MedQAQueryEngine(CustomQueryEngine):
     sentence_margin: float = 1.0  # logit margin by which a later sentence must beat the page's first
     answer_threshold: float = 0.5  # re-ranker probability from which the top source counts as answering the question
     finish_source: bool = True  # an answer copying its top source does not end while the source goes on
+    copy_bias: float = 6.0  # logits for the token the top source goes on with while an answer copies it
 
     # ---- helpers ------------------------------------------------------------
     def _count(self, text: str) -> int:
@@ -164,25 +165,33 @@ class MedQAQueryEngine(CustomQueryEngine):
         if not (self.opens_with_sources() and self.use_rag and passages and tokenizer is not None):
             return None
         alternatives = () if coverage == COVERED else decline_start_ids(tokenizer)
-        return answer_opening(tokenizer, passages, alternatives, index=index, finish=finish if self.finish_source else "")
+        return answer_opening(
+            tokenizer, passages, alternatives, index=index, finish=finish if self.finish_source else "", copy_bias=self.copy_bias
+        )
 
     # ---- the plan --------------------------------------------------------------
     def shown(self, question: str, sources: Sequence[NodeWithScore], second_part: bool) -> list[NodeWithScore]:
         """The sources as the model is shown them: headings dropped, the top source (and a second part's page) from
         the sentence that answers the question.
 
-        A page is shown from its start when the message asks for an overview only ("info about ...": the page's
-        first sentence says what the condition is) or when what would follow the chosen sentence is too short to
-        answer from (:data:`MIN_SHOWN_WORDS`)."""
-        overview_asked = question_types(question) == {OVERVIEW_TYPE}
+        A top page of another type than the message asks ("what causes ADHD?" answered from the ADHD overview) is
+        shown from its first sentence that says something of the asked type (:func:`rag_app.index.topics.
+        first_answering`: "No one knows exactly what causes ADHD."); otherwise the re-ranker chooses the sentence. A
+        page is shown from its start when the message asks for an overview ("info about ...": the page's first
+        sentence says what the condition is) or when what would follow the chosen sentence is too short to answer
+        from (:data:`MIN_SHOWN_WORDS`: a page's last sentence alone, "Possible treatments include surgery to remove
+        the tumor.", misleads more than it answers)."""
+        asked = question_types(question)
         out = []
         for i, node in enumerate(sources):
             start = 0
-            if self.answer_from_sentence and self.reranker is not None and (i == 0 or (i == 1 and second_part)) and not overview_asked:
+            if self.answer_from_sentence and self.reranker is not None and (i == 0 or (i == 1 and second_part)) and asked != {OVERVIEW_TYPE}:
                 sentences = page_sentences(node)
-                start = self.reranker.start_sentence(question, node, sentences, self.sentence_margin)
-                if len(" ".join(sentences[start:]).split()) < MIN_SHOWN_WORDS:
-                    start = 0
+                other = asked if i == 0 and OVERVIEW_TYPE not in asked and _type(node) not in asked else set()
+                found = first_answering(sentences, other) if other else None
+                if found is None or len(" ".join(sentences[found:]).split()) < MIN_SHOWN_WORDS:
+                    found = self.reranker.start_sentence(question, node, sentences, self.sentence_margin)
+                start = found if len(" ".join(sentences[found:]).split()) >= MIN_SHOWN_WORDS else 0
             out.append(shown_node(node, start))
         return out
 
@@ -430,4 +439,5 @@ def build_query_engine(
         sentence_margin=settings.sentence_margin,
         answer_threshold=settings.answer_threshold,
         finish_source=settings.finish_source,
+        copy_bias=settings.copy_bias,
     )

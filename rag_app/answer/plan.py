@@ -44,6 +44,7 @@ class AnswerPart:
             "suppress": [] if opening else list(self.suppress),
             # only when set, so answers cached before the rule existed are still found
             **({"finish_stops": list(opening.stops)} if opening and opening.source else {}),
+            **({"copy_bias": opening.bias} if opening and opening.copied and opening.bias else {}),
         }
 
 

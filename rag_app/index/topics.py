@@ -59,6 +59,39 @@ TYPE_CUES: dict[str, str] = {
     "complications": r"complicat|lead(s)? to|(other|more|later) (health )?problems",
 }
 _TYPE_RES = {qtype: re.compile(pattern, re.IGNORECASE) for qtype, pattern in TYPE_CUES.items()}
+#: Words of a page's sentence that say something of each question type: where an overview answers what was asked
+#: ("No one knows exactly what causes ADHD.", "Treatment may include ..."). TYPE_CUES reads questions; this reads
+#: the page's own statements.
+ANSWER_CUES: dict[str, str] = {
+    # A cause named as such, not "causes" the verb ("Crohn's disease causes inflammation" says what it does).
+    "causes": r"\bwhat causes\b|\bcaused by\b|\bcauses? (of|is|are|isn't|is not|include|may|might|can)\b|\brisk factors?\b"
+    r"|\b(is|are) due to\b|\bresults? from\b",
+    "treatment": r"\btreatments? (may |can |will |usually |often )?(include|is|are|involves?|options?|for)\b|\b(is|are|be) treated\b"
+    r"|\btreated (with|by)\b|\btreat \w+( \w+)? (with|by)\b|\bno cure\b|\bcan be cured\b|\bmedicines? (that|to|can|may)\b"
+    r"|\btherap(y|ies) (may|can|to|is|are)\b",
+    "symptoms": r"\bsymptoms? (of|include|may|can|are|is)\b|\bsigns (of|include|may|can|are)\b|\bcommon symptom",
+    "exams and tests": r"\b(is|are|be) diagnosed\b|\bdiagnos(e|es|is) (it|of|is|may|can|with|by)\b|\btests? (to|that|can|may|for|include)\b",
+    "inheritance": r"\binherit|\bheredit|\bruns? in (the |some )?famil|\bfamily history\b",
+    "outlook": r"\boutlook\b|\bprognosis\b|\bsurviv|\brecover|\bprogressive\b|\bgets? (better|worse)\b|\bgo(es)? away\b"
+    r"|\blife expectancy\b|\bcome back\b|\brecur",
+    "prevention": r"\bprevent|\b(lower|reduce)s? (your|the) (risk|chance)",
+    "susceptibility": r"\bat (higher |greater |increased )?risk\b|\bmore likely\b|\brisk factors?\b",
+    "frequency": r"\bpercent\b|\bmost common\b|\bin every [\d,]+\b|\baffects? (about|around|an estimated|\d)",
+    "complications": r"\bcomplications?\b|\bcan lead to\b",
+    "genetic changes": r"\bgenes?\b|\bmutations?\b",
+}
+_ANSWER_RES = {qtype: re.compile(pattern, re.IGNORECASE) for qtype, pattern in ANSWER_CUES.items()}
+
+
+def first_answering(sentences: Sequence[str], qtypes: Iterable[str]) -> int | None:
+    """The index of the first of ``sentences`` that says something of one of ``qtypes`` (:data:`ANSWER_CUES`), or None.
+
+    Example:
+        >>> first_answering(["Gout is arthritis.", "It is caused by uric acid."], {"causes"})
+        1
+    """
+    patterns = [_ANSWER_RES[q] for q in qtypes if q in _ANSWER_RES]
+    return next((i for i, s in enumerate(sentences) if any(p.search(s) for p in patterns)), None)
 #: Separator of a topic's other names in the ``synonyms`` metadata of indexed chunks (Chroma metadata values are
 #: scalars); corpus readers write it, :class:`FocusMatcher` reads it.
 SYNONYM_SEPARATOR = " | "

@@ -92,7 +92,8 @@ def repetition_stop(tokenizer: Any) -> Any:
 
 
 def answer_opening(
-    tokenizer: Any, passages: Sequence[str], alternatives: Sequence[int] = (), index: int = 0, finish: str = ""
+    tokenizer: Any, passages: Sequence[str], alternatives: Sequence[int] = (), index: int = 0, finish: str = "",
+    copy_bias: float = 0.0,
 ) -> Opening | None:
     """The :class:`Opening` of an answer from ``passages`` for a model with ``tokenizer``; None without one.
 
@@ -103,6 +104,8 @@ def answer_opening(
         index: The source the answer opens with (0 = the top one).
         finish: The source's text as the model is shown it, when the answer may not end while it copies it and it
             goes on (:meth:`rag_app.text.openings.Opening.banned`).
+        copy_bias: With ``finish``, logits added to the token that source goes on with while the answer copies it
+            word for word (:meth:`rag_app.text.openings.Opening.copying`).
     """
     words = opening_words(passages, index)
     ids = tuple(tokenizer(words, add_special_tokens=False)["input_ids"]) if words else ()
@@ -112,8 +115,10 @@ def answer_opening(
     if not finish:
         return Opening(ids, alternatives)
     skipped = skipped_ids(tokenizer)
-    source = tuple(t for t in tokenizer(answer_text(finish), add_special_tokens=False)["input_ids"] if t not in skipped)
-    return Opening(ids, alternatives, source, skipped, stop_ids(tokenizer))
+    copied = tuple(tokenizer(answer_text(finish), add_special_tokens=False)["input_ids"])
+    source = tuple(t for t in copied if t not in skipped)
+    unbiased = punctuation_ids(tokenizer) if copy_bias else frozenset()
+    return Opening(ids, alternatives, source, skipped, stop_ids(tokenizer), copied if copy_bias else (), copy_bias, unbiased)
 
 
 @functools.lru_cache(maxsize=8)
@@ -123,6 +128,15 @@ def skipped_ids(tokenizer: Any) -> frozenset[int]:
     vocab = tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))
     text = tokenizer.convert_tokens_to_string
     return frozenset(i for i, tok in enumerate(vocab) if tok is not None and not any(c.isalpha() for c in text([tok])))
+
+
+@functools.lru_cache(maxsize=8)
+def punctuation_ids(tokenizer: Any) -> frozenset[int]:
+    """The token ids with neither a letter nor a digit (punctuation, spaces, brackets): an answer copying its source
+    may put a citation mark where the source goes on with one of them. Computed once per tokenizer."""
+    vocab = tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))
+    text = tokenizer.convert_tokens_to_string
+    return frozenset(i for i, tok in enumerate(vocab) if tok is not None and not any(c.isalnum() for c in text([tok])))
 
 
 class OpeningProcessor:
@@ -140,12 +154,18 @@ class OpeningProcessor:
         if self.start is None:
             self.start = input_ids.shape[1]
         mask = None
+        boosted = None  # scores are copied once before the first copy bias is added
         for row, opening in enumerate(self.openings):
             if opening is None:
                 continue
             generated = input_ids[row, self.start :].tolist()
             allowed = opening.allowed(generated)
             banned = opening.banned(generated) if allowed is None else ()
+            copying = opening.copying(generated) if allowed is None else ()
+            if copying:
+                scores = scores.clone() if boosted is None else scores
+                boosted = True
+                scores[row, list(copying)] += opening.bias
             if allowed is None and not banned:
                 continue
             if mask is None:
@@ -198,10 +218,11 @@ def opening_processor(opening: Opening) -> Any:
         generated = list(input_ids[start:])
         allowed = opening.allowed(generated)
         if allowed is None:
-            banned = opening.banned(generated)
-            if not banned:
+            banned, copying = opening.banned(generated), opening.copying(generated)
+            if not (banned or copying):
                 return scores
             scores = np.array(scores, copy=True)
+            scores[list(copying)] += opening.bias
             scores[list(banned)] = -np.inf
             return scores
         kept = np.full_like(scores, -np.inf)

@@ -70,6 +70,9 @@ class Opening:
             still matches the source's ".".
         stops: The token ids that would end an answer while it copies ``source`` (end of turn, other special tokens) or
             turn it into the decline (its first word).
+        copied: Every token id of the source's answer text, digits and punctuation included (:meth:`copying`).
+        bias: Logits added to the token ``copied`` goes on with while the answer copies it (0: none).
+        unbiased: Token ids never given the bias (punctuation and spaces: where the model puts a citation mark).
     """
 
     tokens: tuple[int, ...]
@@ -77,6 +80,9 @@ class Opening:
     source: tuple[int, ...] = ()
     skipped: frozenset[int] = frozenset()
     stops: tuple[int, ...] = ()
+    copied: tuple[int, ...] = ()
+    bias: float = 0.0
+    unbiased: frozenset[int] = frozenset()
 
     def allowed(self, generated: Sequence[int]) -> list[int] | None:
         """The token ids allowed next after the answer's ``generated`` tokens; None when any token is."""
@@ -102,3 +108,20 @@ class Opening:
         source, n = self.source, COPY_TOKENS
         goes_on = {source[i + n] for i in range(len(source) - n) if list(source[i : i + n]) == tail}
         return tuple(t for t in self.stops if t not in goes_on) if goes_on else ()
+
+    def copying(self, generated: Sequence[int]) -> tuple[int, ...]:
+        """The token ids the source goes on with where the answer's last :data:`COPY_TOKENS` tokens occur in it, all
+        tokens compared (a changed digit is a changed fact), :attr:`unbiased` ones left out (a citation mark may come
+        before the source's full stop); empty when the answer is not copying it word for word, declined, or has no
+        :attr:`bias`.
+
+        Example:
+            >>> Opening((1,), copied=(1, 2, 3, 4, 5, 6), bias=3.0).copying([1, 2, 3, 4])
+            (5,)
+        """
+        if not (self.copied and self.bias and generated and generated[0] == self.tokens[0]) or len(generated) < COPY_TOKENS:
+            return ()
+        tail, copied, n = list(generated[-COPY_TOKENS:]), self.copied, COPY_TOKENS
+        goes_on = {copied[i + n] for i in range(len(copied) - n) if list(copied[i : i + n]) == tail}
+        return tuple(sorted(goes_on - self.unbiased))
+
