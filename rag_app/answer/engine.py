@@ -187,11 +187,16 @@ class MedQAQueryEngine(CustomQueryEngine):
             start = 0
             if self.answer_from_sentence and self.reranker is not None and (i == 0 or (i == 1 and second_part)) and asked != {OVERVIEW_TYPE}:
                 sentences = page_sentences(node)
+
+                def enough(first: int) -> bool:
+                    return len(" ".join(sentences[first:]).split()) >= MIN_SHOWN_WORDS
+
                 other = asked if i == 0 and OVERVIEW_TYPE not in asked and _type(node) not in asked else set()
-                found = first_answering(sentences, other) if other else None
-                if found is None or len(" ".join(sentences[found:]).split()) < MIN_SHOWN_WORDS:
-                    found = self.reranker.start_sentence(question, node, sentences, self.sentence_margin)
-                start = found if len(" ".join(sentences[found:]).split()) >= MIN_SHOWN_WORDS else 0
+                start = first_answering(sentences, other) if other else None
+                if start is None or not enough(start):
+                    start = self.reranker.start_sentence(question, node, sentences, self.sentence_margin)
+                if not enough(start):
+                    start = 0
             out.append(shown_node(node, start))
         return out
 

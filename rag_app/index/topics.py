@@ -92,6 +92,8 @@ def first_answering(sentences: Sequence[str], qtypes: Iterable[str]) -> int | No
     """
     patterns = [_ANSWER_RES[q] for q in qtypes if q in _ANSWER_RES]
     return next((i for i, s in enumerate(sentences) if any(p.search(s) for p in patterns)), None)
+
+
 #: Separator of a topic's other names in the ``synonyms`` metadata of indexed chunks (Chroma metadata values are
 #: scalars); corpus readers write it, :class:`FocusMatcher` reads it.
 SYNONYM_SEPARATOR = " | "
@@ -102,6 +104,9 @@ PARTIAL_NAME_SCORE = 0.5
 #: ("Pain", "Blood", "Medicines", "Falls"): a message using it may well be about something else
 #: (:meth:`FocusMatcher.common`). Chosen on dev sets by ``benchmarks/tune_declines.py``.
 COMMON_NAME_SHARE = 0.01
+
+#: A topic's :meth:`FocusMatcher.focus_scores` score when a message holds every word of its name (1, less rounding).
+FULL_NAME_SCORE = 0.999
 
 #: A name word on at least this share of all pages is a generic head word ("disease", "syndrome", the "s" of "'s"):
 #: people leave it out ("parkinsons", "crohns", "lyme") and the rest still names the topic
@@ -240,7 +245,7 @@ class FocusMatcher:
     def named(self, text: str) -> list[str]:
         """Topic names (or synonyms) that ``text`` names in full and as names (:meth:`written`), most specific first."""
         # A misspelt word never makes a name score 1, so misspellings are not looked up here.
-        names = [n for n, score in self.focus_scores(text, typos=False).items() if score >= 0.999 and self.written(text, n)]
+        names = [n for n, score in self.focus_scores(text, typos=False).items() if score >= FULL_NAME_SCORE and self.written(text, n)]
         return sorted(names, key=lambda n: (-self.specificity(n), n))
 
     def named_in_part(self, text: str) -> list[str]:
@@ -260,7 +265,7 @@ class FocusMatcher:
         for name, score in self.focus_scores(text, typos=False).items():
             tokens = self._tokens[name]
             kept = frozenset(tokens & present)
-            if score >= 0.999 or not kept or any(len(pages.get(t, ())) < GENERIC_WORD_SHARE * len(pairs) for t in tokens - kept):
+            if score >= FULL_NAME_SCORE or not kept or any(len(pages.get(t, ())) < GENERIC_WORD_SHARE * len(pairs) for t in tokens - kept):
                 continue
             if self._distinctive(kept) and self.written(text, name):
                 found[name] = score
@@ -270,11 +275,16 @@ class FocusMatcher:
         """Whether pages holding all of ``tokens`` are rare outside the topics named with them (remembered per set)."""
         known = self._distinct.get(tokens)
         if known is None:
-            pages, pairs, _ = self._page_index()
             own = {d for t in tokens for n in self._by_token[t] for d in self._doc_ids_by_name[n]}
-            hits = set.intersection(*(pages.get(t, set()) for t in tokens)) - own
-            known = self._distinct[tokens] = len(hits) < COMMON_NAME_SHARE * max(len(pairs) - len(own & pairs), 1)
+            hits, others = self._pages_outside(tokens, own)
+            known = self._distinct[tokens] = hits < COMMON_NAME_SHARE * max(others, 1)
         return known
+
+    def _pages_outside(self, tokens: Iterable[str], own: set[str]) -> tuple[int, int]:
+        """``(pages holding all of tokens, pages)``, both counted outside the pages ``own``."""
+        pages, pairs, _ = self._page_index()
+        hits = set.intersection(*(pages.get(t, set()) for t in tokens)) - own
+        return len(hits), len(pairs) - len(own & pairs)
 
     def common(self, name: str) -> bool:
         """Whether topic ``name`` is common words: all of them on :data:`COMMON_NAME_SHARE` of the other topics' pages.
@@ -286,11 +296,8 @@ class FocusMatcher:
         tokens = self._tokens.get(name)
         if not tokens or _ACRONYM.search(name):
             return False
-        pages, pairs, _ = self._page_index()
-        own = set(self.doc_ids(name))  # its own pages say nothing about how common its words are
-        others = len(pairs) - len(own & pairs)
-        hits = set.intersection(*(pages.get(t, set()) for t in tokens)) - own
-        return others > 0 and len(hits) / others >= COMMON_NAME_SHARE
+        hits, others = self._pages_outside(tokens, set(self.doc_ids(name)))  # its own pages say nothing of its words
+        return others > 0 and hits / others >= COMMON_NAME_SHARE
 
     def written(self, text: str, name: str) -> bool:
         """Whether ``text`` writes topic ``name`` the way a name is written, not as everyday words.

@@ -122,21 +122,24 @@ def answer_opening(
 
 
 @functools.lru_cache(maxsize=8)
+def _token_texts(tokenizer: Any) -> tuple[str | None, ...]:
+    """The text of each token id of ``tokenizer`` (None for an id without a token). Decoded once per tokenizer."""
+    vocab = tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))
+    return tuple(None if tok is None else tokenizer.convert_tokens_to_string([tok]) for tok in vocab)
+
+
+@functools.lru_cache(maxsize=8)
 def skipped_ids(tokenizer: Any) -> frozenset[int]:
     """The token ids an answer's copy of its source is compared without: those with no letter (citation marks,
     digits, punctuation, spaces), which the model adds or drops around the copied words. Computed once per tokenizer."""
-    vocab = tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))
-    text = tokenizer.convert_tokens_to_string
-    return frozenset(i for i, tok in enumerate(vocab) if tok is not None and not any(c.isalpha() for c in text([tok])))
+    return frozenset(i for i, text in enumerate(_token_texts(tokenizer)) if text is not None and not any(c.isalpha() for c in text))
 
 
 @functools.lru_cache(maxsize=8)
 def punctuation_ids(tokenizer: Any) -> frozenset[int]:
     """The token ids with neither a letter nor a digit (punctuation, spaces, brackets): an answer copying its source
     may put a citation mark where the source goes on with one of them. Computed once per tokenizer."""
-    vocab = tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))
-    text = tokenizer.convert_tokens_to_string
-    return frozenset(i for i, tok in enumerate(vocab) if tok is not None and not any(c.isalnum() for c in text([tok])))
+    return frozenset(i for i, text in enumerate(_token_texts(tokenizer)) if text is not None and not any(c.isalnum() for c in text))
 
 
 class OpeningProcessor:
@@ -154,7 +157,7 @@ class OpeningProcessor:
         if self.start is None:
             self.start = input_ids.shape[1]
         mask = None
-        boosted = None  # scores are copied once before the first copy bias is added
+        cloned = False  # scores are copied once, before the first copy bias is added
         for row, opening in enumerate(self.openings):
             if opening is None:
                 continue
@@ -163,8 +166,7 @@ class OpeningProcessor:
             banned = opening.banned(generated) if allowed is None else ()
             copying = opening.copying(generated) if allowed is None else ()
             if copying:
-                scores = scores.clone() if boosted is None else scores
-                boosted = True
+                scores, cloned = (scores if cloned else scores.clone()), True
                 scores[row, list(copying)] += opening.bias
             if allowed is None and not banned:
                 continue

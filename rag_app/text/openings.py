@@ -105,8 +105,7 @@ class Opening:
         tail = [t for t in generated[-4 * COPY_TOKENS :] if t not in self.skipped][-COPY_TOKENS:]
         if len(tail) < COPY_TOKENS:
             return ()
-        source, n = self.source, COPY_TOKENS
-        goes_on = {source[i + n] for i in range(len(source) - n) if list(source[i : i + n]) == tail}
+        goes_on = _goes_on(self.source, tail)
         return tuple(t for t in self.stops if t not in goes_on) if goes_on else ()
 
     def copying(self, generated: Sequence[int]) -> tuple[int, ...]:
@@ -121,7 +120,10 @@ class Opening:
         """
         if not (self.copied and self.bias and generated and generated[0] == self.tokens[0]) or len(generated) < COPY_TOKENS:
             return ()
-        tail, copied, n = list(generated[-COPY_TOKENS:]), self.copied, COPY_TOKENS
-        goes_on = {copied[i + n] for i in range(len(copied) - n) if list(copied[i : i + n]) == tail}
-        return tuple(sorted(goes_on - self.unbiased))
+        return tuple(sorted(_goes_on(self.copied, generated[-COPY_TOKENS:]) - self.unbiased))
 
+
+def _goes_on(source: Sequence[int], tail: Sequence[int]) -> set[int]:
+    """The tokens that follow ``tail`` wherever it occurs in ``source`` (empty where it doesn't)."""
+    tail, n = list(tail), len(tail)
+    return {source[i + n] for i in range(len(source) - n) if list(source[i : i + n]) == tail}
