@@ -258,6 +258,57 @@ def tune_typos(settings, retriever, queries, labels, groups) -> None:
               f"{report[f'mrr@{K}']:>13.3f} | {report['hit@1']:>12.3f} |{mark}")
 
 
+#: Least similarities of a message's question to a way of asking tried by ``--ask-similarity`` (above 1: cue words only).
+ASK_GRID = (0.4, 0.45, 0.5, 0.55, 0.6, 1.01)
+
+
+def tune_ask_similarity(settings, retriever, queries, labels, groups) -> None:
+    """Show what ``MEDQA_ASK_SIMILARITY`` does on the two dev sets of ``--rerank`` (LiveQA tune MRR@10, the aspect set
+    about the validation topics), the re-ranker fused as the engine fuses it: every cutoff of :data:`ASK_GRID` re-reads
+    which question types the messages ask without cue words (:class:`rag_app.index.asked.AskedTypes`; the "typed"
+    columns count the messages given a type that cue words leave without one).
+
+    The dev sets barely tell the cutoffs apart: real messages nearly always carry a cue word or ask nothing in
+    particular, and the aspect set's consumer wording is the one the cue words were written from. The aspect set's
+    held-out wording (``bench_aspects.ASKS_HELD_OUT``) is what the classifier is for; it is printed, never used to
+    choose, and neither is the report half."""
+    from rag_app.index.topics import question_types
+    from rag_app.retrieval.fielded import FusionWeights
+
+    current = FusionWeights.from_settings(settings)
+    items = dev_aspects(settings)
+    sets = {"LiveQA": dict(queries), "aspect": {f"aspect-{i}": item["message"] for i, item in enumerate(items)},
+            "held": {f"held-{i}": item["held_out"] for i, item in enumerate(items)}}
+    texts = {key: text for group in sets.values() for key, text in group.items()}
+    uncued = {name: [t for t in group.values() if not question_types(t)] for name, group in sets.items()}
+    rows = []
+    logits: dict = {}  # the re-ranker's logit of a (message, pair) is the same at every cutoff: computed once
+    for cutoff in ASK_GRID:
+        retriever.index.asked.min_similarity = cutoff
+        reranked = Reranked(settings, retriever, texts)
+        reranked.logits = logits
+
+        def hit(prefix: str) -> float:
+            return sum(bool(r := reranked.fused(f"{prefix}-{i}", current, settings.rerank_weight)) and r[0] in item["relevant"]
+                       for i, item in enumerate(items)) / len(items)
+
+        live = {qid: reranked.fused(qid, current, settings.rerank_weight)[:K] for qid in queries}
+        typed = "/".join(str(sum(bool(retriever.index.asked_types(t)) for t in uncued[name])) for name in sets)
+        rows.append((cutoff, aggregate(live, labels, groups["tune"]), hit("aspect"), hit("held"), aggregate(live, labels, groups["report"]), typed))
+    dev = [(tune[f"mrr@{K}"] + aspect) / 2 for _, tune, aspect, _, _, _ in rows]
+    print(f"\nquestion types asked without cue words, re-ranker fused at {settings.rerank_weight}; LiveQA tune n={len(groups['tune'])}, "
+          f"report n={len(groups['report'])}; aspect dev set {len(items)} messages (validation topics); messages without a cue word: "
+          + ", ".join(f"{name} {len(found)}" for name, found in uncued.items()))
+    print(f"| {'similarity':>10} | {'typed (LiveQA/aspect/held-out)':>30} | {'tune MRR@10':>11} | {'tune hit@1':>10} | {'aspect dev hit@1':>16} | "
+          f"{'dev mean':>8} | {'held-out wording':>16} | {'report MRR@10':>13} | {'report hit@1':>12} |")
+    print(f"|{'-' * 12}|{'-' * 32}|{'-' * 13}|{'-' * 12}|{'-' * 18}|{'-' * 10}|{'-' * 18}|{'-' * 15}|{'-' * 14}|")
+    for i, (cutoff, tune, aspect, held, report, typed) in enumerate(rows):
+        name = "cues only" if cutoff > 1.0 else f"{cutoff:.2f}"
+        mark = " <- MEDQA_ASK_SIMILARITY" if abs(cutoff - settings.ask_similarity) < 1e-9 else ""
+        print(f"| {name:>10} | {typed:>30} | {tune[f'mrr@{K}']:>11.3f} | {tune['hit@1']:>10.3f} | {aspect:>16.3f} | {dev[i]:>8.3f} | "
+              f"{held:>16.3f} | {report[f'mrr@{K}']:>13.3f} | {report['hit@1']:>12.3f} |{mark}")
+
+
 #: Limits tried by ``--repeats`` on the pairs with the same source and question ranked before the others (0: none).
 REPEAT_LIMITS = (0, 1, 2, 3)
 
@@ -296,6 +347,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--asked", action="store_true", help="show what the bonuses of messages that ask a question type trade, instead")
     parser.add_argument("--typos", action="store_true", help="choose how similar a misspelt word must be to a topic name, instead")
     parser.add_argument("--repeats", action="store_true", help="show what limiting pairs with the same source and question does, instead")
+    parser.add_argument("--ask-similarity", action="store_true", help="show how near a question must be to a way of asking a type, instead")
     args = parser.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -327,6 +379,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if args.repeats:
         show_repeats(settings, retriever, queries, labels, groups)
+        return 0
+    if args.ask_similarity:
+        tune_ask_similarity(settings, retriever, queries, labels, groups)
         return 0
     snap = retriever.index.snapshot()  # read once: every grid point ranks the same candidates
     evidence = {qid: retriever.candidates(query, snap=snap) for qid, query in tqdm(sorted(queries.items()), desc="candidates", unit="q")}

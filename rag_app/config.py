@@ -170,6 +170,15 @@ class Settings(BaseSettings):
         "word for it to count as that word misspelt ('mediterean' for Mediterranean); 1 reads no misspellings "
         "(benchmarks/tune_liveqa.py --typos chose it).",
     )
+    ask_similarity: float = Field(
+        0.6,
+        ge=0.0,
+        le=1.01,
+        description="fielded: least cosine between a message's question and a plain way of asking for a question type "
+        "(rag_app.text.asking) for that type to count as asked where no cue word says it (rag_app.index.asked); 1.01 "
+        "reads cue words only. The strictest cutoff that reads more than cues: lower ones read more questions and more wrong "
+        "types, and the dev sets can't tell them apart (benchmarks/tune_liveqa.py --ask-similarity).",
+    )
     pointer_weight: float = Field(
         0.3,
         ge=0.0,

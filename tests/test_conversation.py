@@ -123,3 +123,21 @@ def test_a_condition_written_without_its_head_word_is_the_topic() -> None:
     assert matcher.named("he has parkinsons disease") == ["Parkinson's Disease"]  # the "s" of "'s" is no name word
     assert matcher.named_in_part("my kidney hurts") == [] and matcher.named_in_part("she has gout") == []
     assert FocusMatcher(foci).named_in_part(story) == []  # without page texts nothing is known to be generic
+
+
+def test_a_misspelt_condition_is_the_topic_in_the_indexs_spelling() -> None:
+    """"macular degeneraton" names no topic as written; the follow-up is about Macular Degeneration, not a clarifying
+    question. A misspelling counts only where nothing is named right."""
+    from rag_app.index.topics import FocusMatcher
+
+    foci = {"a/1": "Macular Degeneration", "g/1": "Glaucoma", "e/1": "Eye Diseases"}
+    foci |= {f"o/{i}": f"Topic {i}" for i in range(30)}
+    pages = [("a/1", "Macular degeneration is an eye disease."), ("g/1", "Glaucoma is an eye disease."), ("e/1", "Eye diseases.")]
+    pages += [(f"o/{i}", f"Page {i}.") for i in range(30)]
+    matcher = FocusMatcher(foci, texts=lambda: pages, typo_similarity=0.8)
+    story = "My dad (78) has macular degeneraton in one eye. will he go blind?"
+    resolution = standalone_question("can his brother get it too?", [user(story)], matcher)
+    assert resolution.question == "can his brother get Macular Degeneration too?" and not resolution.clarify
+    assert standalone_question("is it inherited?", [user("my dad has glaucoma and macular degeneraton")], matcher).question == (
+        "is glaucoma inherited?"
+    )

@@ -192,3 +192,14 @@ def test_a_misspelt_topic_name_still_finds_its_topic_but_never_counts_as_named_i
     assert FocusMatcher(foci, typo_similarity=0.8).misspelt(message) == {}
     off = FocusMatcher(foci, texts=lambda: pages)  # 1.0 by default: the index's matcher takes MEDQA_TYPO_SIMILARITY
     assert off.misspelt(message) == {} and "Migraine" not in off.focus_scores(message)
+
+
+def test_a_long_misspelt_word_is_read_as_written_and_names_its_topic() -> None:
+    """"degeneraton" is far from the stem "degener" but near "degeneration"; "alzeimers" misses a generic head word."""
+    foci = {"amd": "Macular Degeneration", "ad": "Alzheimer's Disease", "d1": "Heart Disease", "d2": "Kidney Disease"}
+    pages = [("amd", "Macular degeneration is an eye disease."), ("ad", "Alzheimer's disease is a brain disease."),
+             ("d1", "Heart disease."), ("d2", "Kidney disease.")]
+    matcher = FocusMatcher(foci, texts=lambda: pages, typo_similarity=0.8)
+    assert matcher.named_misspelt("My dad has macular degeneraton in one eye") == ["Macular Degeneration"]
+    assert matcher.named_misspelt("my mom has alzeimers, is it inherited") == ["Alzheimer's Disease"]
+    assert matcher.named_misspelt("my mom has macular degeneration") == []  # written right: nothing misspelt

@@ -8,6 +8,7 @@ import pytest
 from llama_index.core.schema import NodeRelationship, NodeWithScore, QueryBundle, RelatedNodeInfo, TextNode
 
 from rag_app.text.headings import drop_headings, split_heading
+from rag_app.text.words import sentences
 from rag_app.answer.passages import page_sentences, shown_node
 
 GOUT_OVERVIEW = (
@@ -184,3 +185,47 @@ def test_an_overview_answering_an_asked_aspect_is_shown_from_the_sentence_that_s
         own_type.node.metadata["question_type"] = "information" if "what is" in message else "causes"
         assert engine.shown(message, [own_type], False)[0].node.get_content() == shown_node(own_type, 0).node.get_content()
 
+
+def test_a_page_the_last_answer_quoted_is_shown_from_the_first_sentence_it_did_not_say() -> None:
+    """"will it come back?" after "what is gout?" answered from the same overview: the page is shown from where the
+    last answer stopped quoting it (the model copies what it is shown, so the answer would be the same word for word);
+    a page the answer quoted to its end, or a turn with no earlier answer, is shown as before."""
+    from llama_index.core.llms import MockLLM
+
+    from rag_app.answer.engine import MedQAQueryEngine
+
+    rest = (" Attacks can come back, and most people have a second attack within one to two years of the first."
+            " Medicines, a healthy weight and less alcohol lower the chance that gout comes back and damages the joints.")
+    source = node(GOUT_OVERVIEW + rest, "gout-1")
+    said = ("Gout is a form of arthritis that causes the sudden onset of intense pain [1]. Attacks frequently occur at night. "
+            "Sometime during the course of the disease, many patients will develop gout in the big toe.")
+
+    def shown(engine: MedQAQueryEngine) -> str:
+        return engine.shown("will it come back?", [source], False)[0].node.get_content().split("Answer: ", 1)[1]
+
+    engine = MedQAQueryEngine(llm=MockLLM())
+    assert shown(engine).startswith("Gout is a form of arthritis")
+    assert shown(engine.model_copy(update={"said": said})).startswith("Adult men are more likely to develop gout. Attacks can come back")
+    everything = said + " Adult men are more likely to develop gout." + rest
+    assert shown(engine.model_copy(update={"said": everything})).startswith("Gout is a form of arthritis")
+    # Quoted to its end, the page gives way to the next one on its topic (spelt its own way) that was not quoted.
+    other = node("Question: What is (are) gout ?\nAnswer: " + "Gout comes from uric acid crystals in a joint, mostly the big toe." * 4,
+                 "gout-2", focus="gout")
+    stranger = node("Question: What is (are) Lupus ?\nAnswer: " + "Lupus is a disease of the immune system that attacks the body." * 4,
+                    "lupus-1", focus="Lupus")
+    told = engine.model_copy(update={"said": everything})
+    assert [n.node.ref_doc_id for n in told.shown("will it come back?", [source, stranger, other], False)] == ["gout-2", "gout-1", "lupus-1"]
+    assert [n.node.ref_doc_id for n in told.shown("will it come back?", [source, stranger], False)] == ["gout-1", "lupus-1"]
+
+
+def test_a_heading_on_a_line_of_its_own_goes_and_a_list_of_short_lines_stays() -> None:
+    text = (
+        "Sarcoidosis is a disease of unknown cause.\n\nOutlook\n\nThe outlook for sarcoidosis varies. Many people recover.\n"
+        "Other Tests\nYour doctor may recommend a lung function test.\nSigns include:\nConfusion\nTrouble speaking or understanding speech\n"
+        "Headache\n"
+    )
+    assert sentences(drop_headings(text, "Sarcoidosis")) == [
+        "Sarcoidosis is a disease of unknown cause.", "The outlook for sarcoidosis varies.", "Many people recover.",
+        "Your doctor may recommend a lung function test.", "Signs include:", "Confusion", "Trouble speaking or understanding speech",
+        "Headache",
+    ]

@@ -12,7 +12,9 @@ names (:class:`rag_app.index.topics.FocusMatcher`) and a few rules that hold in 
 - anything else stands on its own and is left exactly as it is (so is every first message);
 - a first message that refers back or asks only an aspect gets a clarifying question instead of an answer.
 
-The model's prompt stays the one it was trained on: the standalone question and its sources.
+The model's prompt stays the one it was trained on: the standalone question and its sources. A page the last answer
+already quoted is shown from where that answer stopped quoting it (``MedQAQueryEngine.said``), so a new question about
+the same page gets what it says next, not the same answer.
 :class:`MedQAChatEngine` (``build_chat_engine()``) is LlamaIndex's ``BaseChatEngine`` over the query engine, and
 ``retrieve(message, chat_history)`` measures retrieval over conversations without generating.
 """
@@ -88,16 +90,20 @@ def _named(matcher: Any, text: str) -> list[Topic]:
     only through another form of their words ("it itches" for Itching: a story's verb, where "eczema" names the
     condition); names written without their generic head word ("parkinsons": :meth:`~rag_app.index.topics.
     FocusMatcher.named_in_part`) come after the names of the same kind written in full. Each group keeps the
-    matcher's order (most specific, or best scored, first).
+    matcher's order (most specific, or best scored, first). Where no name is written right, a misspelt one counts
+    (:meth:`~rag_app.index.topics.FocusMatcher.named_misspelt`), with the index's spelling as its words.
     """
     found = []
-    for partial, names in ((False, matcher.named(text)), (True, matcher.named_in_part(text))):
+    for kind, names in enumerate((matcher.named(text), matcher.named_in_part(text))):
         for name in names:
             span = _topic_span(text, matcher, Topic(name, ""))
             if span:
                 named = text[span[0] : span[1]]
                 words = [named[start:end] for start, end in matcher.mentions(named, name)]
-                found.append(((matcher.common(name), not _as_written(words, name), partial), Topic(name, named)))
+                found.append(((matcher.common(name), not _as_written(words, name), kind), Topic(name, named)))
+    if not found:
+        # A misspelt name is carried on in the index's spelling: "macular degeneraton" -> "Macular Degeneration".
+        found = [((matcher.common(name), False, 2), Topic(name, name)) for name in matcher.named_misspelt(text)]
     return [topic for _, topic in sorted(found, key=lambda item: item[0])]  # stable: the matcher's order kept
 
 
@@ -288,7 +294,9 @@ class MedQAChatEngine(BaseChatEngine):
             answer: Any = iter([resolution.clarify]) if streaming else resolution.clarify
             nodes: list[NodeWithScore] = []
         else:
-            response = self.query_engine.model_copy(update={"streaming": streaming}).query(resolution.question)
+            said = next((m.content or "" for m in reversed(self.chat_history) if m.role == MessageRole.ASSISTANT), "")
+            engine = self.query_engine.model_copy(update={"streaming": streaming, "said": said})
+            response = engine.query(resolution.question)
             answer = response.response_gen if streaming else str(response)
             nodes = list(response.source_nodes)
             metadata.update(response.metadata or {})

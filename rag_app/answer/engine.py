@@ -19,20 +19,21 @@ from llama_index.core.query_engine import CustomQueryEngine
 from llama_index.core.schema import NodeWithScore, QueryBundle
 from tqdm.auto import tqdm
 
-from rag_app.answer.passages import page_sentences, shown_node
+from rag_app.answer.passages import first_unsaid, page_sentences, shown_node
 from rag_app.answer.plan import COVERED, PART_SEPARATOR, UNKNOWN, AnswerPart, AnswerPlan, source_coverage
 from rag_app.config import Settings
-from rag_app.index.topics import OVERVIEW_TYPE, first_answering, question_types
+from rag_app.index.topics import OVERVIEW_TYPE, first_answering
 from rag_app.llm.batch import generate_batch
 from rag_app.llm.decoding import answer_opening, decline_start_ids, llm_tokenizer, with_decoding
 from rag_app.llm.info import model_info
 from rag_app.llm.load import close_llm, load_llm
-from rag_app.retrieval.modes import build_retriever, topic_matcher
+from rag_app.retrieval.modes import asked_types, build_retriever, topic_matcher
 from rag_app.retrieval.rerank import RELEVANCE_KEY, load_reranker
 from rag_app.text import prompts
 from rag_app.text.citations import StreamAttributor, citation_to_add, finish_citations
 from rag_app.text.openings import Opening
 from rag_app.text.repetition import StreamTrimmer, trim_repetition
+from rag_app.text.words import words
 
 logger = logging.getLogger("rag_app")
 
@@ -90,6 +91,7 @@ class MedQAQueryEngine(CustomQueryEngine):
     answer_threshold: float = 0.5  # re-ranker probability from which the top source counts as answering the question
     finish_source: bool = True  # an answer copying its top source does not end while the source goes on
     copy_bias: float = 6.0  # logits for the token the top source goes on with while an answer copies it
+    said: str = ""  # the conversation's last answer: the top page is shown from the first sentence it didn't say
 
     # ---- helpers ------------------------------------------------------------
     def _count(self, text: str) -> int:
@@ -106,12 +108,18 @@ class MedQAQueryEngine(CustomQueryEngine):
         return self.select_sources(question, self.ranked(question))
 
     def ranked(self, question: str) -> list[NodeWithScore]:
-        """Every candidate of a clean question, best first: the retriever's, re-ranked when a re-ranker is set."""
+        """Every candidate of a clean question, best first: the retriever's, re-ranked when a re-ranker is set.
+
+        Both read the question with its misspelt topic names written as the index writes them
+        (:meth:`rag_app.index.topics.FocusMatcher.corrected`: "alzeimers" would be nearer "Alport" than "Alzheimer").
+        """
         if not self.use_rag or self.retriever is None:
             return []
-        nodes = self.retriever.retrieve(question)
+        matcher = topic_matcher(self.retriever)
+        search = matcher.corrected(question) if matcher is not None else question
+        nodes = self.retriever.retrieve(search)
         if self.reranker is not None:
-            return self.reranker.with_top_n(len(nodes)).postprocess_nodes(nodes, query_str=question)
+            return self.reranker.with_top_n(len(nodes)).postprocess_nodes(nodes, query_str=search)
         return nodes
 
     def select_sources(self, question: str, ranked: Sequence[NodeWithScore]) -> list[NodeWithScore]:
@@ -180,25 +188,50 @@ class MedQAQueryEngine(CustomQueryEngine):
         page is shown from its start when the message asks for an overview ("info about ...": the page's first
         sentence says what the condition is) or when what would follow the chosen sentence is too short to answer
         from (:data:`MIN_SHOWN_WORDS`: a page's last sentence alone, "Possible treatments include surgery to remove
-        the tumor.", misleads more than it answers)."""
-        asked = question_types(question)
+        the tumor.", misleads more than it answers). In a conversation (``said``: the last answer), a top page that
+        answer already quoted is shown from the first sentence it didn't say, where enough follows: a new question
+        gets what the page says next, not the same answer again; a top page it quoted to its end gives way to the next
+        source on the same topic it didn't (:meth:`not_said_first`)."""
+        asked = asked_types(self.retriever, question)
+        if self.said and not second_part:
+            sources = self.not_said_first(sources)
         out = []
         for i, node in enumerate(sources):
             start = 0
-            if self.answer_from_sentence and self.reranker is not None and (i == 0 or (i == 1 and second_part)) and asked != {OVERVIEW_TYPE}:
-                sentences = page_sentences(node)
+            chosen = i == 0 or (i == 1 and second_part)
+            sentences = page_sentences(node) if chosen else []
 
-                def enough(first: int) -> bool:
-                    return len(" ".join(sentences[first:]).split()) >= MIN_SHOWN_WORDS
+            def enough(first: int) -> bool:
+                return len(" ".join(sentences[first:]).split()) >= MIN_SHOWN_WORDS
 
+            if chosen and self.answer_from_sentence and self.reranker is not None and asked != {OVERVIEW_TYPE}:
                 other = asked if i == 0 and OVERVIEW_TYPE not in asked and _type(node) not in asked else set()
                 start = first_answering(sentences, other) if other else None
                 if start is None or not enough(start):
                     start = self.reranker.start_sentence(question, node, sentences, self.sentence_margin)
                 if not enough(start):
                     start = 0
+            if i == 0 and self.said:
+                unsaid = first_unsaid(sentences, start, self.said)
+                unsaid = first_unsaid(sentences, 0, self.said) if unsaid is None else unsaid  # what came before it, then
+                start = unsaid if unsaid is not None and enough(unsaid) else start
             out.append(shown_node(node, start))
         return out
+
+    def not_said_first(self, sources: Sequence[NodeWithScore]) -> list[NodeWithScore]:
+        """``sources`` with the first page of the top page's topic that the last answer (``said``) didn't quote to its
+        end moved first, when the top page was quoted to its end (the sources' order otherwise)."""
+        def unsaid(node: NodeWithScore) -> bool:
+            page = page_sentences(node)
+            found = first_unsaid(page, 0, self.said)
+            return found is not None and len(" ".join(page[found:]).split()) >= MIN_SHOWN_WORDS
+
+        if not sources or unsaid(sources[0]):
+            return list(sources)
+        later = next((i for i in range(1, len(sources)) if _same_topic(sources[i], sources[0]) and unsaid(sources[i])), None)
+        if later is None:
+            return list(sources)
+        return [sources[later], *(n for i, n in enumerate(sources) if i != later)]
 
     def plan(self, query_str: str, ranked: Sequence[NodeWithScore] | None = None) -> AnswerPlan:
         """Decide how to answer ``query_str``: sources, what is shown of them, declining, and each part's opening.
@@ -362,6 +395,15 @@ class MedQAQueryEngine(CustomQueryEngine):
 
 def _topic(node: NodeWithScore) -> str:
     return str(node.node.metadata.get("focus") or "").strip().lower()
+
+
+def _same_topic(a: NodeWithScore, b: NodeWithScore) -> bool:
+    """Whether two sources are about one topic, however their collections spell it ("Crohn's Disease", "Crohn disease")."""
+
+    def name(node: NodeWithScore) -> set[str]:
+        return {w for w in words(_topic(node)) if len(w) > 1}
+
+    return name(a) == name(b)
 
 
 def _type(node: NodeWithScore) -> str:

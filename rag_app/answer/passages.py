@@ -4,15 +4,19 @@ A QA pair's chunk is ``Question: ...\\nAnswer: ...`` (later chunks of a long pag
 the model each source's answer without the section headings NIH pages lost their line breaks around
 (:func:`rag_app.headings.drop_headings`), so a copied heading is never glued into a sentence; and the top source from
 the sentence that answers what was asked (:func:`shown_node`, the sentence chosen by the re-ranker), so the answer
-opens there and not with the page's first words.
+opens there and not with the page's first words. In a conversation, a page the last answer already quoted is shown
+from the first sentence that answer didn't say (:func:`first_unsaid`).
 """
 
 from __future__ import annotations
 
+from typing import Sequence
+
 from llama_index.core.schema import NodeWithScore
 
 from rag_app.text.headings import drop_headings
-from rag_app.text.words import sentences
+from rag_app.text.prompts import CITATION
+from rag_app.text.words import sentences, words
 
 ANSWER_MARK = "Answer: "
 
@@ -38,3 +42,24 @@ def shown_node(node: NodeWithScore, start: int = 0) -> NodeWithScore:
     head, _ = split_passage(node.node.get_content())
     body = " ".join(page_sentences(node)[start:])
     return NodeWithScore(node=node.node.model_copy(update={"text": f"{head}{body}"}), score=node.score)
+
+
+#: Fewest words of a page's sentence that count as said when an answer holds them ("Yes." says nothing of its own).
+SAID_WORDS = 4
+
+
+def first_unsaid(page: Sequence[str], start: int, said: str) -> int | None:
+    """The first of the ``page``'s sentences from ``start`` on that ``said`` (an earlier answer) doesn't hold word for
+    word, citations aside; None when it holds them all. Sentences under :data:`SAID_WORDS` words don't decide.
+
+    Example:
+        >>> page = ["Gout is a form of arthritis.", "It runs in families.", "A diet low in purines helps."]
+        >>> first_unsaid(page, 0, "Gout is a form of arthritis [1]. It runs in families.")
+        2
+    """
+    held = f" {' '.join(words(CITATION.sub(' ', said)))} "
+    for i in range(start, len(page)):
+        found = words(page[i])
+        if len(found) >= SAID_WORDS and f" {' '.join(found)} " not in held:
+            return i
+    return None

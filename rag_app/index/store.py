@@ -24,6 +24,7 @@ from llama_index.vector_stores.chroma import ChromaVectorStore
 from rag_app.config import Settings
 from rag_app.errors import IndexDamagedError, IndexMissingError
 from rag_app.index.chroma import get_collection, guarded, index_location, index_version, iter_records, questions_collection_name
+from rag_app.index.asked import CUES_ONLY, AskedTypes
 from rag_app.index.topics import SYNONYM_SEPARATOR, FocusMatcher
 from rag_app.llm.load import load_embed_model
 from rag_app.text.pointers import only_points_elsewhere
@@ -76,6 +77,8 @@ class MedQAIndex:
         version: Returns a value that changes when the index content changes (default: never re-read).
         location: Where the index lives, named when it turns out to be damaged.
         typo_similarity: Least similarity of a misspelt word to a topic-name word (``MEDQA_TYPO_SIMILARITY``).
+        ask_similarity: Least similarity of a message's question to a way of asking for a question type
+            (``MEDQA_ASK_SIMILARITY``, :class:`rag_app.index.asked.AskedTypes`).
     """
 
     def __init__(
@@ -86,6 +89,7 @@ class MedQAIndex:
         version: Callable[[], Any] | None = None,
         location: str = "the index",
         typo_similarity: float = 1.0,
+        ask_similarity: float = CUES_ONLY,
     ) -> None:
         self.chunks = chunks
         self.questions = questions
@@ -93,6 +97,7 @@ class MedQAIndex:
         self.version = version or (lambda: None)
         self.location = location
         self.typo_similarity = typo_similarity
+        self.asked = AskedTypes(embed_model, ask_similarity)
         self._lock = threading.Lock()
         self._snapshot = self._read()
 
@@ -169,6 +174,10 @@ class MedQAIndex:
     def source_of(self) -> dict[str, str]:
         """The source collection of each QA pair."""
         return self.snapshot().source_of
+
+    def asked_types(self, text: str, snap: IndexSnapshot | None = None) -> set[str]:
+        """The question types ``text`` asks (:class:`rag_app.index.asked.AskedTypes`, reading this index's topic names)."""
+        return self.asked(text, (snap or self.snapshot()).matcher)
 
     # ---- search ------------------------------------------------------------------------
     @_guarded
@@ -270,4 +279,5 @@ def open_index(settings: Settings, embed_model: Any = None) -> MedQAIndex:
         version=lambda: index_version(settings),
         location=index_location(settings),
         typo_similarity=settings.typo_similarity,
+        ask_similarity=settings.ask_similarity,
     )

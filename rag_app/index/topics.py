@@ -17,6 +17,7 @@ from typing import Callable, Iterable, Mapping, Sequence
 
 import Stemmer
 from rapidfuzz import fuzz, process
+from rapidfuzz.distance import OSA
 
 from rag_app.text.words import sentences, words
 
@@ -115,6 +116,12 @@ GENERIC_WORD_SHARE = 0.15
 
 #: Shortest word taken for a misspelt topic name (shorter words are too near too many others).
 TYPO_MIN_LENGTH = 5
+#: Fewest pages a word is on to be taken for a word the pages know: a misspelling nearer to one of them than to a
+#: name word misspells it (:meth:`FocusMatcher.misspelt`).
+KNOWN_WORD_PAGES = 3
+#: Shortest misspelt word also compared as written, not only stemmed ("degeneraton" is far from the stem "degener");
+#: a shorter one as written is too near other words ("cancle" and "cancer").
+TYPO_WRITTEN_MIN_LENGTH = 8
 
 # A word of a name in capitals, two letters or more: an acronym ("ALL", "HAD deficiency").
 _ACRONYM = re.compile(r"\b[A-Z]{2,}\b")
@@ -141,8 +148,36 @@ def question_types(text: str) -> set[str]:
         >>> sorted(question_types("She takes medicine for her lupus. Is it inherited?"))
         ['inheritance']
     """
-    asked = [s for s in sentences(text) if s.rstrip().endswith("?") or _QUESTION_START.match(s)] or [text]
+    asked = questions_of(text) or [text]
     return {qtype for qtype, pattern in _TYPE_RES.items() if any(pattern.search(s) for s in asked)}
+
+
+# A question run on after a story without a stop ("she has retinoblastoma how would a doctor know"): from its last
+# wh-word ("is", "can", "do" start statements too often to mark a question inside a sentence).
+_RUN_ON_QUESTION = re.compile(r".*\b((?:what|whats|what's|how|why|where|when|which|who)\b.*)$", re.IGNORECASE | re.DOTALL)
+
+
+def questions_of(text: str) -> list[str]:
+    """The questions of ``text``: sentences ending in "?" or opening with a question word (may be empty).
+
+    Example:
+        >>> questions_of("She takes medicine for her lupus. Is it inherited?")
+        ['Is it inherited?']
+        >>> questions_of("my son was diagnosed with celiac disease")
+        []
+    """
+    return [s for s in sentences(text) if s.rstrip().endswith("?") or _QUESTION_START.match(s)]
+
+
+def run_on_question(text: str) -> str:
+    """The question a message without one (:func:`questions_of`) runs on into, from its last wh-word; "" when none.
+
+    Example:
+        >>> run_on_question("my grandfather just found out he has retinoblastoma how would a doctor know for sure")
+        'how would a doctor know for sure'
+    """
+    found = _RUN_ON_QUESTION.match(text.strip())
+    return found.group(1) if found else ""
 
 
 class FocusMatcher:
@@ -190,11 +225,20 @@ class FocusMatcher:
             self._norm[name] = sum(self._idf[t] for t in tokens)
             for token in tokens:
                 self._by_token[token].append(name)
-        # Name words by first letter: a misspelling is looked for among the words that start as it does.
+        # Name words by first letter, as stems and as written (a misspelling is looked for among the words that start
+        # as it does): "degeneraton" is far from the stem "degener" and near "degeneration".
         self._by_letter: dict[str, list[str]] = defaultdict(list)
-        for token in self._by_token:
-            if len(token) >= TYPO_MIN_LENGTH - 1:
-                self._by_letter[token[0]].append(token)
+        self._stem_of_form: dict[str, str] = {}
+        self._written_form: dict[str, str] = {}  # a name token -> a word of a name it stems from, as written
+        for name in self._tokens:
+            for word in words(name):
+                stem = self._stemmer.stemWord(word)
+                if stem in self._by_token and len(stem) >= TYPO_MIN_LENGTH - 1:
+                    self._stem_of_form.setdefault(stem, stem)
+                    self._stem_of_form.setdefault(word, stem)
+                    self._written_form.setdefault(stem, word)
+        for form in self._stem_of_form:
+            self._by_letter[form[0]].append(form)
         self._texts = texts
         self._has_texts = texts is not None
         # (name token -> the QA pairs whose text has it, every QA pair with a text, every word of the texts), read
@@ -202,6 +246,8 @@ class FocusMatcher:
         self._pages: tuple[dict[str, set[str]], set[str], frozenset[str]] | None = None
         self._pages_lock = threading.Lock()
         self._distinct: dict[frozenset[str], bool] = {}  # named_in_part's verdicts, by the name words written
+        self._vocabulary_letters: dict[str, list[str]] | None = None
+        self._known: frozenset[str] = frozenset()  # words on KNOWN_WORD_PAGES pages or more, read with the pages
 
     def _page_index(self) -> tuple[dict[str, set[str]], set[str], frozenset[str]]:
         if self._pages is None:
@@ -222,6 +268,8 @@ class FocusMatcher:
         for doc_id, found in words_of.items():
             for token in {stem_of[w] for w in found} & self._by_token.keys():
                 pages[token].add(doc_id)
+        seen = Counter(w for found in words_of.values() for w in found)
+        self._known = frozenset(w for w, n in seen.items() if n >= KNOWN_WORD_PAGES)
         return dict(pages), set(words_of), frozenset(vocabulary)
 
     def __len__(self) -> int:
@@ -265,11 +313,34 @@ class FocusMatcher:
         for name, score in self.focus_scores(text, typos=False).items():
             tokens = self._tokens[name]
             kept = frozenset(tokens & present)
-            if score >= FULL_NAME_SCORE or not kept or any(len(pages.get(t, ())) < GENERIC_WORD_SHARE * len(pairs) for t in tokens - kept):
+            if score >= FULL_NAME_SCORE or not kept or not self._generic(tokens - kept):
                 continue
             if self._distinctive(kept) and self.written(text, name):
                 found[name] = score
         return sorted(found, key=lambda n: (-found[n], -self.specificity(n), n))
+
+    def named_misspelt(self, text: str) -> list[str]:
+        """Topic names that ``text`` writes with misspelt words (:meth:`misspelt`), best scored first.
+
+        "my dad has macular degeneraton" names "Macular Degeneration", "my mom has alzeimers" "Alzheimer's Disease":
+        every other word of the name is there, or is a generic head word (as :meth:`named_in_part` reads them).
+        """
+        typos = self.misspelt(text)
+        if not typos:
+            return []
+        have = set(self.tokens(text)) | typos.keys()
+        scores = self.focus_scores(text)
+        found = {
+            name: scores[name]
+            for name in {n for t in typos for n in self._by_token.get(t, ())}
+            if self._generic(self._tokens[name] - have) and self.written(text, name)
+        }
+        return sorted(found, key=lambda n: (-found[n], -self.specificity(n), n))
+
+    def _generic(self, tokens: Iterable[str]) -> bool:
+        """Whether every one of ``tokens`` is a generic word, on :data:`GENERIC_WORD_SHARE` of the pages or more."""
+        pages, pairs, _ = self._page_index()
+        return all(len(pages.get(t, ())) >= GENERIC_WORD_SHARE * len(pairs) for t in tokens)
 
     def _distinctive(self, tokens: frozenset[str]) -> bool:
         """Whether pages holding all of ``tokens`` are rare outside the topics named with them (remembered per set)."""
@@ -325,25 +396,66 @@ class FocusMatcher:
     def misspelt(self, text: str) -> dict[str, float]:
         """``{name token: similarity}`` for the words of ``text`` that look like a misspelt topic-name word.
 
-        A word counts when it occurs on no indexed page, has :data:`TYPO_MIN_LENGTH` letters or more, and its stem is
-        at least ``typo_similarity`` similar to a name word's stem that starts with the same letter (the best one).
+        A word counts when it occurs on no indexed page, has :data:`TYPO_MIN_LENGTH` letters or more, and its stem (or,
+        from :data:`TYPO_WRITTEN_MIN_LENGTH` letters, the word itself) is at least ``typo_similarity`` similar to a name
+        word, as written or stemmed, that starts with the same letter (the best one), and no other word of the pages
+        is nearer to it ("diagnozed" misspells "diagnosed", not the name word "diagnostic").
 
         Example: "Familial Mediterean Fever" gives ``{"mediterranean": 0.87}``.
         """
+        found: dict[str, float] = {}
+        for token, similarity, _ in self._typos(text).values():
+            found[token] = max(found.get(token, 0.0), similarity)
+        return found
+
+    def corrected(self, text: str) -> str:
+        """``text`` with each misspelt topic-name word (:meth:`misspelt`) written as the name writes it.
+
+        Example: "my mom has alzeimers" -> "my mom has alzheimer" (the embedding and the re-ranker read the name).
+        """
+        typos = self._typos(text)
+        if not typos:
+            return text
+        return re.sub(r"[A-Za-z0-9]+", lambda m: typos[m.group(0).lower()][2] if m.group(0).lower() in typos else m.group(0), text)
+
+    def _typos(self, text: str) -> dict[str, tuple[str, float, str]]:
+        """``{misspelt word: (name token, similarity, the name word as written)}`` (:meth:`misspelt`)."""
         if self.typo_similarity >= 1.0 or not self._has_texts:
             return {}
         vocabulary = self._page_index()[2]
-        found: dict[str, float] = {}
+        found: dict[str, tuple[str, float, str]] = {}
         for word in set(words(text)):
             if len(word) < TYPO_MIN_LENGTH or not word.isalpha() or word in vocabulary:
                 continue
             stem = self._stemmer.stemWord(word)
             if stem in self._by_token:
                 continue
-            best = process.extractOne(stem, self._by_letter.get(stem[0], ()), scorer=fuzz.ratio, score_cutoff=100 * self.typo_similarity)
-            if best:
-                found[best[0]] = max(found.get(best[0], 0.0), best[1] / 100)
+            for form in (stem, word) if len(word) >= TYPO_WRITTEN_MIN_LENGTH else (stem,):
+                best = process.extractOne(form, self._by_letter.get(form[0], ()), scorer=fuzz.ratio, score_cutoff=100 * self.typo_similarity)
+                if best and best[1] / 100 > found.get(word, ("", 0.0, ""))[1]:
+                    token = self._stem_of_form[best[0]]
+                    found[word] = (token, best[1] / 100, self._written_form[token])
+            if word in found:
+                # A word nearer to another word of the pages misspells that word ("diagnozed" is "diagnosed", not
+                # "diagnostic"): the nearest known word decides.
+                # Edits count as edits here, a swap of two letters as one ("bengin" is as near "benign" as "begin").
+                name = OSA.normalized_similarity(word, found[word][2])
+                nearest = process.extractOne(word, self._vocabulary_by_letter().get(word[0], ()), scorer=OSA.normalized_similarity)
+                if nearest and nearest[1] > name and self._stemmer.stemWord(nearest[0]) != found[word][0]:
+                    del found[word]
         return found
+
+    def _vocabulary_by_letter(self) -> dict[str, list[str]]:
+        """The words on :data:`KNOWN_WORD_PAGES` pages or more, :data:`TYPO_MIN_LENGTH` letters or more, by first letter
+        (read once; a word on fewer pages may be a typo of the pages' own, "syndroeme")."""
+        if self._vocabulary_letters is None:
+            by_letter: dict[str, list[str]] = defaultdict(list)
+            self._page_index()
+            for word in self._known:
+                if len(word) >= TYPO_MIN_LENGTH and word.isalpha():
+                    by_letter[word[0]].append(word)
+            self._vocabulary_letters = dict(by_letter)
+        return self._vocabulary_letters
 
     def focus_scores(self, text: str, typos: bool = True) -> dict[str, float]:
         """``{topic name or synonym: score in (0, 1]}`` for the names sharing at least one token with ``text``.

@@ -16,7 +16,7 @@ from llama_index.core.schema import NodeWithScore, QueryBundle
 
 from rag_app.config import Settings
 from rag_app.index.store import IndexSnapshot, MedQAIndex
-from rag_app.index.topics import OVERVIEW_TYPE, PARTIAL_NAME_SCORE, FocusMatcher, question_types
+from rag_app.index.topics import OVERVIEW_TYPE, PARTIAL_NAME_SCORE, FocusMatcher
 from rag_app.llm.load import embed_queries, mean_pooled_encoder
 from rag_app.text.words import sentence_spans
 
@@ -212,6 +212,10 @@ class FieldedRetriever(BaseRetriever):
         """The source collection of each QA pair."""
         return self.index.source_of
 
+    def asked_types(self, text: str) -> set[str]:
+        """The question types ``text`` asks (cue words, else the nearest way of asking: :class:`rag_app.index.asked.AskedTypes`)."""
+        return self.index.asked_types(text)
+
     # ---- evidence ------------------------------------------------------------------
     def candidates(self, query: str, embedding: Sequence[float] | None = None, snap: IndexSnapshot | None = None) -> list[Candidate]:
         """Every candidate QA pair of ``query`` with its evidence (unsorted, excluded ids removed).
@@ -243,7 +247,7 @@ class FieldedRetriever(BaseRetriever):
                 best[doc_id] = (sim, node_id)
         have, q_sims = self.index.question_similarities(wanted, Q, snap)
         question_sim = {doc_id: (sim, part) for doc_id, sim, part in zip(have, *_whole_and_best_part(q_sims))}
-        asked = question_types(query)
+        asked = self.index.asked_types(query, snap)
         out = []
         for doc_id in wanted:
             if doc_id not in best:  # a question without chunks (index mid-update): nothing to show

@@ -16,7 +16,7 @@ from rag_app.config import Settings
 from rag_app.errors import IndexMissingError
 from rag_app.index.chroma import get_collection, load_nodes
 from rag_app.index.store import open_index
-from rag_app.index.topics import FocusMatcher
+from rag_app.index.topics import FocusMatcher, question_types
 from rag_app.llm.load import load_embed_model
 from rag_app.retrieval.classic import MedQARetriever, bm25_retriever, dense_retriever
 from rag_app.retrieval.fielded import fielded_retriever
@@ -35,6 +35,19 @@ class NamesTopics(Protocol):
 def topic_matcher(retriever: Any) -> FocusMatcher | None:
     """The topic names behind a retriever that has them (:class:`NamesTopics`), else None."""
     return retriever.matcher if isinstance(retriever, NamesTopics) else None
+
+
+@runtime_checkable
+class ReadsAskedTypes(Protocol):
+    """A retriever that reads which question types a message asks beyond its cue words (the index's model)."""
+
+    def asked_types(self, text: str) -> set[str]: ...
+
+
+def asked_types(retriever: Any, text: str) -> set[str]:
+    """The question types ``text`` asks, as ``retriever`` reads them where it can (:class:`ReadsAskedTypes`), else by
+    cue words (:func:`rag_app.index.topics.question_types`)."""
+    return retriever.asked_types(text) if isinstance(retriever, ReadsAskedTypes) else question_types(text)
 
 
 def build_retriever(

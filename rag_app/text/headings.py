@@ -75,14 +75,24 @@ def split_heading(sentence: str, topic_words: Iterable[str] = ()) -> tuple[str, 
 
 
 def drop_headings(text: str, topic: str = "") -> str:
-    """``text`` without the section headings glued in front of its sentences (:func:`split_heading`).
+    """``text`` without its section headings: glued in front of sentences (:func:`split_heading`) or on lines of their own.
 
-    A sentence that is only a title-cased question ("Who is at Risk?") is a heading too and goes. Line breaks
-    between paragraphs stay.
+    A sentence that is only a title-cased question ("Who is at Risk?") is a heading too and goes, and so does a line
+    that is only a title ("Outlook", "Other Tests") before a line of prose: joined into one passage it would read
+    "Outlook The outlook for sarcoidosis varies." A short line in a list of them ("Confusion", then "Trouble
+    speaking") stays. Line breaks between paragraphs stay.
     """
     topic_words = re.findall(r"[a-z0-9']+", topic.lower())
+    lines = text.split("\n")
+    following, after = [], ""  # each line's next non-empty line
+    for line in reversed(lines):
+        following.append(after)
+        after = line if line.strip() else after
+    following.reverse()
     out = []
-    for line in text.split("\n"):
+    for line, after in zip(lines, following):
+        if _is_title_line(line) and _is_prose(after):
+            continue
         kept = []
         for sentence in sentences(line):
             if _is_title_question(sentence):
@@ -90,6 +100,19 @@ def drop_headings(text: str, topic: str = "") -> str:
             kept.append(split_heading(sentence, topic_words)[1])
         out.append(" ".join(kept))
     return "\n".join(out).strip()
+
+
+def _is_title_line(line: str) -> bool:
+    """A line of one to eight words in title case without a sentence's closing punctuation ("Outlook", "Other Tests")."""
+    words = line.split()
+    if not 1 <= len(words) <= 8 or line.rstrip()[-1] in ".!?:;," or not words[0][0].isalpha():
+        return False
+    return all(_capitalised(w) for i, w in enumerate(words) if i == 0 or _bare(w) not in SMALL_WORDS)
+
+
+def _is_prose(line: str) -> bool:
+    """A line of sentences: five words or more, closing with a sentence's punctuation."""
+    return len(line.split()) >= 5 and line.rstrip()[-1:] in {".", "!", "?", ":"}
 
 
 def _is_title_question(sentence: str) -> bool:
