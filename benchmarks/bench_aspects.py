@@ -141,6 +141,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--n", type=int, default=300, help="messages (one per topic and aspect)")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--split-dir", help="split folder (default: <storage>/splits)")
+    parser.add_argument("--split", default="test", choices=("test", "val"),
+                        help="topics of the test split (the benchmark) or the validation split (the aspect dev set tune_liveqa.py chooses on)")
     parser.add_argument("--show", type=int, default=0, help="print this many messages with their first source")
     parser.add_argument("--json", help="also write the figures to this JSON file")
     args = parser.parse_args(argv)
@@ -154,13 +156,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     settings = Settings(top_k=K)
     split_dir = Path(args.split_dir) if args.split_dir else settings.storage_dir / "splits"
-    items = aspect_set(read_split(split_dir / "test.jsonl", required=("question", "doc_id")), args.n, args.seed)
+    items = aspect_set(read_split(split_dir / f"{args.split}.jsonl", required=("question", "doc_id")), args.n, args.seed)
     embed = load_embed_model(settings)
     engines = {
         "fielded": build_query_engine(settings, llm=MockLLM(), embed_model=embed, rerank=False),
         "re-ranked": build_query_engine(settings, llm=MockLLM(), embed_model=embed),
     }
-    print(f"{len(items)} messages from {split_dir / 'test.jsonl'}; e.g. {items[0]['message']!r} (template {items[0]['template']!r})")
+    print(f"{len(items)} messages from {split_dir / f'{args.split}.jsonl'}; e.g. {items[0]['message']!r} (template {items[0]['template']!r})")
     figures = {}
     for name, engine in engines.items():
         for field in ("message", "held_out", "template"):

@@ -170,6 +170,11 @@ class Settings(BaseSettings):
         "word for it to count as that word misspelt ('mediterean' for Mediterranean); 1 reads no misspellings "
         "(benchmarks/tune_liveqa.py --typos chose it).",
     )
+    correct_spelling: bool = Field(
+        True,
+        description="Retrieve and re-rank with misspelt topic names written as the index writes them "
+        "('alzeimers' -> 'alzheimer'; rag_app.index.topics.FocusMatcher.corrected); needs MEDQA_TYPO_SIMILARITY < 1.",
+    )
     ask_similarity: float = Field(
         0.6,
         ge=0.0,

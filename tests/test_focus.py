@@ -203,3 +203,17 @@ def test_a_long_misspelt_word_is_read_as_written_and_names_its_topic() -> None:
     assert matcher.named_misspelt("My dad has macular degeneraton in one eye") == ["Macular Degeneration"]
     assert matcher.named_misspelt("my mom has alzeimers, is it inherited") == ["Alzheimer's Disease"]
     assert matcher.named_misspelt("my mom has macular degeneration") == []  # written right: nothing misspelt
+
+
+def test_misspelt_names_are_corrected_and_a_misspelt_everyday_word_is_left_alone() -> None:
+    """"degeneraton" is written "degeneration" for retrieval; "diagnozed" is nearer "diagnosed", a word of the pages,
+    than the name word "diagnostic", so it is no misspelt name (a word on fewer than three pages doesn't count)."""
+    foci = {"amd": "Macular Degeneration", "dt": "Diagnostic Tests", "g": "Glaucoma"}
+    pages = [("amd", "Macular degeneration is an eye disease, diagnosed by an eye exam."), ("dt", "Diagnostic tests."),
+             ("g", "Glaucoma is diagnosed by an eye exam."), ("x", "He was diagnosed last year. A diagnozd case.")]
+    matcher = FocusMatcher(foci, texts=lambda: pages, typo_similarity=0.8)
+    assert matcher.corrected("My dad has macular degeneraton, he was diagnozed last year") == (
+        "My dad has macular degeneration, he was diagnozed last year"
+    )
+    assert matcher.misspelt("he was diagnozed") == {}
+    assert matcher.corrected("nothing misspelt here") == "nothing misspelt here"

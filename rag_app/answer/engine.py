@@ -92,6 +92,7 @@ class MedQAQueryEngine(CustomQueryEngine):
     finish_source: bool = True  # an answer copying its top source does not end while the source goes on
     copy_bias: float = 6.0  # logits for the token the top source goes on with while an answer copies it
     said: str = ""  # the conversation's last answer: the top page is shown from the first sentence it didn't say
+    correct_spelling: bool = True  # retrieve and re-rank with misspelt topic names as the index writes them
 
     # ---- helpers ------------------------------------------------------------
     def _count(self, text: str) -> int:
@@ -111,12 +112,13 @@ class MedQAQueryEngine(CustomQueryEngine):
         """Every candidate of a clean question, best first: the retriever's, re-ranked when a re-ranker is set.
 
         Both read the question with its misspelt topic names written as the index writes them
-        (:meth:`rag_app.index.topics.FocusMatcher.corrected`: "alzeimers" would be nearer "Alport" than "Alzheimer").
+        (``correct_spelling``, :meth:`rag_app.index.topics.FocusMatcher.corrected`: "alzeimers" would be nearer
+        "Alport" than "Alzheimer").
         """
         if not self.use_rag or self.retriever is None:
             return []
         matcher = topic_matcher(self.retriever)
-        search = matcher.corrected(question) if matcher is not None else question
+        search = matcher.corrected(question) if matcher is not None and self.correct_spelling else question
         nodes = self.retriever.retrieve(search)
         if self.reranker is not None:
             return self.reranker.with_top_n(len(nodes)).postprocess_nodes(nodes, query_str=search)
@@ -487,4 +489,5 @@ def build_query_engine(
         answer_threshold=settings.answer_threshold,
         finish_source=settings.finish_source,
         copy_bias=settings.copy_bias,
+        correct_spelling=settings.correct_spelling,
     )
