@@ -58,6 +58,7 @@ def test_a_synonym_finds_the_topic_and_a_pair_keeps_its_best_name() -> None:
         ("its gout. what can he take for the pain and will it come back?", {"treatment", "outlook"}),
         ("Marfans syndrom. My wife has marfans, can our kids get it?", {"inheritance"}),
         ("Does it run in families?", {"inheritance", "susceptibility"}),  # family history is a risk factor too
+        ("my dad has macular degeneration. can his brother get it too?", {"inheritance"}),
         ("I want to know about lupus", {"information"}),
         ("my son has eczema on both arms. what can we put on it?", {"treatment"}),
         ("I have tried everything for my psoriasis, what else can I do?", {"treatment"}),

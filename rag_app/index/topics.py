@@ -31,7 +31,7 @@ STOPWORDS = frozenset(
 # MedQuAD question types (the ``qtype`` attribute) and the words by which people ask for them: the terms, and the
 # plain ways consumers ask ("what can he take", "will it come back", "can our kids get it", "does it run in families").
 _WHO = r"(i|he|she|we|they|you|people|someone|somebody|anyone|a person|my \w+|our \w+)"
-_KIN = r"(kids|children|child|baby|babies|grandkids|grandchildren|offspring|sons?|daughters?)"
+_KIN = r"(kids|children|child|baby|babies|grandkids|grandchildren|offspring|sons?|daughters?|brothers?|sisters?|siblings?)"
 _NOT_TO_PREVENT = r"(?! to (prevent|avoid)\b)"  # "what can I do to prevent it" asks for prevention, not treatment
 TYPE_CUES: dict[str, str] = {
     # Asking about the condition in general ("what is ...", "information on ...") asks for its overview.
