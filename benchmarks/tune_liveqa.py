@@ -70,6 +70,12 @@ def source_log_odds(
     return {s: round(math.log((relevant[s] + alpha) / (seen[s] + alpha / p)) - math.log(p), 2) for s in sorted(seen) if s}
 
 
+def aspect_hit(ranking, items: list[dict], prefix: str = "aspect") -> float:
+    """hit@1 of the aspect items: the share whose first page under ``ranking`` (message key -> doc ids, keyed
+    ``<prefix>-<i>``) is one of the item's relevant pages."""
+    return sum(bool(r := ranking(f"{prefix}-{i}")) and r[0] in item["relevant"] for i, item in enumerate(items)) / len(items)
+
+
 def dev_aspects(settings) -> list[dict]:
     """The aspect dev set: 300 messages written about the MedQuAD *validation* split's topics (``bench_aspects``)."""
     from bench_aspects import aspect_set
@@ -206,7 +212,7 @@ def show_asked(settings, retriever, queries, labels, groups) -> None:
     for p in tqdm(points, desc="grid", unit="weights"):
         w = weights_of(p)
         live = {qid: ranking(qid, w)[:K] for qid in queries}
-        hit = sum(bool(r := ranking(f"aspect-{i}", w)) and r[0] in item["relevant"] for i, item in enumerate(items)) / len(items)
+        hit = aspect_hit(lambda key, w=w: ranking(key, w), items)
         tune, report = aggregate(live, labels, groups["tune"]), aggregate(live, labels, groups["report"])
         results[p] = (tune[f"mrr@{K}"], hit, report[f"mrr@{K}"], report["hit@1"])
 
@@ -243,7 +249,7 @@ def tune_typos(settings, retriever, queries, labels, groups) -> None:
             return reranked.fused(key, current, settings.rerank_weight)
 
         live = {qid: ranking(qid)[:K] for qid in queries}
-        hit = sum(bool(r := ranking(f"aspect-{i}")) and r[0] in item["relevant"] for i, item in enumerate(items)) / len(items)
+        hit = aspect_hit(ranking, items)
         rows.append((cutoff, aggregate(live, labels, groups["tune"]), hit, aggregate(live, labels, groups["report"])))
     dev = [(tune[f"mrr@{K}"] + hit) / 2 for _, tune, hit, _ in rows]
     best = max(range(len(dev)), key=lambda i: (round(dev[i], 3), i))
@@ -289,8 +295,7 @@ def tune_ask_similarity(settings, retriever, queries, labels, groups) -> None:
         reranked.logits = logits
 
         def hit(prefix: str) -> float:
-            return sum(bool(r := reranked.fused(f"{prefix}-{i}", current, settings.rerank_weight)) and r[0] in item["relevant"]
-                       for i, item in enumerate(items)) / len(items)
+            return aspect_hit(lambda key: reranked.fused(key, current, settings.rerank_weight), items, prefix)  # noqa: B023 (called at once)
 
         live = {qid: reranked.fused(qid, current, settings.rerank_weight)[:K] for qid in queries}
         typed = "/".join(str(sum(bool(retriever.index.asked_types(t)) for t in uncued[name])) for name in sets)
@@ -331,7 +336,7 @@ def show_repeats(settings, retriever, queries, labels, groups) -> None:
     print(f"|{'-' * 7}|{'-' * 13}|{'-' * 12}|{'-' * 18}|{'-' * 15}|{'-' * 14}|")
     for limit in REPEAT_LIMITS:
         live = {qid: ranking(qid, limit)[:K] for qid in queries}
-        hit = sum(bool(r := ranking(f"aspect-{i}", limit)) and r[0] in item["relevant"] for i, item in enumerate(items)) / len(items)
+        hit = aspect_hit(lambda key, limit=limit: ranking(key, limit), items)
         tune, report = aggregate(live, labels, groups["tune"]), aggregate(live, labels, groups["report"])
         mark = " <- MEDQA_SAME_QUESTION_LIMIT" if limit == settings.same_question_limit else ""
         print(f"| {limit or 'none':>5} | {tune[f'mrr@{K}']:>11.3f} | {tune['hit@1']:>10.3f} | {hit:>16.3f} | {report[f'mrr@{K}']:>13.3f} | "

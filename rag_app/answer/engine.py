@@ -202,21 +202,17 @@ class MedQAQueryEngine(CustomQueryEngine):
             start = 0
             chosen = i == 0 or (i == 1 and second_part)
             sentences = page_sentences(node) if chosen else []
-
-            def enough(first: int) -> bool:
-                return len(" ".join(sentences[first:]).split()) >= MIN_SHOWN_WORDS
-
             if chosen and self.answer_from_sentence and self.reranker is not None and asked != {OVERVIEW_TYPE}:
                 other = asked if i == 0 and OVERVIEW_TYPE not in asked and _type(node) not in asked else set()
                 start = first_answering(sentences, other) if other else None
-                if start is None or not enough(start):
+                if start is None or not _enough_from(sentences, start):
                     start = self.reranker.start_sentence(question, node, sentences, self.sentence_margin)
-                if not enough(start):
+                if not _enough_from(sentences, start):
                     start = 0
             if i == 0 and self.said:
                 unsaid = first_unsaid(sentences, start, self.said)
                 unsaid = first_unsaid(sentences, 0, self.said) if unsaid is None else unsaid  # what came before it, then
-                start = unsaid if unsaid is not None and enough(unsaid) else start
+                start = unsaid if unsaid is not None and _enough_from(sentences, unsaid) else start
             out.append(shown_node(node, start))
         return out
 
@@ -226,7 +222,7 @@ class MedQAQueryEngine(CustomQueryEngine):
         def unsaid(node: NodeWithScore) -> bool:
             page = page_sentences(node)
             found = first_unsaid(page, 0, self.said)
-            return found is not None and len(" ".join(page[found:]).split()) >= MIN_SHOWN_WORDS
+            return found is not None and _enough_from(page, found)
 
         if not sources or unsaid(sources[0]):
             return list(sources)
@@ -397,6 +393,11 @@ class MedQAQueryEngine(CustomQueryEngine):
 
 def _topic(node: NodeWithScore) -> str:
     return str(node.node.metadata.get("focus") or "").strip().lower()
+
+
+def _enough_from(sentences: Sequence[str], first: int) -> bool:
+    """Whether a page shown from sentence ``first`` holds :data:`MIN_SHOWN_WORDS` words or more."""
+    return len(" ".join(sentences[first:]).split()) >= MIN_SHOWN_WORDS
 
 
 def _same_topic(a: NodeWithScore, b: NodeWithScore) -> bool:
