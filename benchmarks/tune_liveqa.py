@@ -104,11 +104,17 @@ class Reranked:
         from tqdm.auto import tqdm
 
         from rag_app.retrieval.rerank import load_reranker
+        from rag_app.text.asking import with_plain_asks
 
         self.reranker = load_reranker(settings.model_copy(update={"rerank": True}))
         self.n = settings.rerank_candidates
         self.retriever = retriever
         self.texts = texts
+        # What the re-ranker reads, as the engine gives it (rag_app.answer.engine.MedQAQueryEngine.read).
+        self.rerank_texts = {
+            key: with_plain_asks(text, retriever.asked_types(text) - retriever.asked_plainly(text)) if settings.rerank_reads_asked else text
+            for key, text in texts.items()
+        }
         self.snap = retriever.index.snapshot()  # the index copy the candidates are read from, once for every ranking
         self.evidence = {key: retriever.candidates(text, snap=self.snap) for key, text in tqdm(sorted(texts.items()), desc="candidates", unit="q")}
         self.logits: dict[tuple[str, str], float] = {}
@@ -130,7 +136,7 @@ class Reranked:
         if missing:
             nodes = self.retriever.index.nodes([c.chunk_id for c in missing])
             found = [c for c in missing if c.chunk_id in nodes]
-            for c, logit in zip(found, self.reranker.logits(self.texts[key], [NodeWithScore(node=nodes[c.chunk_id]) for c in found])):
+            for c, logit in zip(found, self.reranker.logits(self.rerank_texts[key], [NodeWithScore(node=nodes[c.chunk_id]) for c in found])):
                 self.logits[(key, c.doc_id)] = logit
         return [(c.doc_id, c.score(weights), self.logits.get((key, c.doc_id), -40.0)) for c in top]
 

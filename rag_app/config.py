@@ -199,6 +199,11 @@ class Settings(BaseSettings):
     rerank: bool = Field(True, description="Re-rank the retriever's top candidates with the cross-encoder (rag_app.retrieval.rerank).")
     rerank_model: str = Field(SHIPPED_RERANKER, description="The re-ranker: a sentence-transformers CrossEncoder folder (default: the shipped one).")
     rerank_candidates: int = Field(10, ge=1, le=200, description="Retriever candidates the re-ranker reads (its cost grows with them).")
+    rerank_reads_asked: bool = Field(
+        True,
+        description="The re-ranker reads the message with the question types it asks (cue words or the nearest way of "
+        "asking, rag_app.index.asked) asked plainly after it ('... What brings it on? What causes it?').",
+    )
     rerank_dtype: Literal["auto", "float32", "bfloat16", "int8"] = Field(
         "auto",
         description="The re-ranker's weights: 'auto' (bfloat16 on a CPU with bfloat16 units, int8 linear layers on other "

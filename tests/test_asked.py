@@ -56,3 +56,37 @@ def test_the_topic_a_question_names_reads_as_it() -> None:
     assert with_topic_as_it("Gout. why does it hurt so much", matcher) == "it. why does it hurt so much"
     assert with_topic_as_it("nothing named here", matcher) == "nothing named here"
     assert with_topic_as_it("how did he get gout", None) == "how did he get gout"
+
+
+def test_a_message_is_remembered_for_the_topic_names_it_was_read_with(asked: AskedTypes, monkeypatch) -> None:
+    """The engine and the retriever read the same message: the second reading embeds nothing; other topic names
+    (a new index copy) read it afresh."""
+    import rag_app.index.asked as module
+
+    text = "she was just diagnosed with lupus. which pills work for it?"
+    first = asked.nearest(text, MATCHER)
+    calls = []
+    real = module.embed_queries
+    monkeypatch.setattr(module, "embed_queries", lambda model, texts: calls.append(texts) or real(model, texts))
+    assert asked.nearest(text, MATCHER) == first and calls == []
+    other = FocusMatcher({"a": "Lupus"})
+    assert asked.nearest(text, other)[0] == first[0] and len(calls) == 1
+
+
+def test_the_types_asked_are_asked_again_plainly_for_the_reranker() -> None:
+    from rag_app.text.asking import with_plain_asks
+
+    assert with_plain_asks("My mom has kidney stones. What brings it on?", {"causes"}) == (
+        "My mom has kidney stones. What brings it on? What causes it?"
+    )
+    both = with_plain_asks("what can he take and will it come back?", {"treatment", "outlook"})
+    assert both.endswith("? What is the outlook for it? How is it treated?")
+    assert with_plain_asks("my son was diagnosed with celiac disease", set()) == "my son was diagnosed with celiac disease"
+
+
+def test_a_question_asked_the_plain_way_is_told_apart_from_other_wordings(asked: AskedTypes) -> None:
+    """MedQuAD's own wording is a plain way of asking (the re-ranker reads it as written); a patient's isn't."""
+    assert asked.asked_plainly("What are the symptoms of Lupus ?", MATCHER) == {"symptoms"}
+    assert asked.asked_plainly("How is sarcoidosis treated?", MATCHER) == {"treatment"}
+    assert asked.asked_plainly("My sister has lupus. What brings it on?", MATCHER) == set()
+    assert asked.asked_plainly("she was just diagnosed with lupus. which pills work for it?", MATCHER) == set()

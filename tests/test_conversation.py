@@ -88,6 +88,11 @@ def test_a_story_keeps_its_condition_as_the_topic_not_words_that_happen_to_be_na
     story = "My mom takes medicine for her high blood pressure. what causes high blood pressure?"
     assert ask("is it inherited?", story).question == "is high blood pressure inherited?"
     assert ask("can it come back?", "My son has ALL. How is it treated?").question == "can ALL come back?"
+    # What a treatment does: "it" is the pill, not the condition.
+    pill = "my dad has gout, is there a pill for this?"
+    assert ask("how long before it works?", pill).question == "how long before gout treatment works?"
+    assert ask("does it have side effects?", pill).question == "does gout treatment have side effects?"
+    assert ask("does it hurt?", pill).question == "does gout hurt?"
 
 
 def test_a_story_that_describes_a_symptom_keeps_the_condition_it_names() -> None:

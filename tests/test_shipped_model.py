@@ -48,11 +48,10 @@ def test_shipped_record_matches_the_recipe() -> None:
     assert (SHIPPED / "README.md").is_file()
 
 
-def shipped_over_real_pages(tmp_path: Path, embed_model):
-    """Settings over an index of the real MedQuAD pages of :data:`PAGES`, and the shipped model loaded."""
+def real_pages(tmp_path: Path, embed_model):
+    """Settings over an index (real Chroma) of the real MedQuAD pages of :data:`PAGES`, answering with the shipped model."""
     from rag_app.config import Settings
     from rag_app.index.build import build_index
-    from rag_app.llm.load import load_llm
 
     corpus = tmp_path / "medquad"
     for collection, files in PAGES.items():
@@ -61,6 +60,14 @@ def shipped_over_real_pages(tmp_path: Path, embed_model):
             shutil.copy(SHARED_MEDQUAD / collection / name, corpus / collection / name)
     settings = Settings(storage_dir=tmp_path / "storage", corpus=[str(corpus)], llm=str(SHIPPED), max_new_tokens=96)
     build_index(settings, embed_model=embed_model, show_progress=False)
+    return settings
+
+
+def shipped_over_real_pages(tmp_path: Path, embed_model):
+    """Settings over an index of the real MedQuAD pages of :data:`PAGES`, and the shipped model loaded."""
+    from rag_app.llm.load import load_llm
+
+    settings = real_pages(tmp_path, embed_model)
     # The bundled base and the merged adapter are cached with the other test models between runs.
     cache = Path(os.environ.get("MEDQA_TEST_MODEL_CACHE", tmp_path / "models-cache"))
     return settings, load_llm(settings.model_copy(update={"storage_dir": cache}))
@@ -134,3 +141,31 @@ def test_patient_messages_get_the_page_for_what_they_ask(tmp_path: Path, embed_m
     assert reply.metadata["searched_for"] == "Is gout hereditary?"
     assert reply.source_nodes[0].node.metadata["question_type"] in {"susceptibility", "causes"}
     assert str(reply) != str(first), "a different question gets a different answer"
+
+
+# Causes asked the way people ask, not in the words the re-ranker was trained on: read as asking for causes (cue words
+# or the nearest plain way of asking), the message is re-ranked with "What causes it?" after it.
+ASKED_OTHERWISE = [
+    "My dad was diagnosed with high blood pressure last month, he is only 45. What brings it on?",
+    "my husband has gout in his big toe. why did he get it??",
+    "Our daughter has Marfan syndrome. Why does someone get this?",
+]
+
+
+@pytest.mark.skipif(not SHARED_MEDQUAD.is_dir(), reason="needs ../shared/data/medquad")
+def test_the_shipped_reranker_reads_the_asked_type_however_it_is_asked(tmp_path: Path, embed_model) -> None:
+    """The shipped re-ranker over real pages puts the causes page first for causes asked in other words; reading the
+    message as written, it put the overview first for at least one of them."""
+    from llama_index.core.llms import MockLLM
+
+    from rag_app.answer.engine import build_query_engine
+
+    engine = build_query_engine(real_pages(tmp_path, embed_model), embed_model=embed_model, llm=MockLLM())
+    as_written = engine.model_copy(update={"rerank_reads_asked": False})
+    firsts = {}
+    for message in ASKED_OTHERWISE:
+        assert engine.read(message).asked == {"causes"}, message
+        top = engine.retrieve(message)[0].node.metadata
+        assert top["question_type"] == "causes", (message, top["question"])
+        firsts[message] = as_written.retrieve(message)[0].node.metadata["question_type"]
+    assert "information" in firsts.values(), firsts

@@ -121,9 +121,21 @@ def _first_mention(matcher: Any, text: str, topic: Topic) -> int:
     return spans[0][0] if spans else len(text)
 
 
+#: What a treatment does, not a condition: "how long before it works?" after "is there a pill for this?" asks about
+#: the treatment ("acne treatment"), not about acne.
+TREATMENT_DOES = re.compile(
+    r"\s+(?:(?:will |would |should |does |do |did )?(?:works?|worked|working|kicks? in|wears? off)\b"
+    r"|(?:takes?|take|to take) (?:effect|to work)\b|starts? (?:to work|working)\b|(?:has|have|had|cause|causes) (?:any )?side effects\b)",
+    re.IGNORECASE,
+)
+
+
 def _replace_reference(message: str, match: re.Match[str], topic: Topic) -> str:
     word = match.group(0)
-    text = f"{topic.text}'s" if word.lower() in {"its", "their"} else topic.text
+    if word.lower() in {"it", "this", "that", "they"} and TREATMENT_DOES.match(message, match.end()):
+        text = f"{topic.text} treatment"
+    else:
+        text = f"{topic.text}'s" if word.lower() in {"its", "their"} else topic.text
     return message[: match.start()] + text + message[match.end() :]
 
 

@@ -20,16 +20,17 @@ from llama_index.core.schema import NodeWithScore, QueryBundle
 from tqdm.auto import tqdm
 
 from rag_app.answer.passages import first_unsaid, page_sentences, shown_node
-from rag_app.answer.plan import COVERED, PART_SEPARATOR, UNKNOWN, AnswerPart, AnswerPlan, source_coverage
+from rag_app.answer.plan import COVERED, PART_SEPARATOR, UNKNOWN, AnswerPart, AnswerPlan, Reading, source_coverage
 from rag_app.config import Settings
 from rag_app.index.topics import OVERVIEW_TYPE, first_answering
 from rag_app.llm.batch import generate_batch
 from rag_app.llm.decoding import answer_opening, decline_start_ids, llm_tokenizer, with_decoding
 from rag_app.llm.info import model_info
 from rag_app.llm.load import close_llm, load_llm
-from rag_app.retrieval.modes import asked_types, build_retriever, topic_matcher
+from rag_app.retrieval.modes import asked_plainly, asked_types, build_retriever, topic_matcher
 from rag_app.retrieval.rerank import RELEVANCE_KEY, load_reranker
 from rag_app.text import prompts
+from rag_app.text.asking import with_plain_asks
 from rag_app.text.citations import StreamAttributor, citation_to_add, finish_citations
 from rag_app.text.openings import Opening
 from rag_app.text.repetition import StreamTrimmer, trim_repetition
@@ -93,6 +94,7 @@ class MedQAQueryEngine(CustomQueryEngine):
     copy_bias: float = 6.0  # logits for the token the top source goes on with while an answer copies it
     said: str = ""  # the conversation's last answer: the top page is shown from the first sentence it didn't say
     correct_spelling: bool = True  # retrieve and re-rank with misspelt topic names as the index writes them
+    rerank_reads_asked: bool = True  # the re-ranker reads the question types asked written plainly after the message
 
     # ---- helpers ------------------------------------------------------------
     def _count(self, text: str) -> int:
@@ -108,21 +110,32 @@ class MedQAQueryEngine(CustomQueryEngine):
         question, _ = self.clean_question(query_str)
         return self.select_sources(question, self.ranked(question))
 
-    def ranked(self, question: str) -> list[NodeWithScore]:
+    def ranked(self, question: str, reading: Reading | None = None) -> list[NodeWithScore]:
         """Every candidate of a clean question, best first: the retriever's, re-ranked when a re-ranker is set.
 
         Both read the question with its misspelt topic names written as the index writes them
         (``correct_spelling``, :meth:`rag_app.index.topics.FocusMatcher.corrected`: "alzeimers" would be nearer
-        "Alport" than "Alzheimer").
+        "Alport" than "Alzheimer"); the re-ranker reads it with the question types it asks asked plainly after it
+        (``rerank_reads_asked``, :func:`rag_app.text.asking.with_plain_asks`). ``reading``: :meth:`read`'s, when known.
         """
         if not self.use_rag or self.retriever is None:
             return []
+        reading = reading or self.read(question)
+        nodes = self.retriever.retrieve(reading.search)
+        if self.reranker is not None:
+            return self.reranker.with_top_n(len(nodes)).postprocess_nodes(nodes, query_str=reading.rerank_text)
+        return nodes
+
+    def read(self, question: str) -> Reading:
+        """How the engine reads a clean question (:class:`Reading`): what it retrieves, the types it asks (cue words,
+        else the nearest way of asking: :func:`rag_app.retrieval.modes.asked_types`) and what the re-ranker reads."""
         matcher = topic_matcher(self.retriever)
         search = matcher.corrected(question) if matcher is not None and self.correct_spelling else question
-        nodes = self.retriever.retrieve(search)
-        if self.reranker is not None:
-            return self.reranker.with_top_n(len(nodes)).postprocess_nodes(nodes, query_str=search)
-        return nodes
+        asked = frozenset(asked_types(self.retriever, search))
+        if not (asked and self.rerank_reads_asked):
+            return Reading(search, asked, search)
+        # A question already asked the plain way ("What are the symptoms of gout?") is read as written.
+        return Reading(search, asked, with_plain_asks(search, asked - asked_plainly(self.retriever, search)))
 
     def select_sources(self, question: str, ranked: Sequence[NodeWithScore]) -> list[NodeWithScore]:
         """The ``top_k`` sources from the ranked candidates."""
@@ -180,7 +193,7 @@ class MedQAQueryEngine(CustomQueryEngine):
         )
 
     # ---- the plan --------------------------------------------------------------
-    def shown(self, question: str, sources: Sequence[NodeWithScore], second_part: bool) -> list[NodeWithScore]:
+    def shown(self, question: str, sources: Sequence[NodeWithScore], second_part: bool, reading: Reading | None = None) -> list[NodeWithScore]:
         """The sources as the model is shown them: headings dropped, the top source (and a second part's page) from
         the sentence that answers the question.
 
@@ -194,7 +207,8 @@ class MedQAQueryEngine(CustomQueryEngine):
         answer already quoted is shown from the first sentence it didn't say, where enough follows: a new question
         gets what the page says next, not the same answer again; a top page it quoted to its end gives way to the next
         source on the same topic it didn't (:meth:`not_said_first`)."""
-        asked = asked_types(self.retriever, question)
+        reading = reading or self.read(question)
+        asked = reading.asked
         if self.said and not second_part:
             sources = self.not_said_first(sources)
         out = []
@@ -206,7 +220,7 @@ class MedQAQueryEngine(CustomQueryEngine):
                 other = asked if i == 0 and OVERVIEW_TYPE not in asked and _type(node) not in asked else set()
                 start = first_answering(sentences, other) if other else None
                 if start is None or not _enough_from(sentences, start):
-                    start = self.reranker.start_sentence(question, node, sentences, self.sentence_margin)
+                    start = self.reranker.start_sentence(reading.rerank_text, node, sentences, self.sentence_margin)
                 if not _enough_from(sentences, start):
                     start = 0
             if i == 0 and self.said:
@@ -239,8 +253,9 @@ class MedQAQueryEngine(CustomQueryEngine):
             ranked: Its ranked candidates when already known (:meth:`ranked`); retrieved otherwise.
         """
         question, warnings = self.clean_question(query_str)
+        reading = self.read(question) if self.use_rag and self.retriever is not None else None
         if ranked is None:
-            ranked = self.ranked(question)
+            ranked = self.ranked(question, reading)
         sources = self.select_sources(question, ranked) if self.use_rag else []
         coverage = self.coverage(question, sources)
         # A second part where source [2] is another page of the top source's topic, on another question type, that the
@@ -253,7 +268,7 @@ class MedQAQueryEngine(CustomQueryEngine):
             and min(_relevance(sources[0]), _relevance(sources[1])) >= self.answer_threshold
             and self.reranker is not None
         )
-        shown = self.shown(question, sources, second) if self.use_rag else []
+        shown = self.shown(question, sources, second, reading) if self.use_rag else []
         tokenizer = llm_tokenizer(self.llm)
         suppress = tuple(decline_start_ids(tokenizer)) if coverage == COVERED and tokenizer is not None else ()
         passages = [n.node.get_content() for n in shown]
@@ -491,4 +506,5 @@ def build_query_engine(
         finish_source=settings.finish_source,
         copy_bias=settings.copy_bias,
         correct_spelling=settings.correct_spelling,
+        rerank_reads_asked=settings.rerank_reads_asked,
     )

@@ -20,6 +20,16 @@ COVERED, UNCOVERED, UNKNOWN = "covered", "uncovered", "unknown"
 
 
 @dataclass(frozen=True)
+class Reading:
+    """How the engine reads a clean question, once per answer: what is retrieved, what the re-ranker reads and the
+    question types that choose where the top page is shown from."""
+
+    search: str  # the question with misspelt topic names as the index writes them (what is retrieved)
+    asked: frozenset[str]  # the question types it asks (cue words, else the nearest way of asking)
+    rerank_text: str  # what the re-ranker reads: ``search`` with the asked types asked plainly after it
+
+
+@dataclass(frozen=True)
 class AnswerPart:
     """One stretch of an answer, generated from the plan's prompt with its own opening and budget.
 

@@ -22,6 +22,11 @@ from rag_app.text.asking import ASKS, MORE_ASKS
 
 #: A least similarity above any cosine: only cue words are read (``MEDQA_ASK_SIMILARITY=1.01``).
 CUES_ONLY = 1.01
+#: Cosine from which a message's question is one of the plain ways of asking itself ("What are the symptoms of
+#: gout?" is "what are the symptoms of it?"): the re-ranker reads such a question as written.
+PLAIN_SIMILARITY = 0.95
+#: Messages whose nearest way of asking is remembered (the oldest is forgotten first).
+READ_MEMORY = 64
 
 
 def ways_of_asking() -> list[tuple[str, str]]:
@@ -64,6 +69,10 @@ class AskedTypes:
         self._types: list[str] = []
         self._vectors: Any = None
         self._lock = threading.Lock()
+        # The last messages read, for the index copy's topic names they were read with: the engine and the retriever
+        # read the same message once each, and it is embedded once.
+        self._read: dict[str, tuple[str, float]] = {}
+        self._read_with: FocusMatcher | None = None
 
     def _ways(self) -> tuple[list[str], Any]:
         if self._vectors is None:
@@ -80,13 +89,30 @@ class AskedTypes:
         A message that asks nothing ("my son was diagnosed with celiac disease": a story, whatever it is near) gives
         ``("", 0.0)``.
         """
+        with self._lock:
+            if matcher is not self._read_with:
+                self._read, self._read_with = {}, matcher
+            if text in self._read:
+                return self._read[text]
         questions = [with_topic_as_it(q, matcher) for q in questions_of(text) or [run_on_question(text)] if q]
         if not questions:
             return "", 0.0
         types, vectors = self._ways()
         sims = _normalised(embed_queries(self.embed_model, questions)) @ vectors.T
         best = np.unravel_index(int(sims.argmax()), sims.shape)
-        return types[best[1]], float(sims[best])
+        found = types[best[1]], float(sims[best])
+        with self._lock:
+            if matcher is self._read_with:
+                if len(self._read) >= READ_MEMORY:
+                    self._read.pop(next(iter(self._read)))
+                self._read[text] = found
+        return found
+
+    def asked_plainly(self, text: str, matcher: FocusMatcher | None = None) -> set[str]:
+        """The question type ``text`` asks in one of the plain ways of asking (cosine >= :data:`PLAIN_SIMILARITY`),
+        as MedQuAD's own questions do; empty for any other wording."""
+        qtype, similarity = self.nearest(text, matcher)
+        return {qtype} if qtype and similarity >= PLAIN_SIMILARITY else set()
 
     def __call__(self, text: str, matcher: FocusMatcher | None = None) -> set[str]:
         """The question types ``text`` asks (may be empty).

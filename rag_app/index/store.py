@@ -179,6 +179,10 @@ class MedQAIndex:
         """The question types ``text`` asks (:class:`rag_app.index.asked.AskedTypes`, reading this index's topic names)."""
         return self.asked(text, (snap or self.snapshot()).matcher)
 
+    def asked_plainly(self, text: str, snap: IndexSnapshot | None = None) -> set[str]:
+        """The question type ``text`` asks in a plain way of asking (:meth:`rag_app.index.asked.AskedTypes.asked_plainly`)."""
+        return self.asked.asked_plainly(text, (snap or self.snapshot()).matcher)
+
     # ---- search ------------------------------------------------------------------------
     @_guarded
     def nearest(self, vector: Sequence[float], k: int, snap: IndexSnapshot) -> list[str]:

@@ -32,7 +32,9 @@ STOPWORDS = frozenset(
 # plain ways consumers ask ("what can he take", "will it come back", "can our kids get it", "does it run in families").
 _WHO = r"(i|he|she|we|they|you|people|someone|somebody|anyone|a person|my \w+|our \w+)"
 _KIN = r"(kids|children|child|baby|babies|grandkids|grandchildren|offspring|sons?|daughters?|brothers?|sisters?|siblings?)"
-_NOT_TO_PREVENT = r"(?! to (prevent|avoid)\b)"  # "what can I do to prevent it" asks for prevention, not treatment
+#: Doing something so one doesn't get it ("what can I do so I don't get it?") asks for prevention.
+_NOT_GETTING = r"so (that )?\w+ (don'?t|do not|won'?t|will not|never) (get|catch)\b"
+_NOT_TO_PREVENT = rf"(?! (to (prevent|avoid)\b|{_NOT_GETTING}))"  # "what can I do to prevent it" asks for prevention, not treatment
 TYPE_CUES: dict[str, str] = {
     # Asking about the condition in general ("what is ...", "information on ...") asks for its overview.
     "information": r"\binfo\b|information|what(?: is|'s| are) (a |an )?(?!(the|it|this|that|there|behind|wrong|causing|going)\b)[a-z]|(know|learn|read|tell (me|us)) (more |anything |something )?about",
@@ -51,7 +53,7 @@ TYPE_CUES: dict[str, str] = {
     "genetic changes": r"\bgenes?\b|genetic|mutation|chromosom|\bdna\b",
     "outlook": r"outlook|prognos|surviv|life expectancy|recover|com(e|ing) back|recur|go away|normal life|long[- ](run|term)"
     r"|get (better|worse)|what to expect|how long .{0,30}\blive\b|\bfatal\b|\bdie\b",
-    "prevention": r"prevent|avoid|(keep|stop) .{0,30}from (getting|catching|coming back|happening again|forming)",
+    "prevention": rf"prevent|avoid|(keep|stop) .{{0,30}}from (getting|catching|coming back|happening again|forming)|{_NOT_GETTING}",
     "research": r"research|clinical trial|\bstud(y|ies)\b",
     "frequency": r"how common|frequen|prevalen|how many (people|persons|children|kids|men|women)|is (it|this) (a )?(common|rare)",
     # Whether a condition runs in families is also who is at risk: family history is a risk factor of common ones.

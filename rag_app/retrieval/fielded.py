@@ -216,6 +216,10 @@ class FieldedRetriever(BaseRetriever):
         """The question types ``text`` asks (cue words, else the nearest way of asking: :class:`rag_app.index.asked.AskedTypes`)."""
         return self.index.asked_types(text)
 
+    def asked_plainly(self, text: str) -> set[str]:
+        """The question type ``text`` asks in a plain way of asking (:meth:`rag_app.index.store.MedQAIndex.asked_plainly`)."""
+        return self.index.asked_plainly(text)
+
     # ---- evidence ------------------------------------------------------------------
     def candidates(self, query: str, embedding: Sequence[float] | None = None, snap: IndexSnapshot | None = None) -> list[Candidate]:
         """Every candidate QA pair of ``query`` with its evidence (unsorted, excluded ids removed).

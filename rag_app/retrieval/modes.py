@@ -43,11 +43,19 @@ class ReadsAskedTypes(Protocol):
 
     def asked_types(self, text: str) -> set[str]: ...
 
+    def asked_plainly(self, text: str) -> set[str]: ...
+
 
 def asked_types(retriever: Any, text: str) -> set[str]:
     """The question types ``text`` asks, as ``retriever`` reads them where it can (:class:`ReadsAskedTypes`), else by
     cue words (:func:`rag_app.index.topics.question_types`)."""
     return retriever.asked_types(text) if isinstance(retriever, ReadsAskedTypes) else question_types(text)
+
+
+def asked_plainly(retriever: Any, text: str) -> set[str]:
+    """The question type ``text`` asks in one of the plain ways of asking, where ``retriever`` can tell
+    (:class:`ReadsAskedTypes`); else none."""
+    return retriever.asked_plainly(text) if isinstance(retriever, ReadsAskedTypes) else set()
 
 
 def build_retriever(

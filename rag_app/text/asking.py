@@ -83,3 +83,29 @@ MORE_ASKS: dict[str, list[str]] = {
     "stages": ["how far along is {t}?", "what stage of {t} is the worst?"],
     "considerations": ["what else should we think about with {t}?"],
 }
+
+
+def plainly_asked(types: set[str] | frozenset[str]) -> str:
+    """The plainest way of asking each of ``types`` about "it", one question each (empty for none).
+
+    Example:
+        >>> plainly_asked({"causes", "treatment"})
+        'What causes it? How is it treated?'
+    """
+    return " ".join(ASKS[t][0].format(t="it").capitalize() for t in sorted(types) if t in ASKS)
+
+
+def with_plain_asks(message: str, types: set[str] | frozenset[str]) -> str:
+    """``message`` with the types it asks asked plainly after it: what the re-ranker reads.
+
+    The re-ranker learnt the ways of asking its training messages use; "what brings it on?" it reads as a story about
+    the condition and ranks the overview first. Read by cue words or by the nearest way of asking
+    (:class:`rag_app.index.asked.AskedTypes`), the type is asked again the plain way, so the model need not know
+    every way of asking (``MEDQA_RERANK_READS_ASKED``).
+
+    Example:
+        >>> with_plain_asks("My mom has kidney stones. What brings it on?", {"causes"})
+        'My mom has kidney stones. What brings it on? What causes it?'
+    """
+    plain = plainly_asked(types)
+    return f"{message} {plain}" if plain else message
