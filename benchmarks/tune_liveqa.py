@@ -103,8 +103,8 @@ class Reranked:
     def __init__(self, settings, retriever, texts: dict[str, str]) -> None:
         from tqdm.auto import tqdm
 
+        from rag_app.retrieval.modes import asked_again
         from rag_app.retrieval.rerank import load_reranker
-        from rag_app.text.asking import with_plain_asks
 
         self.reranker = load_reranker(settings.model_copy(update={"rerank": True}))
         self.n = settings.rerank_candidates
@@ -112,8 +112,7 @@ class Reranked:
         self.texts = texts
         # What the re-ranker reads, as the engine gives it (rag_app.answer.engine.MedQAQueryEngine.read).
         self.rerank_texts = {
-            key: with_plain_asks(text, retriever.asked_types(text) - retriever.asked_plainly(text)) if settings.rerank_reads_asked else text
-            for key, text in texts.items()
+            key: asked_again(retriever, text, retriever.asked_types(text)) if settings.rerank_reads_asked else text for key, text in texts.items()
         }
         self.snap = retriever.index.snapshot()  # the index copy the candidates are read from, once for every ranking
         self.evidence = {key: retriever.candidates(text, snap=self.snap) for key, text in tqdm(sorted(texts.items()), desc="candidates", unit="q")}

@@ -125,7 +125,7 @@ def _first_mention(matcher: Any, text: str, topic: Topic) -> int:
 #: the treatment ("acne treatment"), not about acne.
 TREATMENT_DOES = re.compile(
     r"\s+(?:(?:will |would |should |does |do |did )?(?:works?|worked|working|kicks? in|wears? off)\b"
-    r"|(?:takes?|take|to take) (?:effect|to work)\b|starts? (?:to work|working)\b|(?:has|have|had|cause|causes) (?:any )?side effects\b)",
+    r"|(?:to )?takes? (?:effect|to work)\b|starts? (?:to work|working)\b|(?:has|have|had|cause|causes) (?:any )?side effects\b)",
     re.IGNORECASE,
 )
 

@@ -27,10 +27,9 @@ from rag_app.llm.batch import generate_batch
 from rag_app.llm.decoding import answer_opening, decline_start_ids, llm_tokenizer, with_decoding
 from rag_app.llm.info import model_info
 from rag_app.llm.load import close_llm, load_llm
-from rag_app.retrieval.modes import asked_plainly, asked_types, build_retriever, topic_matcher
+from rag_app.retrieval.modes import asked_again, asked_types, build_retriever, topic_matcher
 from rag_app.retrieval.rerank import RELEVANCE_KEY, load_reranker
 from rag_app.text import prompts
-from rag_app.text.asking import with_plain_asks
 from rag_app.text.citations import StreamAttributor, citation_to_add, finish_citations
 from rag_app.text.openings import Opening
 from rag_app.text.repetition import StreamTrimmer, trim_repetition
@@ -132,10 +131,7 @@ class MedQAQueryEngine(CustomQueryEngine):
         matcher = topic_matcher(self.retriever)
         search = matcher.corrected(question) if matcher is not None and self.correct_spelling else question
         asked = frozenset(asked_types(self.retriever, search))
-        if not (asked and self.rerank_reads_asked):
-            return Reading(search, asked, search)
-        # A question already asked the plain way ("What are the symptoms of gout?") is read as written.
-        return Reading(search, asked, with_plain_asks(search, asked - asked_plainly(self.retriever, search)))
+        return Reading(search, asked, asked_again(self.retriever, search, asked) if self.rerank_reads_asked else search)
 
     def select_sources(self, question: str, ranked: Sequence[NodeWithScore]) -> list[NodeWithScore]:
         """The ``top_k`` sources from the ranked candidates."""

@@ -20,6 +20,7 @@ from rag_app.index.topics import FocusMatcher, question_types
 from rag_app.llm.load import load_embed_model
 from rag_app.retrieval.classic import MedQARetriever, bm25_retriever, dense_retriever
 from rag_app.retrieval.fielded import fielded_retriever
+from rag_app.text.asking import with_plain_asks
 
 logger = logging.getLogger("rag_app")
 
@@ -56,6 +57,13 @@ def asked_plainly(retriever: Any, text: str) -> set[str]:
     """The question type ``text`` asks in one of the plain ways of asking, where ``retriever`` can tell
     (:class:`ReadsAskedTypes`); else none."""
     return retriever.asked_plainly(text) if isinstance(retriever, ReadsAskedTypes) else set()
+
+
+def asked_again(retriever: Any, text: str, asked: set[str] | frozenset[str]) -> str:
+    """What the re-ranker reads of ``text``, which asks the types ``asked``: the text with each of them asked again the
+    plain way (:func:`rag_app.text.asking.with_plain_asks`), except a type it already asks a plain way
+    (:func:`asked_plainly`: "What are the symptoms of gout?" is read as written)."""
+    return with_plain_asks(text, set(asked) - asked_plainly(retriever, text)) if asked else text
 
 
 def build_retriever(
