@@ -1,6 +1,7 @@
 """Which topic names may decline a question, and when may the re-ranker overrule them? Decided on dev sets only.
 
-    python benchmarks/tune_declines.py        # the index named by MEDQA_* (the full MedQuAD index)
+    python benchmarks/tune_declines.py            # the index named by MEDQA_* (the full MedQuAD index)
+    python benchmarks/tune_declines.py --model    # and the model's own declines by decline bias
 
 A question that names a topic in full with no source about it is declined without generating
 (:func:`rag_app.answer.plan.source_coverage` says ``uncovered``). This counts such declines, three sets:
@@ -16,6 +17,9 @@ First table: which names count. "every full name" is the rule before names had t
 (:meth:`~rag_app.index.topics.FocusMatcher.common`); the other columns set ``COMMON_NAME_SHARE``.
 Second table: thresholds on the re-ranker's probability for the top source above which a decline would be
 overruled ("never" is the engine's rule).
+Third table (``--model``, the configured LLM read through transformers): where the names leave it open, the model
+chooses at its first token between declining and opening with its top source; the columns are ``MEDQA_DECLINE_BIAS``
+values (logits taken from the decline's first token), counting the questions it would decline.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ sys.path.insert(0, str(REPO))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 THRESHOLDS = (0.5, 0.7, 0.9, 0.95, None)
+BIASES = (0.0, 1.0, 2.0, 3.0, 4.0, 6.0, 8.0)
 SHARES = (None, float("inf"), 0.005, 0.01, 0.02, 0.05)
 
 
@@ -41,7 +46,26 @@ def _table(title: str, heads: list[str], counts: dict[str, list[int]]) -> None:
         print(f"| {name} | " + " | ".join(str(d) for d in row) + " |")
 
 
+def decline_margin(llm, plan) -> float | None:
+    """How many logits the model prefers the decline's first token over its opening's, for a plan where it may choose
+    (None where it may not: the names or the re-ranker decided, or the answer has no opening)."""
+    import torch
+
+    from rag_app.llm.decoding import llm_tokenizer
+
+    opening = plan.parts[0].opening if plan.parts and not plan.declines else None
+    if opening is None or not opening.alternatives:
+        return None
+    tokenizer = llm_tokenizer(llm)
+    ids = tokenizer.apply_chat_template(plan.messages, add_generation_prompt=True, return_tensors="pt", return_dict=True)
+    with torch.inference_mode():
+        logits = llm._model(**ids).logits[0, -1]
+    return float(logits[list(opening.alternatives)].max() - logits[opening.tokens[0]])
+
+
 def main() -> int:
+    import argparse
+
     from llama_index.core.llms import MockLLM
     from tqdm.auto import tqdm
 
@@ -56,8 +80,17 @@ def main() -> int:
     from rag_app.retrieval.modes import build_retriever, topic_matcher
     from rag_app.retrieval.rerank import RELEVANCE_KEY
 
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", action="store_true", help="also count the model's own declines by decline bias (slower)")
+    args = parser.parse_args()
     settings = Settings()
     nodes = load_nodes(settings)
+    llm = MockLLM()
+    if args.model:
+        from rag_app.llm.load import load_llm
+
+        llm = load_llm(settings.model_copy(update={"llm_backend": "transformers"}))
+    by_bias: dict[str, list[int]] = {}
     liveqa, _ = load_liveqa_rows(CompareArguments(questions="liveqa", half="tune", limit=1000), settings)
     validation, _ = load_test_split(CompareArguments(split_dir=str(settings.storage_dir / "splits-val"), limit=10**6), settings)
     rng = random.Random(1)
@@ -74,12 +107,14 @@ def main() -> int:
     for name, (rows, exclude) in sets.items():
         candidates = max(settings.candidate_k, 60 if exclude else 20)
         retriever = build_retriever(settings.model_copy(update={"candidate_k": candidates}), nodes=nodes, exclude=exclude)
-        engine = build_query_engine(settings, llm=MockLLM(), retriever=retriever)
+        engine = build_query_engine(settings, llm=llm, retriever=retriever, decline_bias=0.0)
+        biased = [0] * len(BIASES)
         matcher = topic_matcher(retriever)
         shares, declined = [0] * len(SHARES), [0] * len(THRESHOLDS)
         for row in tqdm(rows, desc=name.split(":")[0], unit="q"):
             question = engine.clean_question(row["question"])[0]
-            sources = engine.select_sources(question, engine.ranked(question))
+            ranked = engine.ranked(question)
+            sources = engine.select_sources(question, ranked)
             for i, share in enumerate(SHARES):
                 topics.COMMON_NAME_SHARE = share if share is not None else float("inf")
                 written = matcher.written
@@ -88,6 +123,10 @@ def main() -> int:
                 shares[i] += source_coverage(question, sources, matcher) == UNCOVERED
                 matcher.written = written
             topics.COMMON_NAME_SHARE = default_share
+            if args.model:
+                margin = decline_margin(llm, engine.plan(row["question"], ranked))
+                for i, bias in enumerate(BIASES):
+                    biased[i] += margin is not None and margin > bias
             if source_coverage(question, sources, matcher) != UNCOVERED:
                 continue
             top = float(sources[0].node.metadata.get(RELEVANCE_KEY, 0.0)) if sources else 0.0
@@ -95,6 +134,8 @@ def main() -> int:
                 declined[i] += threshold is None or top < threshold
         label = f"{name.split(':')[0]} ({len(rows)}):{name.split(':')[1]}"
         by_share[label], by_threshold[label] = shares, declined
+        if args.model:
+            by_bias[label] = biased
 
     _table(
         f"declined without generating, by which names count (default: written as names, common share {default_share})",
@@ -106,6 +147,12 @@ def main() -> int:
         [f"≥ {t}" if t is not None else "never (default)" for t in THRESHOLDS],
         by_threshold,
     )
+    if args.model:
+        _table(
+            f"declined by the model where the names leave it open, by MEDQA_DECLINE_BIAS (default {settings.decline_bias})",
+            [f"{b:g}" for b in BIASES],
+            by_bias,
+        )
     return 0
 
 

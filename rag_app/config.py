@@ -238,6 +238,13 @@ class Settings(BaseSettings):
         "then writes 'diverticulosis', or 'type 1' for the source's 'type 2' (3 still let that through); leaving the "
         "source stays its choice where it prefers another token by more. 0 turns it off.",
     )
+    decline_bias: float = Field(
+        4.0,
+        ge=0.0,
+        description="Logits taken from the decline's first token where the model chooses between declining and opening "
+        "with its top source (the topic names leave it open): it declines only where it prefers that by more. "
+        "benchmarks/tune_declines.py measures it on dev sets.",
+    )
     temperature: float = Field(0.0, ge=0.0, le=2.0, description="0 means greedy decoding.")
     context_window: int = Field(2048, ge=256, description="Prompt + answer token budget.")
     max_question_tokens: int = Field(256, ge=8, description="Longer questions are truncated with a warning.")

@@ -219,6 +219,29 @@ def test_an_answer_copying_its_source_word_for_word_leans_to_the_sources_next_to
     assert list(twin([9, 9, 10, 11, 12, 13], [0.0] * 20)) == [6.0 if i == 14 else 0.0 for i in range(20)]
 
 
+def test_the_decline_bias_keeps_a_slight_preference_for_declining_from_declining() -> None:
+    """At the first token the decline's first token loses the bias: a model preferring it by less opens with its source,
+    by more still declines; later tokens, and an opening without alternatives, are untouched. Both backends alike."""
+    import torch
+
+    from rag_app.llm.decoding import OpeningProcessor, opening_processor
+
+    from rag_app.text.openings import Opening
+
+    opening = Opening((5, 6), alternatives=(9,), alternative_bias=-2.0)
+    assert opening.first_biased([]) == (9,) and opening.first_biased([5]) == () and Opening((5, 6), alternatives=(9,)).first_biased([]) == ()
+    for margin, first in ((1.0, 5), (3.0, 9)):  # the model prefers declining by 1, then by 3 logits
+        logits = torch.zeros((1, 10))
+        logits[0, 9] = margin
+        processor = OpeningProcessor([opening])
+        assert int(processor(torch.zeros((1, 4), dtype=torch.long), logits).argmax()) == first
+        twin = opening_processor(opening)
+        assert int(torch.tensor(list(twin([0, 0, 0, 0], logits[0].tolist()))).argmax()) == first
+    later = OpeningProcessor([opening])
+    later(torch.zeros((1, 4), dtype=torch.long), torch.zeros((1, 10)))
+    assert later(torch.tensor([[0, 0, 0, 0, 9]]), torch.zeros((1, 10))).abs().sum() == 0  # declined: free, unbiased
+
+
 def test_stop_ids_are_special_tokens_and_the_declines_first_word(bundled_llm_dir: Path) -> None:
     from transformers import AutoTokenizer
 

@@ -66,6 +66,8 @@ def test_a_synonym_finds_the_topic_and_a_pair_keeps_its_best_name() -> None:
         ("what can I do to prevent kidney stones", {"prevention"}),  # preventing is not treating
         ("third kidney stone in two years. how do i stop them from coming back", {"prevention", "outlook"}),
         ("what is shingles and how do people catch it?", {"information", "causes"}),
+        ("she gets kidney stones every year. what brings them on?", {"causes"}),
+        ("she has marfan syndrome. what can she do so she doesnt get heart problems?", {"prevention"}),
         # The story says what happened; only the question says what is asked.
         ("My wife was diagnosed with acromegaly last month and takes medicine for it. Is it hereditary?", {"inheritance", "susceptibility"}),
         ("my son was diagnosed with celiac disease", set()),

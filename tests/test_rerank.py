@@ -186,6 +186,30 @@ def test_an_overview_answering_an_asked_aspect_is_shown_from_the_sentence_that_s
         assert engine.shown(message, [own_type], False)[0].node.get_content() == shown_node(own_type, 0).node.get_content()
 
 
+def test_the_start_sentence_is_chosen_on_the_message_as_written(tiny_cross_encoder) -> None:
+    """Pages are ranked on the message with its asked type asked again ("... What causes it?"), but the sentence a page
+    without a sentence of that type is shown from is chosen on the message as written."""
+    from llama_index.core.llms import MockLLM
+
+    from rag_app.answer.engine import MedQAQueryEngine
+    from rag_app.answer.plan import Reading
+    from rag_app.retrieval.rerank import CrossEncoderRerank
+
+    read = []
+
+    class Spy(CrossEncoderRerank):
+        def start_sentence(self, query, node, sentences, margin, limit=12):
+            read.append(query)
+            return super().start_sentence(query, node, sentences, margin, limit)
+
+    message = "my dad has gout. what brings it on?"
+    reading = Reading(message, frozenset({"causes"}), f"{message} What causes it?")
+    source = node(GOUT_OVERVIEW + " Attacks frequently occur at night in the big toe." * 4, "gout-1")  # no cause sentence
+    engine = MedQAQueryEngine(llm=MockLLM(), reranker=Spy(tiny_cross_encoder))
+    engine.shown(message, [source], False, reading)
+    assert read == [message]
+
+
 def test_a_page_the_last_answer_quoted_is_shown_from_the_first_sentence_it_did_not_say() -> None:
     """"will it come back?" after "what is gout?" answered from the same overview: the page is shown from where the
     last answer stopped quoting it (the model copies what it is shown, so the answer would be the same word for word);

@@ -91,6 +91,7 @@ class MedQAQueryEngine(CustomQueryEngine):
     answer_threshold: float = 0.5  # re-ranker probability from which the top source counts as answering the question
     finish_source: bool = True  # an answer copying its top source does not end while the source goes on
     copy_bias: float = 6.0  # logits for the token the top source goes on with while an answer copies it
+    decline_bias: float = 4.0  # logits taken from the decline's first token where the model may decline
     said: str = ""  # the conversation's last answer: the top page is shown from the first sentence it didn't say
     correct_spelling: bool = True  # retrieve and re-rank with misspelt topic names as the index writes them
     rerank_reads_asked: bool = True  # the re-ranker reads the question types asked written plainly after the message
@@ -185,7 +186,8 @@ class MedQAQueryEngine(CustomQueryEngine):
             return None
         alternatives = () if coverage == COVERED else decline_start_ids(tokenizer)
         return answer_opening(
-            tokenizer, passages, alternatives, index=index, finish=finish if self.finish_source else "", copy_bias=self.copy_bias
+            tokenizer, passages, alternatives, index=index, finish=finish if self.finish_source else "", copy_bias=self.copy_bias,
+            decline_bias=self.decline_bias,
         )
 
     # ---- the plan --------------------------------------------------------------
@@ -216,7 +218,9 @@ class MedQAQueryEngine(CustomQueryEngine):
                 other = asked if i == 0 and OVERVIEW_TYPE not in asked and _type(node) not in asked else set()
                 start = first_answering(sentences, other) if other else None
                 if start is None or not _enough_from(sentences, start):
-                    start = self.reranker.start_sentence(reading.rerank_text, node, sentences, self.sentence_margin)
+                    # The sentence is chosen on the message as written: re-asking the type helps rank pages, but on a page
+                    # with no sentence of that type it made the re-ranker pick one that merely sounds like it.
+                    start = self.reranker.start_sentence(reading.search, node, sentences, self.sentence_margin)
                 if not _enough_from(sentences, start):
                     start = 0
             if i == 0 and self.said:
@@ -501,6 +505,7 @@ def build_query_engine(
         answer_threshold=settings.answer_threshold,
         finish_source=settings.finish_source,
         copy_bias=settings.copy_bias,
+        decline_bias=settings.decline_bias,
         correct_spelling=settings.correct_spelling,
         rerank_reads_asked=settings.rerank_reads_asked,
     )

@@ -21,12 +21,12 @@ COVERED, UNCOVERED, UNKNOWN = "covered", "uncovered", "unknown"
 
 @dataclass(frozen=True)
 class Reading:
-    """How the engine reads a clean question, once per answer: what is retrieved, what the re-ranker reads and the
-    question types that choose where the top page is shown from."""
+    """How the engine reads a clean question, once per answer: what is retrieved (and where the re-ranker starts the
+    top page), what the re-ranker ranks pages by and the question types that choose where the top page is shown from."""
 
     search: str  # the question with misspelt topic names as the index writes them (what is retrieved)
     asked: frozenset[str]  # the question types it asks (cue words, else the nearest way of asking)
-    rerank_text: str  # what the re-ranker reads: ``search`` with the asked types asked plainly after it
+    rerank_text: str  # what the re-ranker ranks pages by: ``search`` with the asked types asked plainly after it
 
 
 @dataclass(frozen=True)
@@ -55,6 +55,7 @@ class AnswerPart:
             # only when set, so answers cached before the rule existed are still found
             **({"finish_stops": list(opening.stops)} if opening and opening.source else {}),
             **({"copy_bias": opening.bias} if opening and opening.copied and opening.bias else {}),
+            **({"decline_bias": -opening.alternative_bias} if opening and opening.alternative_bias else {}),
         }
 
 

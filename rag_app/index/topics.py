@@ -33,7 +33,7 @@ STOPWORDS = frozenset(
 _WHO = r"(i|he|she|we|they|you|people|someone|somebody|anyone|a person|my \w+|our \w+)"
 _KIN = r"(kids|children|child|baby|babies|grandkids|grandchildren|offspring|sons?|daughters?|brothers?|sisters?|siblings?)"
 #: Doing something so one doesn't get it ("what can I do so I don't get it?") asks for prevention.
-_NOT_GETTING = r"so (that )?\w+ (don'?t|do not|won'?t|will not|never) (get|catch)\b"
+_NOT_GETTING = r"so (that )?\w+ (don'?t|do not|doesn'?t|does not|won'?t|will not|never) (get|catch)\b"
 _NOT_TO_PREVENT = rf"(?! (to (prevent|avoid)\b|{_NOT_GETTING}))"  # "what can I do to prevent it" asks for prevention, not treatment
 TYPE_CUES: dict[str, str] = {
     # Asking about the condition in general ("what is ...", "information on ...") asks for its overview.
@@ -43,7 +43,7 @@ TYPE_CUES: dict[str, str] = {
     rf"|what (else )?(can|should|could|would|do|does) (else )?{_WHO} (else )?(take|do|use|try|put|apply|give)\b{_NOT_TO_PREVENT}"
     rf"|\banything (else )?(that )?{_WHO} (can|could|should) (do|take|use|try)\b{_NOT_TO_PREVENT}|\bbe done\b|what to (do|take|use)\b"
     rf"|how (do|can|could|should) {_WHO} (deal|cope|live) with\b|\btake for\b",
-    "causes": r"caus|\bwhy\b|reason|\btrigger|brings? (it |this )?on\b|what is behind"
+    "causes": r"caus|\bwhy\b|reason|\btrigger|brings? (it |this |that |them |these |those )?on\b|what is behind"
     rf"|how (did|does|do|can|could) {_WHO} (get|catch|develop)\b(?! rid)",
     "symptoms": r"symptom|\bsigns?\b|what (does|will|can) (it|this) do to|show (itself|up)",
     # "diagnosed with ..." tells a story; it doesn't ask how the diagnosis is made.

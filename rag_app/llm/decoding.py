@@ -93,7 +93,7 @@ def repetition_stop(tokenizer: Any) -> Any:
 
 def answer_opening(
     tokenizer: Any, passages: Sequence[str], alternatives: Sequence[int] = (), index: int = 0, finish: str = "",
-    copy_bias: float = 0.0,
+    copy_bias: float = 0.0, decline_bias: float = 0.0,
 ) -> Opening | None:
     """The :class:`Opening` of an answer from ``passages`` for a model with ``tokenizer``; None without one.
 
@@ -106,19 +106,22 @@ def answer_opening(
             goes on (:meth:`rag_app.text.openings.Opening.banned`).
         copy_bias: With ``finish``, logits added to the token that source goes on with while the answer copies it
             word for word (:meth:`rag_app.text.openings.Opening.copying`).
+        decline_bias: Logits taken from the ``alternatives`` at the first token (:attr:`rag_app.text.openings.Opening.
+            alternative_bias`).
     """
     words = opening_words(passages, index)
     ids = tuple(tokenizer(words, add_special_tokens=False)["input_ids"]) if words else ()
     if not ids:
         return None
     alternatives = tuple(a for a in alternatives if a != ids[0])
+    against = -decline_bias if alternatives else 0.0
     if not finish:
-        return Opening(ids, alternatives)
+        return Opening(ids, alternatives, alternative_bias=against)
     skipped = skipped_ids(tokenizer)
     copied = tuple(tokenizer(answer_text(finish), add_special_tokens=False)["input_ids"])
     source = tuple(t for t in copied if t not in skipped)
     unbiased = punctuation_ids(tokenizer) if copy_bias else frozenset()
-    return Opening(ids, alternatives, source, skipped, stop_ids(tokenizer), copied if copy_bias else (), copy_bias, unbiased)
+    return Opening(ids, alternatives, source, skipped, stop_ids(tokenizer), copied if copy_bias else (), copy_bias, unbiased, against)
 
 
 @functools.lru_cache(maxsize=8)
@@ -168,6 +171,10 @@ class OpeningProcessor:
             if copying:
                 scores, cloned = (scores if cloned else scores.clone()), True
                 scores[row, list(copying)] += opening.bias
+            biased = opening.first_biased(generated)
+            if biased:
+                scores, cloned = (scores if cloned else scores.clone()), True
+                scores[row, list(biased)] += opening.alternative_bias
             if allowed is None and not banned:
                 continue
             if mask is None:
@@ -229,6 +236,7 @@ def opening_processor(opening: Opening) -> Any:
             return scores
         kept = np.full_like(scores, -np.inf)
         kept[allowed] = np.asarray(scores)[allowed]
+        kept[list(opening.first_biased(generated))] += opening.alternative_bias
         return kept
 
     return process

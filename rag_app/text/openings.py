@@ -73,6 +73,8 @@ class Opening:
         copied: Every token id of the source's answer text, digits and punctuation included (:meth:`copying`).
         bias: Logits added to the token ``copied`` goes on with while the answer copies it (0: none).
         unbiased: Token ids never given the bias (punctuation and spaces: where the model puts a citation mark).
+        alternative_bias: Logits added to ``alternatives`` at the first token (negative: the model declines only where it
+            prefers declining by more than that).
     """
 
     tokens: tuple[int, ...]
@@ -83,6 +85,11 @@ class Opening:
     copied: tuple[int, ...] = ()
     bias: float = 0.0
     unbiased: frozenset[int] = frozenset()
+    alternative_bias: float = 0.0
+
+    def first_biased(self, generated: Sequence[int]) -> tuple[int, ...]:
+        """The token ids given :attr:`alternative_bias` next: the alternatives at the first token (else none)."""
+        return self.alternatives if self.alternative_bias and not generated else ()
 
     def allowed(self, generated: Sequence[int]) -> list[int] | None:
         """The token ids allowed next after the answer's ``generated`` tokens; None when any token is."""
