@@ -177,6 +177,36 @@ def test_only_names_written_as_names_and_not_made_of_common_words_decline() -> N
     assert FocusMatcher(foci, synonyms).common("Medicines") is False  # without texts no name is common
 
 
+def test_sources_on_another_topic_the_message_names_in_part_keep_a_topic_named_by_accident_from_declining() -> None:
+    """"... my hands hurt ... a twist sends a shock thru my body": "Shock" is named in full and no source is about it,
+    but the sources are on hand disorders, which the message names in part: not declined. A topic named in part that
+    shares a word with the name ("Male Breast Cancer" for "Breast Cancer") is no other subject: declined."""
+    from llama_index.core.schema import NodeRelationship, NodeWithScore, RelatedNodeInfo, TextNode
+
+    from rag_app.answer.plan import source_coverage
+    from rag_app.index.topics import PARTIAL_NAME_SCORE
+
+    def source(doc_id: str, focus: str) -> NodeWithScore:
+        node = TextNode(text="...", metadata={"focus": focus}, relationships={NodeRelationship.SOURCE: RelatedNodeInfo(node_id=doc_id)})
+        return NodeWithScore(node=node, score=1.0)
+
+    foci = {"mplus/shock": "Shock", "mplus/hand": "Hand Injuries and Disorders", "mplus/bc": "Breast Cancer",
+            "mplus/mbc": "Male Breast Cancer", "mplus/lupus": "Lupus"}
+    # "injuries" and "disorders" are in many names, so "hands" names most of "Hand Injuries and Disorders"
+    foci.update({f"mplus/{part}": f"{part} Injuries and Disorders" for part in ("Foot", "Knee", "Eye", "Neck", "Back", "Hip")})
+    matcher = FocusMatcher(foci)
+    hands = source("mplus/hand", "Hand Injuries and Disorders")
+    message = "my hands hurt when cooking, and a sudden twist sends a shock thru my body. what is this?"
+    assert matcher.named(message) == ["Shock"]
+    assert source_coverage(message, [hands], matcher) == "unknown"
+    assert source_coverage(message, [hands], matcher, named_in_part_keeps=False) == "uncovered"  # the rule before
+    assert source_coverage(message, [source("mplus/lupus", "Lupus")], matcher) == "uncovered"  # nothing named in part
+    male = source("mplus/mbc", "Male Breast Cancer")
+    sister = "my sister has breast cancer. is it inherited?"
+    assert "mplus/mbc" in matcher.doc_scores(sister, PARTIAL_NAME_SCORE) and matcher.named(sister) == ["Breast Cancer"]
+    assert source_coverage(sister, [male], matcher) == "uncovered"
+
+
 def test_a_misspelt_topic_name_still_finds_its_topic_but_never_counts_as_named_in_full() -> None:
     """"Familial Mediterean Fever" finds Familial Mediterranean fever (not only Fever); a word found on some page
     ("cancel") is never taken for a misspelling, nor is a short one; without page texts nothing is."""

@@ -186,6 +186,20 @@ def test_an_overview_answering_an_asked_aspect_is_shown_from_the_sentence_that_s
         assert engine.shown(message, [own_type], False)[0].node.get_content() == shown_node(own_type, 0).node.get_content()
 
 
+def test_an_answer_does_not_start_at_a_sentence_that_leans_on_the_one_before(tiny_cross_encoder) -> None:
+    """The first sentence naming a cause is "It is caused by ...": the page is shown from the sentence "It" refers to."""
+    from llama_index.core.llms import MockLLM
+
+    from rag_app.answer.engine import MedQAQueryEngine
+    from rag_app.retrieval.rerank import CrossEncoderRerank
+
+    page = GOUT_OVERVIEW + " Crystals form in the joint. It is caused by too much uric acid in the blood." + " It builds up when the body makes a lot of it." * 4
+    source = node(page, "gout-1")
+    engine = MedQAQueryEngine(llm=MockLLM(), reranker=CrossEncoderRerank(tiny_cross_encoder), sentence_margin=1e9)
+    shown = engine.shown("my dad has gout, why do people get this?", [source], False)[0].node.get_content()
+    assert shown.split("Answer: ", 1)[1].startswith("Crystals form in the joint. It is caused by too much uric acid")
+
+
 def test_the_start_sentence_is_chosen_on_the_message_as_written(tiny_cross_encoder) -> None:
     """Pages are ranked on the message with its asked type asked again ("... What causes it?"), but the sentence a page
     without a sentence of that type is shown from is chosen on the message as written."""

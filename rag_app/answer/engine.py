@@ -19,7 +19,7 @@ from llama_index.core.query_engine import CustomQueryEngine
 from llama_index.core.schema import NodeWithScore, QueryBundle
 from tqdm.auto import tqdm
 
-from rag_app.answer.passages import first_unsaid, page_sentences, shown_node
+from rag_app.answer.passages import first_unsaid, page_sentences, self_contained_start, shown_node
 from rag_app.answer.plan import COVERED, PART_SEPARATOR, UNKNOWN, AnswerPart, AnswerPlan, Reading, source_coverage
 from rag_app.config import Settings
 from rag_app.index.topics import OVERVIEW_TYPE, first_answering
@@ -197,8 +197,9 @@ class MedQAQueryEngine(CustomQueryEngine):
 
         A top page of another type than the message asks ("what causes ADHD?" answered from the ADHD overview) is
         shown from its first sentence that says something of the asked type (:func:`rag_app.index.topics.
-        first_answering`: "No one knows exactly what causes ADHD."); otherwise the re-ranker chooses the sentence. A
-        page is shown from its start when the message asks for an overview ("info about ...": the page's first
+        first_answering`: "No one knows exactly what causes ADHD."); otherwise the re-ranker chooses the sentence
+        (on the message as written). A chosen sentence that leans on the one before ("However, ...", "It is caused
+        by ...": :func:`rag_app.answer.passages.self_contained_start`) gives way to that one. A page is shown from its start when the message asks for an overview ("info about ...": the page's first
         sentence says what the condition is) or when what would follow the chosen sentence is too short to answer
         from (:data:`MIN_SHOWN_WORDS`: a page's last sentence alone, "Possible treatments include surgery to remove
         the tumor.", misleads more than it answers). In a conversation (``said``: the last answer), a top page that
@@ -221,6 +222,7 @@ class MedQAQueryEngine(CustomQueryEngine):
                     # The sentence is chosen on the message as written: re-asking the type helps rank pages, but on a page
                     # with no sentence of that type it made the re-ranker pick one that merely sounds like it.
                     start = self.reranker.start_sentence(reading.search, node, sentences, self.sentence_margin)
+                start = self_contained_start(sentences, start)
                 if not _enough_from(sentences, start):
                     start = 0
             if i == 0 and self.said:

@@ -10,6 +10,7 @@ from the first sentence that answer didn't say (:func:`first_unsaid`).
 
 from __future__ import annotations
 
+import re
 from typing import Sequence
 
 from llama_index.core.schema import NodeWithScore
@@ -42,6 +43,28 @@ def shown_node(node: NodeWithScore, start: int = 0) -> NodeWithScore:
     head, _ = split_passage(node.node.get_content())
     body = " ".join(page_sentences(node)[start:])
     return NodeWithScore(node=node.node.model_copy(update={"text": f"{head}{body}"}), score=node.score)
+
+
+#: A sentence opening with these words leans on the one before it ("However, people with bloody diarrhea ...", "If not,
+#: your health care provider can ...", "It is caused by ..."): an answer quoting it first would start mid-thought.
+LEANS_BACK = re.compile(
+    r"\W*(however|but|and|or|so|also|yet|still|thus|therefore|otherwise|instead|furthermore|moreover|additionally"
+    r"|in addition|as a result|for this reason|even so|if (not|so)|in (this|that|these|those|such) cases?"
+    r"|this|these|that|those|it|its|they|their|them|he|she|his|her|such)\b",
+    re.IGNORECASE,
+)
+
+
+def self_contained_start(page: Sequence[str], start: int) -> int:
+    """``start``, moved back over the ``page``'s sentences that lean on the one before them (:data:`LEANS_BACK`).
+
+    Example:
+        >>> self_contained_start(["Warts may go away.", "If not, a doctor can remove them.", "They can come back."], 2)
+        0
+    """
+    while 0 < start < len(page) and LEANS_BACK.match(page[start]):
+        start -= 1
+    return start
 
 
 #: Fewest words of a page's sentence that count as said when an answer holds them ("Yes." says nothing of its own).

@@ -11,7 +11,8 @@ from typing import Any
 
 from llama_index.core.schema import NodeWithScore
 
-from rag_app.index.topics import PARTIAL_NAME_SCORE, FocusMatcher
+from rag_app.index.topics import PARTIAL_NAME_SCORE, STOPWORDS, SYNONYM_SEPARATOR, FocusMatcher
+from rag_app.text.words import words
 from rag_app.text.openings import Opening
 
 #: Between the parts of an answer to a message that asks two things.
@@ -91,7 +92,7 @@ class AnswerPlan:
         return [n.node.get_content() for n in self.sources]
 
 
-def source_coverage(question: str, nodes: list[NodeWithScore], matcher: FocusMatcher | None) -> str:
+def source_coverage(question: str, nodes: list[NodeWithScore], matcher: FocusMatcher | None, named_in_part_keeps: bool = True) -> str:
     """Whether the sources are about what the question asks about, by the index's topic names.
 
     Only names the question writes as names count (:meth:`~rag_app.index.topics.FocusMatcher.written`: "ALL" the
@@ -102,8 +103,10 @@ def source_coverage(question: str, nodes: list[NodeWithScore], matcher: FocusMat
         or names none in full but a source's topic in part (at least :data:`rag_app.index.topics.PARTIAL_NAME_SCORE`
         of it, e.g. "alzheimer's" for "Alzheimer's Disease"); :data:`UNCOVERED` when it names topics in full, one
         of them not made of common words (:meth:`~rag_app.index.topics.FocusMatcher.common`: "my medicine" does
-        not make a message about "Medicines"), and no source is about any of them; :data:`UNKNOWN` otherwise, or
-        without topic names (a retriever that can't name them).
+        not make a message about "Medicines"), and no source is about any of them nor (``named_in_part_keeps``) about
+        a topic the message names in part ("... my hands hurt ... a sudden twist sends shock thru my body": "Shock"
+        named by accident, the sources on "Hand Injuries and Disorders"); :data:`UNKNOWN` otherwise, or without
+        topic names (a retriever that can't name them).
     """
     if matcher is None:
         return UNKNOWN
@@ -111,8 +114,20 @@ def source_coverage(question: str, nodes: list[NodeWithScore], matcher: FocusMat
     about = {doc for name in names for doc in matcher.doc_ids(name)}
     if any(n.node.ref_doc_id in about for n in nodes):
         return COVERED
-    if any(not matcher.common(name) for name in names):
-        return UNCOVERED
     # A topic named only in part is evidence enough that a source on it is about the question, not that none is.
     partly = matcher.doc_scores(question, PARTIAL_NAME_SCORE, limit=10**6)
-    return COVERED if any(n.node.ref_doc_id in partly for n in nodes) else UNKNOWN
+    in_part = [n for n in nodes if n.node.ref_doc_id in partly]
+    uncommon = [name for name in names if not matcher.common(name)]
+    if uncommon:
+        # Only a topic sharing no word with the names is another subject of the message: "Male Breast Cancer" named in
+        # part says nothing for a question on "Breast Cancer" that no source is about.
+        named_words = {w for name in uncommon for w in words(name) if w not in STOPWORDS}
+        other = any(not named_words & set(words(_names(n))) for n in in_part)
+        return UNKNOWN if other and named_in_part_keeps else UNCOVERED
+    return COVERED if in_part else UNKNOWN
+
+
+def _names(node: NodeWithScore) -> str:
+    """A source's topic name and its other names (``synonyms`` metadata), as one text."""
+    meta = node.node.metadata
+    return f"{meta.get('focus') or ''} {str(meta.get('synonyms') or '').replace(SYNONYM_SEPARATOR, ' ')}"
