@@ -199,8 +199,9 @@ class MedQAQueryEngine(CustomQueryEngine):
         shown from its first sentence that says something of the asked type (:func:`rag_app.index.topics.
         first_answering`: "No one knows exactly what causes ADHD."); otherwise the re-ranker chooses the sentence
         (on the message as written). A chosen sentence that leans on the one before ("However, ...", "It is caused
-        by ...": :func:`rag_app.answer.passages.self_contained_start`) gives way to that one. A page is shown from its start when the message asks for an overview ("info about ...": the page's first
-        sentence says what the condition is) or when what would follow the chosen sentence is too short to answer
+        by ...": :func:`rag_app.answer.passages.self_contained_start`) gives way to that one. A page is shown from its
+        start when the message asks for an overview ("info about ...": the page's first sentence says what the
+        condition is) or when what would follow the chosen sentence is too short to answer
         from (:data:`MIN_SHOWN_WORDS`: a page's last sentence alone, "Possible treatments include surgery to remove
         the tumor.", misleads more than it answers). In a conversation (``said``: the last answer), a top page that
         answer already quoted is shown from the first sentence it didn't say, where enough follows: a new question

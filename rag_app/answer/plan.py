@@ -12,8 +12,8 @@ from typing import Any
 from llama_index.core.schema import NodeWithScore
 
 from rag_app.index.topics import PARTIAL_NAME_SCORE, STOPWORDS, SYNONYM_SEPARATOR, FocusMatcher
-from rag_app.text.words import words
 from rag_app.text.openings import Opening
+from rag_app.text.words import words
 
 #: Between the parts of an answer to a message that asks two things.
 PART_SEPARATOR = "\n\n"
