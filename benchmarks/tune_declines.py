@@ -109,7 +109,7 @@ def main() -> int:
     for name, (rows, exclude) in sets.items():
         candidates = max(settings.candidate_k, 60 if exclude else 20)
         retriever = build_retriever(settings.model_copy(update={"candidate_k": candidates}), nodes=nodes, exclude=exclude)
-        engine = build_query_engine(settings, llm=llm, retriever=retriever, decline_bias=0.0)
+        engine = build_query_engine(settings, llm=llm, retriever=retriever)
         biased = [0] * len(BIASES)
         matcher = topic_matcher(retriever)
         shares, declined = [0] * (len(SHARES) + 1), [0] * len(THRESHOLDS)

@@ -132,7 +132,8 @@ class MedQAQueryEngine(CustomQueryEngine):
         matcher = topic_matcher(self.retriever)
         search = matcher.corrected(question) if matcher is not None and self.correct_spelling else question
         asked = frozenset(asked_types(self.retriever, search))
-        return Reading(search, asked, asked_again(self.retriever, search, asked) if self.rerank_reads_asked else search)
+        rerank_text = asked_again(self.retriever, search, asked) if self.rerank_reads_asked and self.reranker is not None else search
+        return Reading(search, asked, rerank_text)
 
     def select_sources(self, question: str, ranked: Sequence[NodeWithScore]) -> list[NodeWithScore]:
         """The ``top_k`` sources from the ranked candidates."""

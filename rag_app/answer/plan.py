@@ -11,7 +11,7 @@ from typing import Any
 
 from llama_index.core.schema import NodeWithScore
 
-from rag_app.index.topics import PARTIAL_NAME_SCORE, STOPWORDS, SYNONYM_SEPARATOR, FocusMatcher
+from rag_app.index.topics import PARTIAL_NAME_SCORE, STOPWORDS, FocusMatcher
 from rag_app.text.openings import Opening
 from rag_app.text.words import words
 
@@ -122,12 +122,7 @@ def source_coverage(question: str, nodes: list[NodeWithScore], matcher: FocusMat
         # Only a topic sharing no word with the names is another subject of the message: "Male Breast Cancer" named in
         # part says nothing for a question on "Breast Cancer" that no source is about.
         named_words = {w for name in uncommon for w in words(name) if w not in STOPWORDS}
-        other = any(not named_words & set(words(_names(n))) for n in in_part)
+        other = any(not named_words & {w for name in matcher.names_of(n.node.ref_doc_id) for w in words(name)} for n in in_part)
         return UNKNOWN if other and named_in_part_keeps else UNCOVERED
     return COVERED if in_part else UNKNOWN
 
-
-def _names(node: NodeWithScore) -> str:
-    """A source's topic name and its other names (``synonyms`` metadata), as one text."""
-    meta = node.node.metadata
-    return f"{meta.get('focus') or ''} {str(meta.get('synonyms') or '').replace(SYNONYM_SEPARATOR, ' ')}"

@@ -209,9 +209,11 @@ class FocusMatcher:
         self._stemmer = Stemmer.Stemmer("english")
         self.typo_similarity = typo_similarity
         self._doc_ids_by_name: dict[str, list[str]] = defaultdict(list)
+        self._names_by_doc: dict[str, list[str]] = {}
         for doc_id, focus in foci.items():
             names = [focus, *((synonyms or {}).get(doc_id) or ())]
-            for name in dict.fromkeys(n.strip() for n in names if n and n.strip()):
+            self._names_by_doc[doc_id] = list(dict.fromkeys(n.strip() for n in names if n and n.strip()))
+            for name in self._names_by_doc[doc_id]:
                 self._doc_ids_by_name[name].append(doc_id)
         self._tokens: dict[str, frozenset[str]] = {}
         for name in self._doc_ids_by_name:
@@ -390,6 +392,10 @@ class FocusMatcher:
     def doc_ids(self, name: str) -> list[str]:
         """The QA pairs about topic ``name`` (a focus or one of its synonyms)."""
         return list(self._doc_ids_by_name.get(name, ()))
+
+    def names_of(self, doc_id: str) -> list[str]:
+        """The topic name and other names of QA pair ``doc_id`` (none for a pair the matcher doesn't know)."""
+        return list(self._names_by_doc.get(doc_id, ()))
 
     def specificity(self, name: str) -> float:
         """The IDF mass of a topic name: longer, rarer names are more specific ("Diabetes Type 2" > "Diabetes")."""
