@@ -21,7 +21,7 @@ import streamlit as st
 from app import safety
 from app import session
 from app.session import ChatOptions, Turn
-from rag_app.answer.conversation import MedQAChatEngine
+from rag_app.answer.conversation import SOURCE_IDS, MedQAChatEngine
 from rag_app.answer.engine import build_query_engine
 from rag_app.config import Settings, load_settings
 from rag_app.errors import IndexDamagedError, IndexMissingError, ModelUnavailableError, SettingsError
@@ -249,6 +249,7 @@ def stream_answer(turn: Turn, question: str, engine: Any, history: list[Turn]) -
             response = MedQAChatEngine(engine).stream_chat(question, chat_history=session.chat_history(history))
             if (response.metadata or {}).get("rewritten"):
                 turn.searched_for = response.metadata["searched_for"]
+            turn.source_ids = list((response.metadata or {}).get(SOURCE_IDS, []))
             turn.sources = [v.to_dict() for v in session.source_views(response.source_nodes)]
             deltas = iter(response.response_gen)
             turn.content = next(deltas, "")  # wait for the first token under the spinner

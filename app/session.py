@@ -20,6 +20,7 @@ from typing import Any, Sequence
 
 from llama_index.core.llms import ChatMessage
 
+from rag_app.answer.conversation import answer_message
 from rag_app.config import BUNDLED_LLM, Settings
 from rag_app.llm.decoding import with_decoding
 from rag_app.llm.info import model_info
@@ -294,6 +295,7 @@ class Turn:
     meta: str = ""
     error: str = ""
     searched_for: str = ""  # the standalone question retrieval used, when it differs from the message
+    source_ids: list[str] = field(default_factory=list)  # for an answer: its sources' QA pair ids (none when it declined)
     question: str = ""  # for an answer: the message it answers
     config: dict[str, Any] = field(default_factory=dict)  # for an answer: the engine settings that produced it
     notice: str = ""  # for an answer: e.g. that the index was still being built
@@ -302,7 +304,8 @@ class Turn:
 
 def chat_history(turns: Sequence[Turn]) -> list[Any]:
     """The session's turns as LlamaIndex chat messages (for ``MedQAChatEngine``), without empty or failed ones."""
-    return [ChatMessage(role=t.role, content=t.content) for t in turns if t.content and not t.error]
+    kept = [t for t in turns if t.content and not t.error]
+    return [answer_message(t.content, t.source_ids) if t.role == "assistant" else ChatMessage(role=t.role, content=t.content) for t in kept]
 
 
 # ---- feedback and export ----------------------------------------------------------------

@@ -30,6 +30,13 @@ def test_follow_ups_become_standalone_questions(chat_engine) -> None:
     assert ask("What are its symptoms?", "Tell me about asthma").question == "What are asthma's symptoms?"
     assert ask("Can that condition be prevented?", "My son has asthma.").question == "Can asthma be prevented?"
     assert ask("What are the treatments?", "What is glaucoma?").question == "What are the treatments of glaucoma?"
+    # "they" meaning the doctors: the thing referred back to comes after it.
+    assert ask("how do they get rid of it?", "What is gout?").question == "how do they get rid of gout?"
+    assert ask("do they run in families?", "What is gout?").question == "do gout run in families?"
+    # A longer follow-up that asks an aspect and names nothing is about the conversation's topic.
+    assert ask("what can she do so she does not get heart problems later?", "my wife has asthma").question == (
+        "asthma: what can she do so she does not get heart problems later?"
+    )
     # A new topic and nothing else keeps the aspect asked before.
     assert ask("what about anemia?", "How is gout treated?").question == "How is anemia treated?"
     assert ask("And glaucoma?", "What is gout?", "How is it treated?").question == "How is glaucoma treated?"
@@ -52,6 +59,9 @@ def test_chat_engine_retrieves_the_follow_ups_topic(chat_engine) -> None:
     assert top["focus"] == "Gout" and top["question_type"] == "treatment"
     assert second.metadata["searched_for"] == "How is gout treated?" and second.metadata["rewritten"]
     assert [m.role.value for m in chat_engine.chat_history] == ["user", "assistant"] * 2
+    # The answer's sources travel with it in the history (what the next message's topic may follow).
+    assert chat_engine.chat_history[1].additional_kwargs["source_ids"][0] == first.source_nodes[0].node.ref_doc_id
+    assert first.metadata["source_ids"] == chat_engine.chat_history[1].additional_kwargs["source_ids"]
     # retrieve(message, chat_history) measures retrieval over a conversation without generating.
     nodes = chat_engine.retrieve("How is it treated?", [user("What is asthma?")])
     assert nodes[0].node.metadata["focus"] == "Asthma"
@@ -71,6 +81,7 @@ def test_stream_chat_streams_and_records_the_answer(chat_engine) -> None:
     assert len(tokens) > 1 and streamed.source_nodes[0].node.metadata["focus"] == "Glaucoma"
     # Consuming the stream waits for the answer to join the history (LlamaIndex's own behaviour).
     assert chat_engine.chat_history[-1].content == "".join(tokens) and len(chat_engine.chat_history) == 4
+    assert chat_engine.chat_history[-1].additional_kwargs["source_ids"][0] == streamed.source_nodes[0].node.ref_doc_id
 
 
 def test_a_story_keeps_its_condition_as_the_topic_not_words_that_happen_to_be_names() -> None:
@@ -146,3 +157,33 @@ def test_a_misspelt_condition_is_the_topic_in_the_indexs_spelling() -> None:
     assert standalone_question("is it inherited?", [user("my dad has glaucoma and macular degeneraton")], matcher).question == (
         "is glaucoma inherited?"
     )
+
+
+def test_the_topic_follows_the_pages_an_answer_came_from_when_the_message_named_another_by_accident() -> None:
+    """"... a twist sends a shock through my body" names Shock; answered from Hand Injuries and Disorders, the
+    follow-up is about the hand, not about shock. An answer about the named topic, about a topic sharing a word with it,
+    or declined leaves the topic as the person named it."""
+    from rag_app.answer.conversation import SOURCE_IDS, answer_message
+    from rag_app.index.topics import FocusMatcher
+
+    matcher = FocusMatcher(
+        {"s/1": "Shock", "h/1": "Hand Injuries and Disorders", "h/2": "Hand Injuries and Disorders",
+         "k/1": "Kidney Stones", "k/2": "Kidney Stones in Adults", "a/1": "Acne"},
+        {"s/1": ["circulatory collapse"]},
+    )
+    story = "my fingers ache and even a sudden twist sends a shock through my body. what is this?"
+    follow = "is it something that gets worse with age?"
+    answered = [user(story), answer_message("Hand problems include ... [1]", ["h/1", "h/2"])]
+    assert standalone_question(follow, answered, matcher).question == "is Hand Injuries and Disorders something that gets worse with age?"
+    # Without the answer's sources (an older history) or with a declined answer, the named topic stays.
+    assert standalone_question(follow, [user(story)], matcher).question == "is shock something that gets worse with age?"
+    declined = [user(story), answer_message("I don't know: the provided sources don't cover this question.", ["h/1"])]
+    assert standalone_question(follow, declined, matcher).question == "is shock something that gets worse with age?"
+    # Dicts as Streamlit keeps them work too; a source about the named topic keeps it.
+    as_dicts = [user(story), {"role": "assistant", "content": "Shock ...", "additional_kwargs": {SOURCE_IDS: ["h/1", "s/1"]}}]
+    assert standalone_question(follow, as_dicts, matcher).question == "is shock something that gets worse with age?"
+    stones = [user("my mom has kidney stones, what brings them on?"), answer_message("...", ["k/2"])]
+    assert standalone_question("can they come back?", stones, matcher).question == "can kidney stones come back?"
+    # A message naming no topic takes the answer's: "is it contagious?" after an answer from the acne pages.
+    spots = [user("I keep getting red spots with white heads on my face"), answer_message("Acne is ... [1]", ["a/1"])]
+    assert standalone_question("is it contagious?", spots, matcher).question == "is Acne contagious?"

@@ -244,6 +244,9 @@ def test_a_page_the_last_answer_quoted_is_shown_from_the_first_sentence_it_did_n
     engine = MedQAQueryEngine(llm=MockLLM())
     assert shown(engine).startswith("Gout is a form of arthritis")
     assert shown(engine.model_copy(update={"said": said})).startswith("Adult men are more likely to develop gout. Attacks can come back")
+    # A sentence the answer copied with a word changed was read all the same.
+    loosely = said.replace("develop gout in the big toe", "develop gout in their big toe")
+    assert shown(engine.model_copy(update={"said": loosely})).startswith("Adult men are more likely to develop gout. Attacks")
     everything = said + " Adult men are more likely to develop gout." + rest
     assert shown(engine.model_copy(update={"said": everything})).startswith("Gout is a form of arthritis")
     # Quoted to its end, the page gives way to the next one on its topic (spelt its own way) that was not quoted.

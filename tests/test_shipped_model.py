@@ -141,6 +141,12 @@ def test_patient_messages_get_the_page_for_what_they_ask(tmp_path: Path, embed_m
     assert reply.metadata["searched_for"] == "Is gout hereditary?"
     assert reply.source_nodes[0].node.metadata["question_type"] in {"susceptibility", "causes"}
     assert str(reply) != str(first), "a different question gets a different answer"
+    # A follow-up naming nothing the index knows ("heart problems") is about the conversation's condition.
+    chat.reset()
+    chat.chat("Marfans syndrom. My wife has marfans, can our kids get it?")
+    reply = chat.chat("what can she do so she doesnt get heart problems?")
+    assert "marfan" in reply.metadata["searched_for"].lower(), reply.metadata["searched_for"]
+    assert "marfan" in reply.source_nodes[0].node.metadata["focus"].lower()
 
 
 # Causes asked the way people ask, not in the words the re-ranker was trained on: read as asking for causes (cue words

@@ -6,11 +6,16 @@ names (:class:`rag_app.index.topics.FocusMatcher`) and a few rules that hold in 
 
 - a message that refers back ("it", "its", "this", "that condition", ...) and names no topic of its own before
   that reference takes the conversation's topic in place of the reference;
-- a short question with an aspect but no topic ("What are the symptoms?") gets the topic added;
+- a question with an aspect but no topic gets the topic added ("What are the symptoms?" -> "What are the symptoms of
+  gout?"; a longer one is prefixed with it);
 - a message that names a new topic and nothing else ("what about diabetes?", "and asthma?") keeps the aspect
   asked before: the previous question with the new topic in place of the old one;
 - anything else stands on its own and is left exactly as it is (so is every first message);
-- a first message that refers back or asks only an aspect gets a clarifying question instead of an answer.
+- a first message that refers back or asks only an aspect gets a clarifying question instead of an answer;
+- an answer drawn from pages on another topic than the one the message named (one sharing no word with it: "... a
+  sudden twist sends a shock through my body" answered from *Hand Injuries and Disorders*, "Shock" named by accident)
+  makes that page's topic the conversation's: the person follows up on what they read. The answer's sources travel
+  with it in the history (``additional_kwargs["source_ids"]``, :data:`SOURCE_IDS`); a declined answer has none.
 
 The model's prompt stays the one it was trained on: the standalone question and its sources. A page the last answer
 already quoted is shown from where that answer stopped quoting it (``MedQAQueryEngine.said``), so a new question about
@@ -33,9 +38,11 @@ from llama_index.core.schema import NodeWithScore
 from llama_index.core.types import Thread
 
 from rag_app.answer.engine import MedQAQueryEngine, build_query_engine
-from rag_app.index.topics import question_types
+from rag_app.answer.plan import UNCOVERED
+from rag_app.index.topics import STOPWORDS, question_types
 from rag_app.retrieval.modes import topic_matcher
 from rag_app.text import prompts
+from rag_app.text.words import words
 
 #: A reference back to something said before (only the first one in a message is replaced).
 REFERENCE = re.compile(
@@ -47,13 +54,17 @@ REFERENCE = re.compile(
 ELLIPSIS_WORDS = frozenset(
     "what how about and or for with the same question also too as well then in of regarding re ok okay so now a an please thanks".split()
 )
-#: A follow-up this short that asks an aspect ("What are the symptoms?") needs the conversation's topic.
+#: A first message this short that refers back or asks only an aspect gets a clarifying question; a follow-up this
+#: short gets the topic added at its end ("What are the symptoms of gout?"), a longer one before it.
 SHORT_WORDS = 8
 CLARIFY = (
     "Which condition do you mean? Please name it in your question, for example “How is gout treated?”, "
     "so I can look up the right NIH pages."
 )
 _WORD = re.compile(r"[A-Za-z0-9']+")
+#: Where an answer's sources (QA pair ids, citation order) are kept: its ``ChatMessage.additional_kwargs`` and its
+#: response's ``metadata``. Empty when the answer declined.
+SOURCE_IDS = "source_ids"
 
 
 @dataclass(frozen=True)
@@ -140,10 +151,22 @@ def _replace_reference(message: str, match: re.Match[str], topic: Topic) -> str:
 
 
 def _with_topic(message: str, topic: Topic) -> str:
-    """An aspect-only question with the topic added: "What are the symptoms?" -> "What are the symptoms of gout?"."""
+    """An aspect-only question with the topic added: "What are the symptoms?" -> "What are the symptoms of gout?";
+    a longer one is prefixed with it ("Marfan syndrome: what can she do so she doesn't get heart problems?")."""
+    if len(_WORD.findall(message)) > SHORT_WORDS:
+        return f"{topic.text}: {message}"
     body = message.rstrip(" ?.!")
     end = message[len(body) :].strip() or "?"
     return f"{body} of {topic.text}{end}"
+
+
+def _reference(message: str) -> Optional[re.Match[str]]:
+    """The reference back in ``message``: the first, or the thing after a "they" that means people ("how do they get
+    rid of them?": the doctors, then the stones)."""
+    found = list(REFERENCE.finditer(message))
+    if len(found) > 1 and found[0].group(0).lower() == "they":
+        return next((m for m in found[1:] if m.group(0).lower() != "they"), found[0])
+    return found[0] if found else None
 
 
 def _without(text: str, matcher: Any, topic: Topic) -> str:
@@ -203,7 +226,7 @@ def resolve_turn(message: str, topic: Optional[Topic], last: Optional[str], matc
         matcher: The index's topic matcher.
     """
     named = _named(matcher, message)
-    reference = REFERENCE.search(message)
+    reference = _reference(message)
     # Aspect cues in a topic's own name ("Hereditary ...", "Chromosome ...") are not an aspect asked.
     aspects = question_types(_without(message, matcher, named[0]) if named else message)
     if named:
@@ -219,11 +242,33 @@ def resolve_turn(message: str, topic: Optional[Topic], last: Optional[str], matc
     if topic is not None and reference:
         return Resolution(_replace_reference(message, reference, topic), topic, changed=True)
     short = len(_WORD.findall(message)) <= SHORT_WORDS
-    if topic is not None and aspects and short:
+    if topic is not None and aspects:
+        # A follow-up naming nothing asks about the conversation's topic ("so she doesn't get heart problems?").
         return Resolution(_with_topic(message, topic), topic, changed=True)
     if topic is None and (reference or aspects) and short:
         return Resolution(message, None, clarify=CLARIFY)
     return Resolution(message, topic)
+
+
+def answered_topic(matcher: Any, topic: Optional[Topic], source_ids: Sequence[str]) -> Optional[Topic]:
+    """The conversation's topic once an answer drawn from ``source_ids`` has been read.
+
+    ``topic`` stays where a source is about it, or about a topic sharing a word with it ("Kidney Stones" answered from
+    "Kidney Stones in Adults"); otherwise (or with no topic yet) the first source's topic takes its place.
+    """
+    names = [matcher.names_of(doc_id) for doc_id in source_ids]
+    if not names or not names[0]:
+        return topic
+    if topic is not None:
+        about = set(matcher.doc_ids(topic.name))
+        named_words = {w for w in words(topic.name) if w not in STOPWORDS}
+        if about & set(source_ids) or any(named_words & {w for name in own for w in words(name)} for own in names):
+            return topic
+    return Topic(names[0][0], names[0][0])
+
+
+def _declined(content: str) -> bool:
+    return content.lstrip().startswith(prompts.ABSTAIN_ANSWER.split(":")[0])
 
 
 def standalone_question(message: str, chat_history: Sequence[Any], matcher: Any) -> Resolution:
@@ -231,8 +276,8 @@ def standalone_question(message: str, chat_history: Sequence[Any], matcher: Any)
 
     Args:
         message: The new message.
-        chat_history: Earlier messages (LlamaIndex ``ChatMessage`` or ``{"role", "content"}`` dicts); only the
-            person's messages are read, in order.
+        chat_history: Earlier messages (LlamaIndex ``ChatMessage`` or ``{"role", "content"}`` dicts), in order: the
+            person's messages, and the sources of the answers that carry them (:data:`SOURCE_IDS`).
         matcher: The index's :class:`rag_app.index.topics.FocusMatcher` (topic names and synonyms).
 
     Returns:
@@ -242,13 +287,20 @@ def standalone_question(message: str, chat_history: Sequence[Any], matcher: Any)
     last: Optional[str] = None
     pending: Optional[str] = None  # a question that was answered with a clarifying question
     step = Resolution("")
-    texts = []
+    turns: list[tuple[str, Any]] = []  # ("user", clean text) and ("assistant", its source ids)
     for earlier in chat_history:
         role = earlier.get("role") if isinstance(earlier, dict) else getattr(earlier, "role", None)
-        if str(getattr(role, "value", role)) == "user":
-            content = earlier.get("content") if isinstance(earlier, dict) else earlier.content
-            texts.append(prompts.clean_text(str(content or "")))
-    for text in [t for t in texts if t] + [prompts.clean_text(message)]:
+        content = str((earlier.get("content") if isinstance(earlier, dict) else earlier.content) or "")
+        extra = (earlier.get("additional_kwargs") if isinstance(earlier, dict) else getattr(earlier, "additional_kwargs", None)) or {}
+        role = str(getattr(role, "value", role))
+        if role == "user" and prompts.clean_text(content):
+            turns.append(("user", prompts.clean_text(content)))
+        elif role == "assistant" and extra.get(SOURCE_IDS) and not _declined(content):
+            turns.append(("assistant", list(extra[SOURCE_IDS])))
+    for role, text in turns + [("user", prompts.clean_text(message))]:
+        if role == "assistant":
+            topic = answered_topic(matcher, topic, text) if not pending else topic
+            continue
         step = resolve_turn(text, topic, last, matcher)
         named = _named(matcher, text) if pending else []
         if named and _is_ellipsis(text, matcher, named[0]):
@@ -312,17 +364,19 @@ class MedQAChatEngine(BaseChatEngine):
             answer = response.response_gen if streaming else str(response)
             nodes = list(response.source_nodes)
             metadata.update(response.metadata or {})
+            declined = metadata.get("coverage") == UNCOVERED
+            metadata[SOURCE_IDS] = [] if declined else list(dict.fromkeys(n.node.ref_doc_id for n in nodes if n.node.ref_doc_id))
         self._memory.put(ChatMessage(role=MessageRole.USER, content=message))
         return answer, nodes, metadata
 
     def chat(self, message: str, chat_history: Optional[list[ChatMessage]] = None) -> AgentChatResponse:
         text, nodes, metadata = self._answer(message, chat_history, streaming=False)
-        self._memory.put(ChatMessage(role=MessageRole.ASSISTANT, content=text))
+        self._memory.put(answer_message(text, metadata.get(SOURCE_IDS, ())))
         return AgentChatResponse(response=text, source_nodes=nodes, metadata=metadata)
 
     def stream_chat(self, message: str, chat_history: Optional[list[ChatMessage]] = None) -> "StreamingChatResponse":
         tokens, nodes, metadata = self._answer(message, chat_history, streaming=True)
-        chat_response = StreamingChatResponse(chat_stream=_as_chat_stream(tokens), source_nodes=nodes, metadata=metadata)
+        chat_response = StreamingChatResponse(chat_stream=_as_chat_stream(tokens, metadata.get(SOURCE_IDS, ())), source_nodes=nodes, metadata=metadata)
         # Like LlamaIndex's own chat engines: the answer joins the history once it has streamed.
         thread = Thread(target=chat_response.write_response_to_history, args=(self._memory,))
         chat_response.write_response_to_history_thread = thread
@@ -350,11 +404,16 @@ class StreamingChatResponse(StreamingAgentChatResponse):
     metadata: dict[str, Any] = field(default_factory=dict)
 
 
-def _as_chat_stream(tokens: Any) -> Generator[ChatResponse, None, None]:
+def answer_message(content: str, source_ids: Sequence[str] = ()) -> ChatMessage:
+    """An answer as the history keeps it: its text and, for the next message's topic, its sources' ids."""
+    return ChatMessage(role=MessageRole.ASSISTANT, content=content, additional_kwargs={SOURCE_IDS: list(source_ids)})
+
+
+def _as_chat_stream(tokens: Any, source_ids: Sequence[str]) -> Generator[ChatResponse, None, None]:
     text = ""
     for token in tokens:
         text += token
-        yield ChatResponse(message=ChatMessage(role=MessageRole.ASSISTANT, content=text), delta=token)
+        yield ChatResponse(message=answer_message(text, source_ids), delta=token)
 
 
 def build_chat_engine(settings: Any = None, *, query_engine: Any = None, **kwargs: Any) -> MedQAChatEngine:
