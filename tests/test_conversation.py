@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from rag_app.answer.conversation import CLARIFY, build_chat_engine, standalone_question
+from rag_app.answer.conversation import CLARIFY, HELLO, WELCOME, build_chat_engine, standalone_question
 from rag_app.retrieval.modes import topic_matcher
 
 
@@ -29,7 +29,15 @@ def test_follow_ups_become_standalone_questions(chat_engine) -> None:
     assert ask("How is it treated?", "What is gout?").question == "How is gout treated?"
     assert ask("What are its symptoms?", "Tell me about asthma").question == "What are asthma's symptoms?"
     assert ask("Can that condition be prevented?", "My son has asthma.").question == "Can asthma be prevented?"
-    assert ask("What are the treatments?", "What is glaucoma?").question == "What are the treatments of glaucoma?"
+    assert ask("What are the treatments?", "What is glaucoma?").question == "glaucoma: What are the treatments?"
+    # A short follow-up naming nothing, or only names of common words, is about the conversation's topic.
+    assert ask("what should he eat?", "my son has asthma").question == "asthma: what should he eat?"
+    assert ask("is there any medicine?", "What is glaucoma?").question == "glaucoma: is there any medicine?"
+    assert ask("is there any medicine for it?", "What is glaucoma?").question == "is there any medicine for glaucoma?"
+    # Thanks and greetings get a reply, not a search, and the topic stays.
+    assert ask("thanks a lot!", "What is gout?").reply == WELCOME and ask("Hello", "What is gout?").reply == HELLO
+    assert ask("ok thank you", "What is gout?").reply == WELCOME and ask("hi, is gout hereditary?").reply is None
+    assert ask("How is it treated?", "What is gout?", "thanks").question == "How is gout treated?"
     # "they" meaning the doctors: the thing referred back to comes after it.
     assert ask("how do they get rid of it?", "What is gout?").question == "how do they get rid of gout?"
     assert ask("do they run in families?", "What is gout?").question == "do gout run in families?"
@@ -69,6 +77,8 @@ def test_chat_engine_retrieves_the_follow_ups_topic(chat_engine) -> None:
     assert chat_engine.chat_history == []
     clarify = chat_engine.chat("How is it treated?")
     assert clarify.response == CLARIFY and clarify.source_nodes == [] and clarify.metadata["clarify"]
+    thanks = chat_engine.chat("thank you so much!")
+    assert thanks.response == WELCOME and thanks.source_nodes == []
 
 
 def test_stream_chat_streams_and_records_the_answer(chat_engine) -> None:
@@ -136,6 +146,15 @@ def test_a_condition_written_without_its_head_word_is_the_topic() -> None:
     assert standalone_question("does it get worse over time?", [user(story)], matcher).question == (
         "does parkinsons get worse over time?"
     )
+    # A follow-up naming only a subject of common words (nothing but overview pages on it) asks it about the
+    # conversation's topic; a condition of common words ("Kidney Disease", with pages on its treatment) stands alone.
+    types = {doc_id: "information" for doc_id in foci} | {"k/2": "treatment"}
+    typed = FocusMatcher(foci | {"k/2": "Kidney Disease"}, texts=lambda: pages, types=types)
+    assert typed.common("Medicines") and typed.named("is there a medicine?") == ["Medicines"] and typed.common("Kidney Disease")
+    assert standalone_question("is there a medicine?", [user("my dad has gout")], typed).question == "gout: is there a medicine?"
+    assert standalone_question("is there a medicine?", [], typed).question == "is there a medicine?"
+    assert standalone_question("how is kidney disease treated?", [user("my dad has gout")], typed).question == "how is kidney disease treated?"
+    assert standalone_question("is there a medicine?", [user("my dad has gout")], matcher).question == "is there a medicine?"  # types unknown
     assert matcher.named("he has parkinsons disease") == ["Parkinson's Disease"]  # the "s" of "'s" is no name word
     assert matcher.named_in_part("my kidney hurts") == [] and matcher.named_in_part("she has gout") == []
     assert FocusMatcher(foci).named_in_part(story) == []  # without page texts nothing is known to be generic

@@ -256,7 +256,9 @@ def test_a_page_the_last_answer_quoted_is_shown_from_the_first_sentence_it_did_n
                     "lupus-1", focus="Lupus")
     told = engine.model_copy(update={"said": everything})
     assert [n.node.ref_doc_id for n in told.shown("will it come back?", [source, stranger, other], False)] == ["gout-2", "gout-1", "lupus-1"]
-    assert [n.node.ref_doc_id for n in told.shown("will it come back?", [source, stranger], False)] == ["gout-1", "lupus-1"]
+    # With none on its topic, the next page it didn't quote: the same page again would say nothing new.
+    assert [n.node.ref_doc_id for n in told.shown("will it come back?", [source, stranger], False)] == ["lupus-1", "gout-1"]
+    assert [n.node.ref_doc_id for n in told.shown("will it come back?", [source], False)] == ["gout-1"]
 
 
 def test_a_heading_on_a_line_of_its_own_goes_and_a_list_of_short_lines_stays() -> None:

@@ -6,19 +6,23 @@ names (:class:`rag_app.index.topics.FocusMatcher`) and a few rules that hold in 
 
 - a message that refers back ("it", "its", "this", "that condition", ...) and names no topic of its own before
   that reference takes the conversation's topic in place of the reference;
-- a question with an aspect but no topic gets the topic added ("What are the symptoms?" -> "What are the symptoms of
-  gout?"; a longer one is prefixed with it);
+- a question with an aspect, or a short one, that names no topic gets the topic before it ("What should he eat?" ->
+  "diabetes type 1: What should he eat?");
 - a message that names a new topic and nothing else ("what about diabetes?", "and asthma?") keeps the aspect
   asked before: the previous question with the new topic in place of the old one;
 - anything else stands on its own and is left exactly as it is (so is every first message);
-- a first message that refers back or asks only an aspect gets a clarifying question instead of an answer;
+- a follow-up that names only subjects of common words ("is there any medicine?", "does diet matter?": topics with
+  nothing but overview pages, :meth:`~rag_app.index.topics.FocusMatcher.overview_only`) asks them about the
+  conversation's topic;
+- a first message that refers back or asks only an aspect gets a clarifying question instead of an answer, and thanks
+  or a greeting get a short reply (:data:`SMALL_TALK`), neither searched;
 - an answer drawn from pages on another topic than the one the message named (one sharing no word with it: "... a
   sudden twist sends a shock through my body" answered from *Hand Injuries and Disorders*, "Shock" named by accident)
   makes that page's topic the conversation's: the person follows up on what they read. The answer's sources travel
   with it in the history (``additional_kwargs["source_ids"]``, :data:`SOURCE_IDS`); a declined answer has none.
 
-The model's prompt stays the one it was trained on: the standalone question and its sources. A page the last answer
-already quoted is shown from where that answer stopped quoting it (``MedQAQueryEngine.said``), so a new question about
+The model's prompt stays the one it was trained on: the standalone question and its sources. A page an earlier answer
+already quoted is shown from where the answers stopped quoting it (``MedQAQueryEngine.said``), so a new question about
 the same page gets what it says next, not the same answer.
 :class:`MedQAChatEngine` (``build_chat_engine()``) is LlamaIndex's ``BaseChatEngine`` over the query engine, and
 ``retrieve(message, chat_history)`` measures retrieval over conversations without generating.
@@ -55,13 +59,23 @@ ELLIPSIS_WORDS = frozenset(
     "what how about and or for with the same question also too as well then in of regarding re ok okay so now a an please thanks".split()
 )
 #: A first message this short that refers back or asks only an aspect gets a clarifying question; a follow-up this
-#: short gets the topic added at its end ("What are the symptoms of gout?"), a longer one before it.
+#: short that names nothing is about the conversation's topic.
 SHORT_WORDS = 8
 CLARIFY = (
     "Which condition do you mean? Please name it in your question, for example “How is gout treated?”, "
     "so I can look up the right NIH pages."
 )
 _WORD = re.compile(r"[A-Za-z0-9']+")
+#: Thanks, a greeting or a goodbye, and nothing else: answered with :data:`WELCOME` or :data:`HELLO`, not searched.
+SMALL_TALK = re.compile(
+    r"(?:\W*(?:ok(?:ay)?|great|cool|perfect|nice|good|awesome|alright|sure|thanks|thank(?:s| you)|thx|ty|cheers|got it"
+    r"|bye|goodbye|see you|hi|hello|hey|good (?:morning|afternoon|evening)|that (?:helps|helped|is helpful)|very helpful)"
+    r"(?:\s+(?:so much|very much|a lot|again|for (?:the|your|all the) (?:help|answers?|info(?:rmation)?)|doc(?:tor)?|there))*)+\W*",
+    re.IGNORECASE,
+)
+GREETING = re.compile(r"\b(?:hi|hello|hey|good (?:morning|afternoon|evening))\b", re.IGNORECASE)
+WELCOME = "You're welcome. Ask another health question whenever you like."
+HELLO = "Hello! Ask me a health question, for example “How is gout treated?”, and I'll answer it from NIH pages."
 #: Where an answer's sources (QA pair ids, citation order) are kept: its ``ChatMessage.additional_kwargs`` and its
 #: response's ``metadata``. Empty when the answer declined.
 SOURCE_IDS = "source_ids"
@@ -84,12 +98,14 @@ class Resolution:
         topic: The conversation's topic after this message (None when no topic has been named yet).
         changed: True when ``question`` differs from the message.
         clarify: A clarifying question to ask instead of answering (the message can't be tied to a topic).
+        reply: A reply to thanks or a greeting, instead of answering.
     """
 
     question: str
     topic: Optional[Topic] = None
     changed: bool = False
     clarify: Optional[str] = None
+    reply: Optional[str] = None
 
 
 def _named(matcher: Any, text: str) -> list[Topic]:
@@ -111,7 +127,9 @@ def _named(matcher: Any, text: str) -> list[Topic]:
             if span:
                 named = text[span[0] : span[1]]
                 words = [named[start:end] for start, end in matcher.mentions(named, name)]
-                found.append(((matcher.common(name), not _as_written(words, name), kind), Topic(name, named)))
+                written = _as_written(words, name)
+                # Another form of the name's words reads badly in a follow-up ("is snores dangerous?"): the index's name.
+                found.append(((matcher.common(name), not written, kind), Topic(name, named if written else name)))
     if not found:
         # A misspelt name is carried on in the index's spelling: "macular degeneraton" -> "Macular Degeneration".
         found = [((matcher.common(name), False, 2), Topic(name, name)) for name in matcher.named_misspelt(text)]
@@ -151,13 +169,8 @@ def _replace_reference(message: str, match: re.Match[str], topic: Topic) -> str:
 
 
 def _with_topic(message: str, topic: Topic) -> str:
-    """An aspect-only question with the topic added: "What are the symptoms?" -> "What are the symptoms of gout?";
-    a longer one is prefixed with it ("Marfan syndrome: what can she do so she doesn't get heart problems?")."""
-    if len(_WORD.findall(message)) > SHORT_WORDS:
-        return f"{topic.text}: {message}"
-    body = message.rstrip(" ?.!")
-    end = message[len(body) :].strip() or "?"
-    return f"{body} of {topic.text}{end}"
+    """A follow-up with the conversation's topic before it: "gout: What are the symptoms?"."""
+    return f"{topic.text}: {message}"
 
 
 def _reference(message: str) -> Optional[re.Match[str]]:
@@ -225,10 +238,18 @@ def resolve_turn(message: str, topic: Optional[Topic], last: Optional[str], matc
         last: The last standalone question that named ``topic``.
         matcher: The index's topic matcher.
     """
+    if SMALL_TALK.fullmatch(message):
+        return Resolution(message, topic, reply=HELLO if GREETING.search(message) else WELCOME)
     named = _named(matcher, message)
     reference = _reference(message)
     # Aspect cues in a topic's own name ("Hereditary ...", "Chromosome ...") are not an aspect asked.
     aspects = question_types(_without(message, matcher, named[0]) if named else message)
+    if topic is not None and named and all(matcher.common(t.name) and matcher.overview_only(t.name) for t in named):
+        # "is there any medicine (for it)?", "does diet matter?": a subject of common words (no condition: NIH answers
+        # nothing but an overview of it), asked about the conversation's topic.
+        if reference:
+            return Resolution(_replace_reference(message, reference, topic), topic, changed=True)
+        return Resolution(_with_topic(message, topic), topic, changed=True)
     if named:
         new = named[0]
         if topic is not None and reference and reference.start() < _first_mention(matcher, message, new) and new.name != topic.name:
@@ -242,8 +263,9 @@ def resolve_turn(message: str, topic: Optional[Topic], last: Optional[str], matc
     if topic is not None and reference:
         return Resolution(_replace_reference(message, reference, topic), topic, changed=True)
     short = len(_WORD.findall(message)) <= SHORT_WORDS
-    if topic is not None and aspects:
-        # A follow-up naming nothing asks about the conversation's topic ("so she doesn't get heart problems?").
+    if topic is not None and (aspects or short):
+        # A follow-up naming nothing asks about the conversation's topic ("what should he eat?", "so she doesn't get
+        # heart problems?").
         return Resolution(_with_topic(message, topic), topic, changed=True)
     if topic is None and (reference or aspects) and short:
         return Resolution(message, None, clarify=CLARIFY)
@@ -308,7 +330,7 @@ def standalone_question(message: str, chat_history: Sequence[Any], matcher: Any)
             step = resolve_turn(pending, named[0], None, matcher)
             step = Resolution(step.question, named[0], changed=True)
         pending = text if step.clarify else None
-        if step.topic is not None and step.clarify is None:
+        if step.topic is not None and step.clarify is None and step.reply is None:
             topic, last = step.topic, step.question
     return step
 
@@ -342,7 +364,7 @@ class MedQAChatEngine(BaseChatEngine):
     def retrieve(self, message: str, chat_history: Optional[Sequence[Any]] = None) -> list[NodeWithScore]:
         """The sources retrieval finds for ``message`` in the conversation (nothing when it needs clarifying)."""
         resolution = self.resolve(message, chat_history)
-        return [] if resolution.clarify else self.query_engine.retrieve(resolution.question)
+        return [] if resolution.clarify or resolution.reply else self.query_engine.retrieve(resolution.question)
 
     # ---- BaseChatEngine -----------------------------------------------------------------
     def _answer(self, message: str, chat_history: Optional[list[ChatMessage]], streaming: bool) -> tuple[Any, list[NodeWithScore], dict]:
@@ -354,11 +376,13 @@ class MedQAChatEngine(BaseChatEngine):
             self._memory.set(chat_history)
         resolution = self.resolve(message)
         metadata = {"searched_for": resolution.question, "rewritten": resolution.changed, "clarify": bool(resolution.clarify)}
-        if resolution.clarify:
-            answer: Any = iter([resolution.clarify]) if streaming else resolution.clarify
+        instead = resolution.clarify or resolution.reply
+        if instead:
+            answer: Any = iter([instead]) if streaming else instead
             nodes: list[NodeWithScore] = []
         else:
-            said = next((m.content or "" for m in reversed(self.chat_history) if m.role == MessageRole.ASSISTANT), "")
+            # Everything answered so far: a page quoted two answers ago is as read as one quoted in the last.
+            said = "\n\n".join(m.content or "" for m in self.chat_history if m.role == MessageRole.ASSISTANT)
             engine = self.query_engine.model_copy(update={"streaming": streaming, "said": said})
             response = engine.query(resolution.question)
             answer = response.response_gen if streaming else str(response)

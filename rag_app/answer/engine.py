@@ -92,7 +92,7 @@ class MedQAQueryEngine(CustomQueryEngine):
     finish_source: bool = True  # an answer copying its top source does not end while the source goes on
     copy_bias: float = 6.0  # logits for the token the top source goes on with while an answer copies it
     decline_bias: float = 4.0  # logits taken from the decline's first token where the model may decline
-    said: str = ""  # the conversation's last answer: the top page is shown from the first sentence it didn't say
+    said: str = ""  # the conversation's answers so far: the top page is shown from the first sentence they didn't say
     correct_spelling: bool = True  # retrieve and re-rank with misspelt topic names as the index writes them
     rerank_reads_asked: bool = True  # the re-ranker reads the question types asked written plainly after the message
 
@@ -204,10 +204,10 @@ class MedQAQueryEngine(CustomQueryEngine):
         start when the message asks for an overview ("info about ...": the page's first sentence says what the
         condition is) or when what would follow the chosen sentence is too short to answer
         from (:data:`MIN_SHOWN_WORDS`: a page's last sentence alone, "Possible treatments include surgery to remove
-        the tumor.", misleads more than it answers). In a conversation (``said``: the last answer), a top page that
-        answer already quoted is shown from the first sentence it didn't say, where enough follows: a new question
-        gets what the page says next, not the same answer again; a top page it quoted to its end gives way to the next
-        source on the same topic it didn't (:meth:`not_said_first`)."""
+        the tumor.", misleads more than it answers). In a conversation (``said``: the answers so far), a top page they
+        already quoted is shown from the first sentence they didn't say, where enough follows: a new question gets
+        what the page says next, not the same answer again; a top page they quoted to its end gives way to the next
+        source on the same topic they didn't, else to the next source they didn't (:meth:`not_said_first`)."""
         reading = reading or self.read(question)
         asked = reading.asked
         if self.said and not second_part:
@@ -235,8 +235,9 @@ class MedQAQueryEngine(CustomQueryEngine):
         return out
 
     def not_said_first(self, sources: Sequence[NodeWithScore]) -> list[NodeWithScore]:
-        """``sources`` with the first page of the top page's topic that the last answer (``said``) didn't quote to its
-        end moved first, when the top page was quoted to its end (the sources' order otherwise)."""
+        """``sources`` with the first page of the top page's topic that the answers so far (``said``) didn't quote to its
+        end moved first, or else the first such page of any topic, when the top page was quoted to its end (the
+        sources' order otherwise)."""
         def unsaid(node: NodeWithScore) -> bool:
             page = page_sentences(node)
             found = first_unsaid(page, 0, self.said)
@@ -245,6 +246,8 @@ class MedQAQueryEngine(CustomQueryEngine):
         if not sources or unsaid(sources[0]):
             return list(sources)
         later = next((i for i in range(1, len(sources)) if _same_topic(sources[i], sources[0]) and unsaid(sources[i])), None)
+        if later is None:  # then the next source it didn't quote: the same page again would answer nothing new
+            later = next((i for i in range(1, len(sources)) if unsaid(sources[i])), None)
         if later is None:
             return list(sources)
         return [sources[later], *(n for i, n in enumerate(sources) if i != later)]

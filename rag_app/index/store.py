@@ -139,7 +139,7 @@ class MedQAIndex:
                 snap.question_row[doc_id] = len(vectors)
                 vectors.append(vector)
         snap.question_vectors = np.asarray(vectors, dtype=np.float32) if vectors else np.zeros((0, 0), np.float32)
-        snap.matcher = FocusMatcher(foci, synonyms, texts=lambda: texts, typo_similarity=self.typo_similarity)
+        snap.matcher = FocusMatcher(foci, synonyms, texts=lambda: texts, typo_similarity=self.typo_similarity, types=snap.question_type)
         snap.chunk_at, snap.question_at = list(snap.chunk_row), list(snap.question_row)
         return snap
 

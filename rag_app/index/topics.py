@@ -197,6 +197,7 @@ class FocusMatcher:
             it no name is common and no word is taken for a misspelling.
         typo_similarity: Least similarity (rapidfuzz's ``fuzz.ratio`` / 100) of a misspelt word to a name word
             (:meth:`misspelt`; ``MEDQA_TYPO_SIMILARITY`` for the index's matcher); 1, the default here, reads none.
+        types: ``{doc_id: question type}`` of the indexed QA pairs, optional (:meth:`overview_only`).
     """
 
     def __init__(
@@ -205,8 +206,10 @@ class FocusMatcher:
         synonyms: Mapping[str, Sequence[str]] | None = None,
         texts: Callable[[], Iterable[tuple[str, str]]] | None = None,
         typo_similarity: float = 1.0,
+        types: Mapping[str, str] | None = None,
     ) -> None:
         self._stemmer = Stemmer.Stemmer("english")
+        self._types = dict(types or {})
         self.typo_similarity = typo_similarity
         self._doc_ids_by_name: dict[str, list[str]] = defaultdict(list)
         self._names_by_doc: dict[str, list[str]] = {}
@@ -392,6 +395,12 @@ class FocusMatcher:
     def doc_ids(self, name: str) -> list[str]:
         """The QA pairs about topic ``name`` (a focus or one of its synonyms)."""
         return list(self._doc_ids_by_name.get(name, ()))
+
+    def overview_only(self, name: str) -> bool:
+        """Whether every QA pair about topic ``name`` is an overview: a subject such as "Medicines", "Diets" or
+        "Surgery" that NIH answers no symptoms, causes or treatments of. False when the types are not known."""
+        types = [self._types.get(doc_id) for doc_id in self.doc_ids(name)]
+        return bool(types) and all(t == OVERVIEW_TYPE for t in types)
 
     def names_of(self, doc_id: str) -> list[str]:
         """The topic name and other names of QA pair ``doc_id`` (none for a pair the matcher doesn't know)."""
