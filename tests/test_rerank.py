@@ -224,6 +224,34 @@ def test_the_start_sentence_is_chosen_on_the_message_as_written(tiny_cross_encod
     assert read == [message]
 
 
+def test_a_top_page_of_the_asked_type_is_shown_from_its_start(tiny_cross_encoder) -> None:
+    """"will he get better?" answered from a stroke outlook page opened at "The pain is often worse ...", the sentence
+    the re-ranker chose: a page of the asked type answers it from its first sentence. An overview is still shown from
+    a later sentence."""
+    from llama_index.core.llms import MockLLM
+
+    from rag_app.answer.engine import MedQAQueryEngine
+    from rag_app.answer.plan import Reading
+    from rag_app.retrieval.rerank import CrossEncoderRerank
+
+    class Later(CrossEncoderRerank):
+        def start_sentence(self, query, node, sentences, margin, limit=12):
+            return 2
+
+    page = ("Although stroke is a disease of the brain, it can affect the entire body. Stroke survivors often have problems "
+            "understanding speech. Stroke survivors may also have numbness. The pain is often worse in the hands and feet. "
+            "Recurrent stroke is frequent; about 25 percent of people who recover will have another stroke within 5 years.")
+    message = "My father had a stroke last week. will he get better?"
+    reading = Reading(message, frozenset({"outlook"}), message)
+    outlook = node("Question: What is the outlook for Stroke ?\nAnswer: " + page, "stroke-1", focus="Stroke")
+    outlook.node.metadata["question_type"] = "outlook"
+    overview = node("Question: What is (are) Stroke ?\nAnswer: " + page, "stroke-2", focus="Stroke")
+    engine = MedQAQueryEngine(llm=MockLLM(), reranker=Later(tiny_cross_encoder))
+    answer = lambda source: engine.shown(message, [source], False, reading)[0].node.get_content().split("Answer: ", 1)[1]  # noqa: E731
+    assert answer(outlook).startswith("Although stroke is a disease of the brain")
+    assert not answer(overview).startswith("Although stroke")  # another type's page: from the sentence that answers
+
+
 def test_a_page_the_last_answer_quoted_is_shown_from_the_first_sentence_it_did_not_say() -> None:
     """"will it come back?" after "what is gout?" answered from the same overview: the page is shown from where the
     last answer stopped quoting it (the model copies what it is shown, so the answer would be the same word for word);

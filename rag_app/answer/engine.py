@@ -196,8 +196,9 @@ class MedQAQueryEngine(CustomQueryEngine):
         """The sources as the model is shown them: headings dropped, the top source (and a second part's page) from
         the sentence that answers the question.
 
-        A top page of another type than the message asks ("what causes ADHD?" answered from the ADHD overview) is
-        shown from its first sentence that says something of the asked type (:func:`rag_app.index.topics.
+        A top page of the type the message asks ("will he get better?" answered from "What is the outlook for
+        Stroke?") is shown from its start. A top page of another type ("what causes ADHD?" answered from the ADHD
+        overview) is shown from its first sentence that says something of the asked type (:func:`rag_app.index.topics.
         first_answering`: "No one knows exactly what causes ADHD."); otherwise the re-ranker chooses the sentence
         (on the message as written). A chosen sentence that leans on the one before ("However, ...", "It is caused
         by ...": :func:`rag_app.answer.passages.self_contained_start`) gives way to that one. A page is shown from its
@@ -218,9 +219,12 @@ class MedQAQueryEngine(CustomQueryEngine):
             chosen = i == 0 or (i == 1 and second_part)
             sentences = page_sentences(node) if chosen else []
             if chosen and self.answer_from_sentence and self.reranker is not None and asked != {OVERVIEW_TYPE}:
-                other = asked if i == 0 and OVERVIEW_TYPE not in asked and _type(node) not in asked else set()
+                typed = i == 0 and _type(node) in asked  # a page of the asked type answers it from its start
+                other = asked if i == 0 and OVERVIEW_TYPE not in asked and not typed else set()
                 start = first_answering(sentences, other) if other else None
-                if start is None or not _enough_from(sentences, start):
+                if typed:
+                    start = 0
+                elif start is None or not _enough_from(sentences, start):
                     # The sentence is chosen on the message as written: re-asking the type helps rank pages, but on a page
                     # with no sentence of that type it made the re-ranker pick one that merely sounds like it.
                     start = self.reranker.start_sentence(reading.search, node, sentences, self.sentence_margin)
