@@ -37,6 +37,7 @@ def test_follow_ups_become_standalone_questions(chat_engine) -> None:
     # Thanks and greetings get a reply, not a search, and the topic stays.
     assert ask("thanks a lot!", "What is gout?").reply == WELCOME and ask("Hello", "What is gout?").reply == HELLO
     assert ask("ok thank you", "What is gout?").reply == WELCOME and ask("hi, is gout hereditary?").reply is None
+    assert ask("is it good?", "What is gout?").reply is None and ask("thanks " * 5000 + "x").reply is None  # at once
     assert ask("How is it treated?", "What is gout?", "thanks").question == "How is gout treated?"
     # "they" meaning the doctors: the thing referred back to comes after it.
     assert ask("how do they get rid of it?", "What is gout?").question == "how do they get rid of gout?"

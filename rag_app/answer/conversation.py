@@ -15,7 +15,7 @@ names (:class:`rag_app.index.topics.FocusMatcher`) and a few rules that hold in 
   nothing but overview pages, :meth:`~rag_app.index.topics.FocusMatcher.overview_only`) asks them about the
   conversation's topic;
 - a first message that refers back or asks only an aspect gets a clarifying question instead of an answer, and thanks
-  or a greeting get a short reply (:data:`SMALL_TALK`), neither searched;
+  or a greeting get a short reply (:data:`SMALL_TALK_WORDS`), neither searched;
 - an answer drawn from pages on another topic than the one the message named (one sharing no word with it: "... a
   sudden twist sends a shock through my body" answered from *Hand Injuries and Disorders*, "Shock" named by accident)
   makes that page's topic the conversation's: the person follows up on what they read. The answer's sources travel
@@ -66,14 +66,15 @@ CLARIFY = (
     "so I can look up the right NIH pages."
 )
 _WORD = re.compile(r"[A-Za-z0-9']+")
-#: Thanks, a greeting or a goodbye, and nothing else: answered with :data:`WELCOME` or :data:`HELLO`, not searched.
-SMALL_TALK = re.compile(
-    r"(?:\W*(?:ok(?:ay)?|great|cool|perfect|nice|good|awesome|alright|sure|thanks|thank(?:s| you)|thx|ty|cheers|got it"
-    r"|bye|goodbye|see you|hi|hello|hey|good (?:morning|afternoon|evening)|that (?:helps|helped|is helpful)|very helpful)"
-    r"(?:\s+(?:so much|very much|a lot|again|for (?:the|your|all the) (?:help|answers?|info(?:rmation)?)|doc(?:tor)?|there))*)+\W*",
-    re.IGNORECASE,
+#: Words of thanks, greetings and goodbyes; a message made only of these (one of :data:`SMALL_TALK_CUES` among them, no
+#: question mark) is answered with :data:`WELCOME` or :data:`HELLO`, not searched.
+SMALL_TALK_WORDS = frozenset(
+    "ok okay great cool perfect nice good awesome alright sure thanks thank you thx ty cheers got it bye goodbye see "
+    "hi hello hey morning afternoon evening that helps helped helpful very so much a lot again for the your all help "
+    "answer answers info information doc doctor there".split()
 )
-GREETING = re.compile(r"\b(?:hi|hello|hey|good (?:morning|afternoon|evening))\b", re.IGNORECASE)
+SMALL_TALK_CUES = frozenset("ok okay great cool perfect nice awesome alright thanks thank thx ty cheers got bye goodbye hi hello hey morning helps helped helpful".split())
+GREETINGS = frozenset("hi hello hey morning afternoon evening".split())
 WELCOME = "You're welcome. Ask another health question whenever you like."
 HELLO = "Hello! Ask me a health question, for example “How is gout treated?”, and I'll answer it from NIH pages."
 #: Where an answer's sources (QA pair ids, citation order) are kept: its ``ChatMessage.additional_kwargs`` and its
@@ -238,8 +239,9 @@ def resolve_turn(message: str, topic: Optional[Topic], last: Optional[str], matc
         last: The last standalone question that named ``topic``.
         matcher: The index's topic matcher.
     """
-    if SMALL_TALK.fullmatch(message):
-        return Resolution(message, topic, reply=HELLO if GREETING.search(message) else WELCOME)
+    said = {w.lower() for w in _WORD.findall(message)}
+    if said and said <= SMALL_TALK_WORDS and said & SMALL_TALK_CUES and "?" not in message:
+        return Resolution(message, topic, reply=HELLO if said & GREETINGS else WELCOME)
     named = _named(matcher, message)
     reference = _reference(message)
     # Aspect cues in a topic's own name ("Hereditary ...", "Chromosome ...") are not an aspect asked.
