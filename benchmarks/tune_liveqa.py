@@ -416,7 +416,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     asked_share = current.source_asked / current.source if current.source else 1.0
     weights_of = lambda p: FusionWeights(  # noqa: E731
         *(a[i] for a, i in zip(axes, p)), overview_asked=current.overview_asked, pointer=current.pointer,
-        source_asked=axes[-1][p[-1]] * asked_share,
+        source_asked=axes[-1][p[-1]] * asked_share, nearest_type=current.nearest_type,
     )
     tune = {p: figures(weights_of(p), "tune")[f"mrr@{K}"] for p in tqdm(points, desc="grid", unit="weights")}
 
@@ -427,14 +427,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     best = weights_of(max(points, key=lambda p: (round(smoothed(p), 9), -sum(p))))
     best_single = weights_of(max(points, key=lambda p: (round(tune[p], 9), -sum(p))))
     rows = [
-        ("dense: best chunk only", FusionWeights(0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0)),
-        ("+ question vectors", FusionWeights(current.question, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0)),
-        ("+ topic (focus) match", FusionWeights(current.question, current.focus, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0)),
-        ("+ question type cues", FusionWeights(current.question, current.focus, current.type, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0)),
-        ("+ overview prior", FusionWeights(current.question, current.focus, current.type, current.overview, 0.0, 0.0, current.overview_asked, 0.0, 0.0)),
-        ("+ sentences", replace(current, source=0.0, source_asked=0.0, pointer=0.0)),
-        ("+ source prior", replace(current, pointer=0.0)),
-        ("+ pointer pages last = current settings", current),
+        ("dense: best chunk only", FusionWeights(0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0)),
+        ("+ question vectors", FusionWeights(current.question, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0)),
+        ("+ topic (focus) match", FusionWeights(current.question, current.focus, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0)),
+        ("+ question type cues", FusionWeights(current.question, current.focus, current.type, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0)),
+        ("+ overview prior", FusionWeights(current.question, current.focus, current.type, current.overview, 0.0, 0.0, current.overview_asked, 0.0, 0.0, 0.0)),
+        ("+ sentences", replace(current, source=0.0, source_asked=0.0, pointer=0.0, nearest_type=0.0)),
+        ("+ source prior", replace(current, pointer=0.0, nearest_type=0.0)),
+        ("+ pointer pages last", replace(current, nearest_type=0.0)),
+        ("+ the nearest type = current settings", current),
         ("best on tune, neighbour-averaged", best),
         ("best single grid point on tune", best_single),
     ]

@@ -184,6 +184,15 @@ class Settings(BaseSettings):
         "reads cue words only. The strictest cutoff that reads more than cues: lower ones read more questions and more wrong "
         "types, and the dev sets can't tell them apart (benchmarks/tune_liveqa.py --ask-similarity).",
     )
+    nearest_type_share: float = Field(
+        0.5,
+        ge=0.0,
+        le=1.0,
+        description="fielded: share of the type bonus for a QA pair of the type nearest the asked one (treatment for "
+        "prevention, causes for who is at risk, ...) on a topic with no pair of the asked type. 0.5 changes no LiveQA "
+        "tune-half ranking and moves Marfan syndrome's treatment page first for 'what can she do so she doesn't get "
+        "heart problems?'.",
+    )
     pointer_weight: float = Field(
         0.3,
         ge=0.0,

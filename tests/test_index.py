@@ -337,3 +337,17 @@ def test_pages_that_only_point_elsewhere_are_told_from_pages_with_content() -> N
     assert not only_points_elsewhere("Heart failure means the heart cannot pump enough blood. More information is available at www.nhlbi.nih.gov.")
     assert not only_points_elsewhere("People can view their claims and order history, and see a description of covered services.")
     assert not only_points_elsewhere("")
+
+
+def test_a_topic_without_a_page_of_the_asked_type_offers_the_nearest_type(settings, embed_model) -> None:
+    """"what can she do so she doesn't get heart problems?" about Marfan syndrome asks prevention, and NIH has no Marfan
+    prevention page: its treatment page (the type nearest prevention) gets part of the type bonus and comes first."""
+    build_index(settings, embed_model=embed_model, show_progress=False)
+    message = "My dad has gout. How can he keep it from getting worse?"
+
+    def top(share: float) -> str:
+        retriever = build_retriever(settings.model_copy(update={"top_k": 3, "nearest_type_share": share}), embed_model=embed_model)
+        return retriever.retrieve(message)[0].node.metadata["question"]
+
+    assert top(0.0) == "What is (are) Gout ?"
+    assert top(settings.nearest_type_share) == "What are the treatments for Gout ?"

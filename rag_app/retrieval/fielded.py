@@ -29,7 +29,8 @@ class FusionWeights:
     """Weights of :class:`FieldedRetriever`'s score (chosen on the LiveQA tune half; see ``benchmarks/tune_liveqa.py``).
 
     score = (1 - question) * chunk + question * question-only + focus * topic match
-    + type * [its question type was asked for] + overview * [it is an overview ("information") pair], where overview is
+    + type * ([its question type was asked for] or nearest_type * [it is of the type nearest an asked one, on a topic with
+    no page of an asked type (:data:`NEAREST_TYPE`)]) + overview * [it is an overview ("information") pair], where overview is
     ``overview_asked`` instead when the message asks some question type (the overview then competes with the asked page)
     + source * [the log-odds that a pair from its source collection answers a real message (``source_prior``)], where
     source is ``source_asked`` instead for a pair of the type the message asks (the asked page of a collection that
@@ -49,6 +50,7 @@ class FusionWeights:
     overview_asked: float
     pointer: float
     source_asked: float
+    nearest_type: float
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "FusionWeights":
@@ -62,6 +64,7 @@ class FusionWeights:
             settings.overview_asked_weight,
             settings.pointer_weight,
             settings.source_asked_weight,
+            settings.nearest_type_share,
         )
 
 
@@ -81,6 +84,7 @@ class Candidate:
     source: float = 0.0  # the prior log-odds of its source collection
     asked: bool = False  # whether the message asks for some question type (cue words, ``question_types``)
     pointer: float = 0.0  # 1 when its answer only points elsewhere (an address, a link; rag_app.text.pointers)
+    nearest: float = 0.0  # 1 when of the type nearest an asked one, on a topic with no page of an asked type
 
     def score(self, w: FusionWeights) -> float:
         chunk = (1 - w.sentences) * self.chunk + w.sentences * self.chunk_sentences
@@ -89,12 +93,23 @@ class Candidate:
             (1 - w.question) * chunk
             + w.question * question
             + w.focus * self.focus
-            + w.type * self.type
+            + w.type * (self.type or w.nearest_type * self.nearest)
             + (w.overview_asked if self.asked else w.overview) * self.overview
             + (w.source_asked if self.type else w.source) * self.source
             - w.pointer * self.pointer
         )
 
+
+#: The question type nearest each asked one, for a topic with no page of the asked type: "what can she do so she
+#: doesn't get heart problems?" about Marfan syndrome (no prevention page) is answered by its treatment page.
+NEAREST_TYPE = {
+    "prevention": "treatment",
+    "complications": "symptoms",
+    "susceptibility": "causes",
+    "causes": "susceptibility",
+    "inheritance": "genetic changes",
+    "genetic changes": "inheritance",
+}
 
 #: Most sentences of a message embedded on their own when they need a pass each (see :func:`message_vectors`).
 MAX_SENTENCES = 8
@@ -139,6 +154,18 @@ def message_vectors(embed_model: Any, text: str, split: bool = True) -> Any:
             if inside.any():  # a sentence past the model's length limit has no tokens
                 rows.append(torch.nn.functional.normalize(tokens[inside].mean(0), dim=0))
     return torch.stack(rows).numpy()
+
+
+def _mark_nearest(found: Sequence[Candidate], nearest: set[str], snap: Any) -> None:
+    """Mark the candidates of a ``nearest`` type on each topic none of whose candidates is of an asked type."""
+    by_topic: dict[str, list[Candidate]] = {}
+    for c in found:
+        by_topic.setdefault((snap.matcher.names_of(c.doc_id) or [c.doc_id])[0].lower(), []).append(c)
+    for group in by_topic.values():
+        if not any(c.type for c in group):
+            for c in group:
+                if snap.question_type.get(c.doc_id, "") in nearest:
+                    c.nearest = 1.0
 
 
 def _whole_and_best_part(sims: Any) -> tuple[list[float], list[float]]:
@@ -275,6 +302,9 @@ class FieldedRetriever(BaseRetriever):
                     pointer=1.0 if doc_id in snap.pointers else 0.0,
                 )
             )
+        nearest = {NEAREST_TYPE[t] for t in asked if t in NEAREST_TYPE} - asked
+        if nearest:
+            _mark_nearest(out, nearest, snap)
         return out
 
     def rank(
