@@ -84,7 +84,7 @@ class Candidate:
     source: float = 0.0  # the prior log-odds of its source collection
     asked: bool = False  # whether the message asks for some question type (cue words, ``question_types``)
     pointer: float = 0.0  # 1 when its answer only points elsewhere (an address, a link; rag_app.text.pointers)
-    nearest: float = 0.0  # 1 when of the type nearest an asked one, on a topic with no page of an asked type
+    nearest: float = 0.0  # 1 when of the type nearest an asked one, on a topic named in full with no page of an asked type
 
     def score(self, w: FusionWeights) -> float:
         chunk = (1 - w.sentences) * self.chunk + w.sentences * self.chunk_sentences
@@ -157,10 +157,13 @@ def message_vectors(embed_model: Any, text: str, split: bool = True) -> Any:
 
 
 def _mark_nearest(found: Sequence[Candidate], nearest: set[str], snap: Any) -> None:
-    """Mark the candidates of a ``nearest`` type on each topic none of whose candidates is of an asked type."""
+    """Mark the candidates of a ``nearest`` type on each topic the message names in full none of whose candidates is of
+    an asked type (not on a topic it names in part: "How to prevent Wilson Disease?" is not about Mowat-Wilson
+    syndrome)."""
     by_topic: dict[str, list[Candidate]] = {}
     for c in found:
-        by_topic.setdefault((snap.matcher.names_of(c.doc_id) or [c.doc_id])[0].lower(), []).append(c)
+        if c.focus >= 1.0:
+            by_topic.setdefault((snap.matcher.names_of(c.doc_id) or [c.doc_id])[0].lower(), []).append(c)
     for group in by_topic.values():
         if not any(c.type for c in group):
             for c in group:
