@@ -28,6 +28,8 @@ OPENERS = frozenset(
     experts health""".split()
 )
 _WORD = re.compile(r"\S+")
+#: Dashes a heading may hold between capitalised words ("Memory Problems — A Common Early Sign").
+DASHES = frozenset({"—", "–"})
 
 
 def _capitalised(word: str) -> bool:
@@ -57,7 +59,7 @@ def split_heading(sentence: str, topic_words: Iterable[str] = ()) -> tuple[str, 
         word = words[i].group(0)
         if _capitalised(word):
             capitals.append(i)
-        elif not (_bare(word) in SMALL_WORDS and i + 1 < len(words) and _capitalised(words[i + 1].group(0))):
+        elif not ((_bare(word) in SMALL_WORDS or word in DASHES) and i + 1 < len(words) and _capitalised(words[i + 1].group(0))):
             break
         i += 1
     # A heading of two or more words, then the sentence's own first word, then lower-case words.
@@ -67,7 +69,8 @@ def split_heading(sentence: str, topic_words: Iterable[str] = ()) -> tuple[str, 
     if _bare(words[start - 1].group(0)) in SMALL_WORDS or words[start - 1].group(0).endswith(","):
         return "", sentence
     opener = _bare(words[start].group(0))
-    if opener not in OPENERS and opener not in {w.lower() for w in topic_words}:
+    # A heading often names what its sentence starts with ("Memory Problems — A Common Early Sign Memory problems are").
+    if opener not in OPENERS and opener not in {w.lower() for w in topic_words} and opener != _bare(words[0].group(0)):
         return "", sentence
     heading = sentence[: words[start].start()].strip()
     return heading, sentence[words[start].start() :]
