@@ -32,7 +32,9 @@ def node(text: str, doc_id: str, focus: str = "Gout", question: str = "What is (
         ("Symptoms Can Be Controlled With proper treatment, most people with gout control their symptoms.", "Symptoms Can Be Controlled"),
         ("Risk Factors These risk factors are associated with gout.", "Risk Factors"),
         # A heading with a dash, naming what its sentence starts with (NIHSeniorHealth's Alzheimer's overview).
+        ("Memory Problems -- A Common Early Sign Memory problems are typically one of the first signs.", "Memory Problems -- A Common Early Sign"),
         ("Memory Problems — A Common Early Sign Memory problems are typically one of the first signs.", "Memory Problems — A Common Early Sign"),
+        ("- Stage IIIB: The tumor may be anywhere in or near the eye.", ""),  # a list's label, not a heading
         # Names that open a sentence are not headings.
         ("The Human Phenotype Ontology provides the following list of signs and symptoms.", ""),
         ("Multiple Sclerosis (MS) is a disease of the brain and spinal cord.", ""),

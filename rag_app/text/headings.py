@@ -28,8 +28,8 @@ OPENERS = frozenset(
     experts health""".split()
 )
 _WORD = re.compile(r"\S+")
-#: Dashes a heading may hold between capitalised words ("Memory Problems — A Common Early Sign").
-DASHES = frozenset({"—", "–"})
+#: Dashes a heading may hold between capitalised words ("Memory Problems -- A Common Early Sign"; a lone "-" is a list's bullet).
+DASHES = frozenset({"—", "–", "--"})
 
 
 def _capitalised(word: str) -> bool:
