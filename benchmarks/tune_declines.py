@@ -53,7 +53,7 @@ def decline_margin(llm, plan) -> float | None:
     (None where it may not: the names or the re-ranker decided, or the answer has no opening)."""
     import torch
 
-    from rag_app.llm.decoding import llm_tokenizer
+    from rag_app.llm.decoding import llm_model, llm_tokenizer
 
     opening = plan.parts[0].opening if plan.parts and not plan.declines else None
     if opening is None or not opening.alternatives:
@@ -61,7 +61,7 @@ def decline_margin(llm, plan) -> float | None:
     tokenizer = llm_tokenizer(llm)
     ids = tokenizer.apply_chat_template(plan.messages, add_generation_prompt=True, return_tensors="pt", return_dict=True)
     with torch.inference_mode():
-        logits = llm._model(**ids).logits[0, -1]
+        logits = llm_model(llm)(**ids).logits[0, -1]
     return float(logits[list(opening.alternatives)].max() - logits[opening.tokens[0]])
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from rag_app.index.topics import FocusMatcher, question_types
+from rag_app.index.topics import FocusMatcher, question_types, topic_key
 
 FOCI = {
     "gard/1": "Gilbert syndrome",
@@ -44,6 +44,15 @@ def test_a_synonym_finds_the_topic_and_a_pair_keeps_its_best_name() -> None:
     )
     got = matcher.doc_scores("Louis Bar Syndrome. My brother died young from it")
     assert got == {"ghr/at": pytest.approx(1.0)}
+
+
+def test_topics_are_told_apart_by_their_words_however_a_collection_spells_them() -> None:
+    assert topic_key("Crohn's Disease") == topic_key("Crohn disease") != topic_key("Crohn's Disease in Children")
+    matcher = FocusMatcher({**FOCI, "mplus/4": "Male Breast Cancer", "mplus/5": "Diseases of the Heart"})
+    assert matcher.shares_a_word(["Breast Cancer"], "mplus/4") and matcher.shares_a_word(["Lung Cancer", "Lupus"], "mplus/1")
+    assert not matcher.shares_a_word(["Down syndrome"], "mplus/1")
+    assert not matcher.shares_a_word(["The Flu"], "mplus/5")  # a stopword shares nothing
+    assert not matcher.shares_a_word(["Lupus"], "unknown/1")
 
 
 @pytest.mark.parametrize(

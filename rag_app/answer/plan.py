@@ -11,9 +11,8 @@ from typing import Any
 
 from llama_index.core.schema import NodeWithScore
 
-from rag_app.index.topics import PARTIAL_NAME_SCORE, STOPWORDS, FocusMatcher
+from rag_app.index.topics import PARTIAL_NAME_SCORE, FocusMatcher
 from rag_app.text.openings import Opening
-from rag_app.text.words import words
 
 #: Between the parts of an answer to a message that asks two things.
 PART_SEPARATOR = "\n\n"
@@ -121,8 +120,7 @@ def source_coverage(question: str, nodes: list[NodeWithScore], matcher: FocusMat
     if uncommon:
         # Only a topic sharing no word with the names is another subject of the message: "Male Breast Cancer" named in
         # part says nothing for a question on "Breast Cancer" that no source is about.
-        named_words = {w for name in uncommon for w in words(name) if w not in STOPWORDS}
-        other = any(not named_words & {w for name in matcher.names_of(n.node.ref_doc_id) for w in words(name)} for n in in_part)
+        other = any(not matcher.shares_a_word(uncommon, n.node.ref_doc_id) for n in in_part)
         return UNKNOWN if other and named_in_part_keeps else UNCOVERED
     return COVERED if in_part else UNKNOWN
 

@@ -182,6 +182,12 @@ def run_on_question(text: str) -> str:
     return found.group(1) if found else ""
 
 
+def topic_key(name: str) -> frozenset[str]:
+    """The words that identify a topic however a collection spells it: "Crohn's Disease" and "Crohn disease" share
+    ``{"crohn", "disease"}`` (one-letter words such as a possessive's "s" are left out)."""
+    return frozenset(w for w in words(name) if len(w) > 1)
+
+
 class FocusMatcher:
     """Scores every indexed topic (focus) by how much of its name, or of one of its synonyms, a message contains.
 
@@ -209,7 +215,7 @@ class FocusMatcher:
         types: Mapping[str, str] | None = None,
     ) -> None:
         self._stemmer = Stemmer.Stemmer("english")
-        self._types = dict(types or {})
+        self._types = types if types is not None else {}
         self.typo_similarity = typo_similarity
         self._doc_ids_by_name: dict[str, list[str]] = defaultdict(list)
         self._names_by_doc: dict[str, list[str]] = {}
@@ -405,6 +411,12 @@ class FocusMatcher:
     def names_of(self, doc_id: str) -> list[str]:
         """The topic name and other names of QA pair ``doc_id`` (none for a pair the matcher doesn't know)."""
         return list(self._names_by_doc.get(doc_id, ()))
+
+    def shares_a_word(self, names: Iterable[str], doc_id: str) -> bool:
+        """Whether QA pair ``doc_id``'s topic names share a word (not a stopword) with one of ``names``: "Kidney
+        Stones in Adults" with "Kidney Stones", "Male Breast Cancer" with "Breast Cancer"."""
+        named = {w for name in names for w in words(name) if w not in STOPWORDS}
+        return bool(named & {w for name in self.names_of(doc_id) for w in words(name)})
 
     def specificity(self, name: str) -> float:
         """The IDF mass of a topic name: longer, rarer names are more specific ("Diabetes Type 2" > "Diabetes")."""

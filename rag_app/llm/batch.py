@@ -12,7 +12,7 @@ import torch
 from llama_index.core.llms import ChatMessage
 from transformers import LogitsProcessorList, StoppingCriteriaList
 
-from rag_app.llm.decoding import OpeningProcessor, llm_tokenizer, repetition_stop, with_decoding
+from rag_app.llm.decoding import OpeningProcessor, llm_model, llm_tokenizer, repetition_stop, with_decoding
 from rag_app.llm.gguf import is_llamacpp
 from rag_app.llm.info import model_info
 
@@ -33,7 +33,7 @@ def generate_batch(llm: Any, conversations: Sequence[list[dict[str, str]]], max_
     """
     if is_llamacpp(llm):
         return generate_each(llm, conversations, max_new_tokens, **generate_kwargs)
-    tokenizer, model = llm_tokenizer(llm), llm._model
+    tokenizer, model = llm_tokenizer(llm), llm_model(llm)
     prompts = [tokenizer.apply_chat_template(c, tokenize=False, add_generation_prompt=True) for c in conversations]
     side = tokenizer.padding_side
     tokenizer.padding_side = "left"  # decoder-only batching: pad on the left so answers start together

@@ -28,6 +28,11 @@ def llm_tokenizer(llm: Any) -> Any:
     return getattr(llm, "_tokenizer", None)
 
 
+def llm_model(llm: Any) -> Any:
+    """The transformers model of a ``HuggingFaceLLM`` (LlamaIndex keeps it private); None for other backends."""
+    return getattr(llm, "_model", None)
+
+
 def decline_start_ids(tokenizer: Any) -> list[int]:
     """The first token of the abstain answer: kept from starting an answer whose sources are about the question."""
     return tokenizer(ABSTAIN_ANSWER, add_special_tokens=False)["input_ids"][:1]

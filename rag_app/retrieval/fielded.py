@@ -16,7 +16,7 @@ from llama_index.core.schema import NodeWithScore, QueryBundle
 
 from rag_app.config import Settings
 from rag_app.index.store import IndexSnapshot, MedQAIndex
-from rag_app.index.topics import OVERVIEW_TYPE, PARTIAL_NAME_SCORE, FocusMatcher
+from rag_app.index.topics import OVERVIEW_TYPE, PARTIAL_NAME_SCORE, FocusMatcher, topic_key
 from rag_app.llm.load import embed_queries, mean_pooled_encoder
 from rag_app.text.words import sentence_spans
 
@@ -160,10 +160,10 @@ def _mark_nearest(found: Sequence[Candidate], nearest: set[str], snap: Any) -> N
     """Mark the candidates of a ``nearest`` type on each topic the message names in full none of whose candidates is of
     an asked type (not on a topic it names in part: "How to prevent Wilson Disease?" is not about Mowat-Wilson
     syndrome)."""
-    by_topic: dict[str, list[Candidate]] = {}
+    by_topic: dict[frozenset[str], list[Candidate]] = {}
     for c in found:
         if c.focus >= 1.0:
-            by_topic.setdefault((snap.matcher.names_of(c.doc_id) or [c.doc_id])[0].lower(), []).append(c)
+            by_topic.setdefault(topic_key((snap.matcher.names_of(c.doc_id) or [c.doc_id])[0]), []).append(c)
     for group in by_topic.values():
         if not any(c.type for c in group):
             for c in group:
