@@ -115,6 +115,10 @@ def test_a_story_keeps_its_condition_as_the_topic_not_words_that_happen_to_be_na
     assert ask("how long before it works?", pill).question == "how long before gout treatment works?"
     assert ask("does it have side effects?", pill).question == "does gout treatment have side effects?"
     assert ask("does it hurt?", pill).question == "does gout hurt?"
+    # What is taken is the treatment: "them" are the pills the story named, not gout.
+    assert ask("how long do i have to take them", pill).question == "how long do i have to take gout treatment"
+    assert ask("can I stop using it?", pill).question == "can I stop using gout treatment?"
+    assert ask("will it take long to heal?", pill).question == "will gout take long to heal?"
 
 
 def test_a_story_that_describes_a_symptom_keeps_the_condition_it_names() -> None:

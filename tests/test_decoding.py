@@ -19,6 +19,12 @@ def test_a_repeated_sentence_is_cut_and_a_clean_answer_is_untouched() -> None:
     words = "take the medicine with food and water every morning before you go out today " * 3
     assert repeats(words) and trim_repetition(words).split() == words.split()[: len(words.split()) // 3]  # one pass kept
     assert repeat_start("Yes. Yes. Yes.") is None
+    # The 135M model copied a list a second time without its bullets (Alzheimer's early signs, full index).
+    listed = (
+        "A person in the early stage may - find it hard to remember things - ask the same questions over and over - get "
+        "lost in familiar places - lose things. find it hard to remember things ask the same questions over and over"
+    )
+    assert trim_repetition(listed).endswith("- lose things.")
 
 
 def test_stop_ends_only_the_rows_whose_answer_repeats(bundled_llm_dir: Path) -> None:

@@ -339,6 +339,31 @@ def test_pages_that_only_point_elsewhere_are_told_from_pages_with_content() -> N
     assert not only_points_elsewhere("")
 
 
+def test_a_sentence_that_only_points_elsewhere_is_not_shown_to_the_model() -> None:
+    """MedQuAD's links are gone from its text: "Learn more about type 1 diabetes here." in an answer points nowhere (the
+    re-ranker chose it as where a follow-up's answer starts); advice and list items that name a place stay."""
+    from llama_index.core.schema import NodeWithScore, TextNode
+
+    from rag_app.answer.passages import page_sentences
+    from rag_app.text.pointers import points_elsewhere
+
+    page = (
+        "Question: What is (are) Diabetes ?\nAnswer: To survive, people with type 1 diabetes must have insulin delivered by "
+        "injection or a pump. Learn more about type 1 diabetes here. For more information, go to the Health Topics "
+        "Arrhythmia article. Visit the dentist routinely for a check-up. - Check out books about diabetes from the library."
+    )
+    got = page_sentences(NodeWithScore(node=TextNode(text=page, metadata={"focus": "Diabetes"})))
+    assert got == [
+        "To survive, people with type 1 diabetes must have insulin delivered by injection or a pump.",
+        "Visit the dentist routinely for a check-up.",
+        "- Check out books about diabetes from the library.",
+    ]
+    only = "Question: What is (are) Gout ?\nAnswer: Learn more about gout. Click here to view this resource."
+    assert len(page_sentences(NodeWithScore(node=TextNode(text=only, metadata={"focus": "Gout"})))) == 2  # nothing else to show
+    assert points_elsewhere("(For more information, go to \"What Makes You Sleep?\")")
+    assert not points_elsewhere("Genetic counseling gives information about how the condition is inherited.")
+
+
 def test_a_topic_without_a_page_of_the_asked_type_offers_the_nearest_type(settings, embed_model) -> None:
     """"what can she do so she doesn't get heart problems?" about Marfan syndrome asks prevention, and NIH has no Marfan
     prevention page: its treatment page (the type nearest prevention) gets part of the type bonus and comes first."""

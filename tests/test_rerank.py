@@ -256,7 +256,7 @@ def test_a_top_page_of_the_asked_type_is_shown_from_its_start(tiny_cross_encoder
     assert not answer(overview).startswith("Although stroke")  # another type's page: from the sentence that answers
 
 
-def test_a_page_the_last_answer_quoted_is_shown_from_the_first_sentence_it_did_not_say() -> None:
+def test_a_page_the_answers_so_far_quoted_is_shown_without_what_they_said() -> None:
     """"will it come back?" after "what is gout?" answered from the same overview: the page is shown from where the
     last answer stopped quoting it (the model copies what it is shown, so the answer would be the same word for word);
     a page the answer quoted to its end, or a turn with no earlier answer, is shown as before."""
@@ -279,6 +279,11 @@ def test_a_page_the_last_answer_quoted_is_shown_from_the_first_sentence_it_did_n
     # A sentence the answer copied with a word changed was read all the same.
     loosely = said.replace("develop gout in the big toe", "develop gout in their big toe")
     assert shown(engine.model_copy(update={"said": loosely})).startswith("Adult men are more likely to develop gout. Attacks")
+    # An answer that quoted the middle of the page: the next one gets what the page says besides, not those again.
+    middle = "Attacks frequently occur at night [1]. Sometime during the course of the disease, many patients will develop gout in the big toe."
+    got = shown(engine.model_copy(update={"said": middle}))
+    assert got.startswith("Gout is a form of arthritis") and "Adult men are more likely" in got and "Attacks can come back" in got
+    assert "Attacks frequently occur" not in got and "big toe" not in got
     everything = said + " Adult men are more likely to develop gout." + rest
     assert shown(engine.model_copy(update={"said": everything})).startswith("Gout is a form of arthritis")
     # Quoted to its end, the page gives way to the next one on its topic (spelt its own way) that was not quoted.

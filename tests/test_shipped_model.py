@@ -18,7 +18,8 @@ RECIPE = REPO / "finetune" / "recipes" / "smollm2-135m-raft-cpu.yaml"
 PAGES = {
     "7_SeniorHealth_QA": ["0000036.xml", "0000028.xml"],
     "8_NHLBI_QA_XML": ["0000071.xml", "0000089.xml"],
-    "4_MPlus_Health_Topics_QA": ["0000471.xml", "0000409.xml", "0000582.xml"],
+    "4_MPlus_Health_Topics_QA": ["0000471.xml", "0000409.xml", "0000582.xml", "0000498.xml"],
+    "5_NIDDK_QA": ["0000009.xml"],
     "3_GHR_QA": ["0000407.xml", "0000001.xml", "0000002.xml", "0000627.xml"],
     "2_GARD_QA": ["0002550.xml", "0000004.xml", "0003801.xml", "0003802.xml"],
     "6_NINDS_QA": ["0000001.xml", "0000002.xml"],
@@ -122,6 +123,7 @@ def test_patient_messages_get_the_page_for_what_they_ask(tmp_path: Path, embed_m
     from eval.metrics import is_abstention
     from rag_app.answer.conversation import build_chat_engine
     from rag_app.answer.engine import build_query_engine
+    from rag_app.text import prompts
 
     settings, llm = shipped_over_real_pages(tmp_path, embed_model)
     engine = build_query_engine(settings, embed_model=embed_model, llm=llm)
@@ -147,6 +149,19 @@ def test_patient_messages_get_the_page_for_what_they_ask(tmp_path: Path, embed_m
     reply = chat.chat("what can she do so she doesnt get heart problems?")
     assert "marfan" in reply.metadata["searched_for"].lower(), reply.metadata["searched_for"]
     assert "marfan" in reply.source_nodes[0].node.metadata["focus"].lower()
+    # "them" after "take" are the pills the story named: the treatment page, and what it says besides the first answer.
+    chat.reset()
+    first = chat.chat("hi, my doctor said i have hypothyroidsm and put me on levothyroxine, i been gaining wieght and always "
+                      "tired. will the pills make me loose the weight?")
+    reply = chat.chat("how long do i have to take them")
+    assert reply.metadata["searched_for"] == "how long do i have to take Hypothyroidism treatment", reply.metadata["searched_for"]
+    assert reply.source_nodes[0].node.metadata["question_type"] == "treatment"
+
+    def statements(response) -> set[str]:
+        text = str(response).replace(prompts.MEDICAL_NOTICE, "")
+        return {s.strip() for s in re.split(r"(?<=[.!?])\s+", text) if len(s.split()) > 5}
+
+    assert statements(reply) and not statements(first) & statements(reply), (str(first), str(reply))
 
 
 # Causes asked the way people ask, not in the words the re-ranker was trained on: read as asking for causes (cue words

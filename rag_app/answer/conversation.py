@@ -22,8 +22,9 @@ names (:class:`rag_app.index.topics.FocusMatcher`) and a few rules that hold in 
   with it in the history (``additional_kwargs["source_ids"]``, :data:`SOURCE_IDS`); a declined answer has none.
 
 The model's prompt stays the one it was trained on: the standalone question and its sources. A page an earlier answer
-already quoted is shown from where the answers stopped quoting it (``MedQAQueryEngine.said``), so a new question about
-the same page gets what it says next, not the same answer.
+already quoted is shown without the sentences the answers said (``MedQAQueryEngine.said``), so a new question about
+the same page gets what else it says, not the same answer. A pronoun after "take" or "use" ("how long do I have to
+take them?") is the treatment, not the condition (:data:`TREATMENT_TAKEN`).
 :class:`MedQAChatEngine` (``build_chat_engine()``) is LlamaIndex's ``BaseChatEngine`` over the query engine, and
 ``retrieve(message, chat_history)`` measures retrieval over conversations without generating.
 """
@@ -43,10 +44,9 @@ from llama_index.core.types import Thread
 
 from rag_app.answer.engine import MedQAQueryEngine, build_query_engine
 from rag_app.answer.plan import UNCOVERED
-from rag_app.index.topics import STOPWORDS, question_types
+from rag_app.index.topics import question_types
 from rag_app.retrieval.modes import topic_matcher
 from rag_app.text import prompts
-from rag_app.text.words import words
 
 #: A reference back to something said before (only the first one in a message is replaced).
 REFERENCE = re.compile(
@@ -160,9 +160,15 @@ TREATMENT_DOES = re.compile(
 )
 
 
+#: What is taken or used is a treatment: "how long do I have to take them?" after "... put me on levothyroxine" asks
+#: about the treatment, not about hypothyroidism.
+TREATMENT_TAKEN = re.compile(r"\b(?:take|takes|taking|took|use|uses|using|used)\s+$", re.IGNORECASE)
+
+
 def _replace_reference(message: str, match: re.Match[str], topic: Topic) -> str:
     word = match.group(0)
-    if word.lower() in {"it", "this", "that", "they"} and TREATMENT_DOES.match(message, match.end()):
+    pronoun = word.lower() in {"it", "this", "that", "they", "them"}
+    if pronoun and (TREATMENT_DOES.match(message, match.end()) or TREATMENT_TAKEN.search(message[: match.start()])):
         text = f"{topic.text} treatment"
     else:
         text = f"{topic.text}'s" if word.lower() in {"its", "their"} else topic.text
@@ -284,9 +290,7 @@ def answered_topic(matcher: Any, topic: Optional[Topic], source_ids: Sequence[st
     if not names or not names[0]:
         return topic
     if topic is not None:
-        about = set(matcher.doc_ids(topic.name))
-        named_words = {w for w in words(topic.name) if w not in STOPWORDS}
-        if about & set(source_ids) or any(named_words & {w for name in own for w in words(name)} for own in names):
+        if set(matcher.doc_ids(topic.name)) & set(source_ids) or any(matcher.shares_a_word([topic.name], d) for d in source_ids):
             return topic
     return Topic(names[0][0], names[0][0])
 

@@ -19,10 +19,10 @@ from llama_index.core.query_engine import CustomQueryEngine
 from llama_index.core.schema import NodeWithScore, QueryBundle
 from tqdm.auto import tqdm
 
-from rag_app.answer.passages import first_unsaid, page_sentences, self_contained_start, shown_node
+from rag_app.answer.passages import page_sentences, self_contained_start, shown_node, unsaid_sentences
 from rag_app.answer.plan import COVERED, PART_SEPARATOR, UNKNOWN, AnswerPart, AnswerPlan, Reading, source_coverage
 from rag_app.config import Settings
-from rag_app.index.topics import OVERVIEW_TYPE, first_answering
+from rag_app.index.topics import OVERVIEW_TYPE, first_answering, topic_key
 from rag_app.llm.batch import generate_batch
 from rag_app.llm.decoding import answer_opening, decline_start_ids, llm_tokenizer, with_decoding
 from rag_app.llm.info import model_info
@@ -33,7 +33,6 @@ from rag_app.text import prompts
 from rag_app.text.citations import StreamAttributor, citation_to_add, finish_citations
 from rag_app.text.openings import Opening
 from rag_app.text.repetition import StreamTrimmer, trim_repetition
-from rag_app.text.words import words
 
 logger = logging.getLogger("rag_app")
 
@@ -92,7 +91,7 @@ class MedQAQueryEngine(CustomQueryEngine):
     finish_source: bool = True  # an answer copying its top source does not end while the source goes on
     copy_bias: float = 6.0  # logits for the token the top source goes on with while an answer copies it
     decline_bias: float = 4.0  # logits taken from the decline's first token where the model may decline
-    said: str = ""  # the conversation's answers so far: the top page is shown from the first sentence they didn't say
+    said: str = ""  # the conversation's answers so far: the top page is shown without the sentences they said
     correct_spelling: bool = True  # retrieve and re-rank with misspelt topic names as the index writes them
     rerank_reads_asked: bool = True  # the re-ranker reads the question types asked written plainly after the message
 
@@ -206,9 +205,10 @@ class MedQAQueryEngine(CustomQueryEngine):
         condition is) or when what would follow the chosen sentence is too short to answer
         from (:data:`MIN_SHOWN_WORDS`: a page's last sentence alone, "Possible treatments include surgery to remove
         the tumor.", misleads more than it answers). In a conversation (``said``: the answers so far), a top page they
-        already quoted is shown from the first sentence they didn't say, where enough follows: a new question gets
-        what the page says next, not the same answer again; a top page they quoted to its end gives way to the next
-        source on the same topic they didn't, else to the next source they didn't (:meth:`not_said_first`)."""
+        already quoted is shown without the sentences they said (from the chosen sentence on, else the whole page), where
+        enough is left: a new question gets what the page says besides, not the same answer again; a top page they
+        quoted to its end gives way to the next source on the same topic they didn't, else to the next source they
+        didn't (:meth:`not_said_first`)."""
         reading = reading or self.read(question)
         asked = reading.asked
         if self.said and not second_part:
@@ -231,11 +231,13 @@ class MedQAQueryEngine(CustomQueryEngine):
                 start = self_contained_start(sentences, start)
                 if not _enough_from(sentences, start):
                     start = 0
+            keep = None
             if i == 0 and self.said:
-                unsaid = first_unsaid(sentences, start, self.said)
-                unsaid = first_unsaid(sentences, 0, self.said) if unsaid is None else unsaid  # what came before it, then
-                start = unsaid if unsaid is not None and _enough_from(sentences, unsaid) else start
-            out.append(shown_node(node, start))
+                unsaid = unsaid_sentences(sentences, self.said)
+                after = [j for j in unsaid if j >= start]
+                # What the page says after the chosen sentence and the answers didn't, else what it says before it.
+                keep = next((kept for kept in (after, unsaid) if _enough(sentences, kept)), None)
+            out.append(shown_node(node, start, keep))
         return out
 
     def not_said_first(self, sources: Sequence[NodeWithScore]) -> list[NodeWithScore]:
@@ -244,8 +246,7 @@ class MedQAQueryEngine(CustomQueryEngine):
         sources' order otherwise)."""
         def unsaid(node: NodeWithScore) -> bool:
             page = page_sentences(node)
-            found = first_unsaid(page, 0, self.said)
-            return found is not None and _enough_from(page, found)
+            return _enough(page, unsaid_sentences(page, self.said))
 
         if not sources or unsaid(sources[0]):
             return list(sources)
@@ -423,16 +424,17 @@ def _topic(node: NodeWithScore) -> str:
 
 def _enough_from(sentences: Sequence[str], first: int) -> bool:
     """Whether a page shown from sentence ``first`` holds :data:`MIN_SHOWN_WORDS` words or more."""
-    return len(" ".join(sentences[first:]).split()) >= MIN_SHOWN_WORDS
+    return _enough(sentences, range(first, len(sentences)))
+
+
+def _enough(sentences: Sequence[str], kept: Sequence[int]) -> bool:
+    """Whether the ``kept`` sentences of a page hold :data:`MIN_SHOWN_WORDS` words or more."""
+    return sum(len(sentences[i].split()) for i in kept) >= MIN_SHOWN_WORDS
 
 
 def _same_topic(a: NodeWithScore, b: NodeWithScore) -> bool:
     """Whether two sources are about one topic, however their collections spell it ("Crohn's Disease", "Crohn disease")."""
-
-    def name(node: NodeWithScore) -> set[str]:
-        return {w for w in words(_topic(node)) if len(w) > 1}
-
-    return name(a) == name(b)
+    return topic_key(_topic(a)) == topic_key(_topic(b))
 
 
 def _type(node: NodeWithScore) -> str:

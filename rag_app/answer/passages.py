@@ -4,8 +4,8 @@ A QA pair's chunk is ``Question: ...\\nAnswer: ...`` (later chunks of a long pag
 the model each source's answer without the section headings NIH pages lost their line breaks around
 (:func:`rag_app.headings.drop_headings`), so a copied heading is never glued into a sentence; and the top source from
 the sentence that answers what was asked (:func:`shown_node`, the sentence chosen by the re-ranker), so the answer
-opens there and not with the page's first words. In a conversation, a page the last answer already quoted is shown
-from the first sentence that answer didn't say (:func:`first_unsaid`).
+opens there and not with the page's first words. In a conversation, a page the answers so far already quoted is
+shown without the sentences they said (:func:`unsaid_sentences`).
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from llama_index.core.schema import NodeWithScore
 
 from rag_app.text.headings import drop_headings
 from rag_app.text.prompts import CITATION
+from rag_app.text.pointers import points_elsewhere
 from rag_app.text.words import sentences, words
 
 ANSWER_MARK = "Answer: "
@@ -29,19 +30,24 @@ def split_passage(text: str) -> tuple[str, str]:
 
 
 def page_sentences(node: NodeWithScore) -> list[str]:
-    """The sentences of a source's answer text, section headings dropped (a chunk's leading fragment included)."""
+    """The sentences of a source's answer text, section headings and sentences that only point elsewhere dropped
+    (:func:`rag_app.text.pointers.points_elsewhere`; a page of nothing else keeps them), a chunk's leading fragment
+    included."""
     _, answer = split_passage(node.node.get_content())
-    return sentences(drop_headings(answer, str(node.node.metadata.get("focus") or "")))
+    found = sentences(drop_headings(answer, str(node.node.metadata.get("focus") or "")))
+    return [s for s in found if not points_elsewhere(s)] or found
 
 
-def shown_node(node: NodeWithScore, start: int = 0) -> NodeWithScore:
-    """``node`` as the model is shown it: its answer without glued headings, from sentence ``start`` on.
+def shown_node(node: NodeWithScore, start: int = 0, keep: Sequence[int] | None = None) -> NodeWithScore:
+    """``node`` as the model is shown it: its answer without glued headings, from sentence ``start`` on (or only the
+    sentences ``keep`` names, by index).
 
     The question line stays, so the prompt keeps the format the model was trained on; the metadata (topic, link) and
     id are the source's own.
     """
     head, _ = split_passage(node.node.get_content())
-    body = " ".join(page_sentences(node)[start:])
+    page = page_sentences(node)
+    body = " ".join(page[start:] if keep is None else [page[i] for i in keep])
     return NodeWithScore(node=node.node.model_copy(update={"text": f"{head}{body}"}), score=node.score)
 
 
@@ -78,20 +84,24 @@ def _runs(found: Sequence[str]) -> set[tuple[str, ...]]:
     return {tuple(found[i : i + 3]) for i in range(max(len(found) - 2, 1))}
 
 
-def first_unsaid(page: Sequence[str], start: int, said: str) -> int | None:
-    """The first of the ``page``'s sentences from ``start`` on that ``said`` (an earlier answer) doesn't hold, citations
-    aside (most of its three-word runs, :data:`SAID_SHARE`); None when it holds them all. Sentences under
-    :data:`SAID_WORDS` words don't decide.
+def unsaid_sentences(page: Sequence[str], said: str) -> list[int]:
+    """The indexes of the ``page``'s sentences that ``said`` (the answers so far) doesn't hold, citations aside (most of
+    a sentence's three-word runs, :data:`SAID_SHARE`). A sentence under :data:`SAID_WORDS` words ("Signs include:",
+    "- Fever") goes with the next longer one (the last ones with the one before them).
 
     Example:
-        >>> page = ["Gout is a form of arthritis.", "It runs in families.", "A diet low in purines helps."]
-        >>> first_unsaid(page, 0, "Gout is a form of arthritis [1]. It runs in families.")
-        2
+        >>> page = ["Gout is a form of arthritis.", "It runs in families.", "Signs:", "A red, swollen big toe."]
+        >>> unsaid_sentences(page, "Gout is a form of arthritis [1]. It runs in families.")
+        [2, 3]
     """
     held = _runs(words(CITATION.sub(" ", said)))
-    for i in range(start, len(page)):
-        found = words(page[i])
+    verdicts: list[bool | None] = []
+    for sentence in page:
+        found = words(sentence)
         runs = _runs(found)
-        if len(found) >= SAID_WORDS and len(runs & held) < SAID_SHARE * len(runs):
-            return i
-    return None
+        verdicts.append(len(runs & held) < SAID_SHARE * len(runs) if len(found) >= SAID_WORDS else None)
+    following: bool | None = None
+    for i in reversed(range(len(page))):
+        verdicts[i] = following = verdicts[i] if verdicts[i] is not None else following
+    last = next((v for v in reversed(verdicts) if v is not None), True)
+    return [i for i, v in enumerate(verdicts) if (last if v is None else v)]

@@ -7,6 +7,10 @@ it (:mod:`rag_app.retrieval.fielded`, ``MEDQA_POINTER_WEIGHT``). A list of resou
 "These resources address the diagnosis or management of X: - Gene Review: ...") is not a pointer page: NLM's own
 answers to patients quote those lists (TREC LiveQA's reference answers), and for a rare condition it is often all
 MedQuAD has on treatment.
+
+Inside a page with content, a sentence that only sends the reader elsewhere ("Learn more about type 1 diabetes here.",
+"For more information, go to the Health Topics Arrhythmia article.") is left out of what the model reads
+(:func:`points_elsewhere`): its link is gone from MedQuAD's text, so an answer quoting it points nowhere.
 """
 
 from __future__ import annotations
@@ -39,3 +43,25 @@ def only_points_elsewhere(answer: str) -> bool:
     """
     parts = sentences(answer)
     return bool(parts) and not RESOURCE_LIST.match(parts[0]) and all(POINTER.search(part) for part in parts)
+
+
+#: A sentence that only sends the reader elsewhere. Stricter than :data:`POINTER` (which also finds "visit the dentist
+#: routinely" and "information about ..." inside content) and never a list item ("- Check out books from the library").
+ONLY_POINTS = re.compile(
+    r"^[\s(]*((to )?(learn|find out|read|see) (more|how|about|also)\b|(for|get) (more|additional|further)( detailed)? "
+    r"information\b|(more|additional|further)( detailed)? information (about|on|regarding|is|can)\b|click\b)"
+    r"|\b(click|see|learn more|read more|more information|check out the information) here\W*$",
+    re.IGNORECASE,
+)
+
+
+def points_elsewhere(sentence: str) -> bool:
+    """True when ``sentence`` only sends the reader elsewhere (:data:`ONLY_POINTS`).
+
+    Example:
+        >>> points_elsewhere("Learn more about type 1 diabetes here.")
+        True
+        >>> points_elsewhere("Visit the dentist routinely for a check-up and professional cleaning.")
+        False
+    """
+    return bool(ONLY_POINTS.search(sentence))

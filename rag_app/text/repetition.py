@@ -16,10 +16,9 @@ not so. A sentence opening with the decline's words after the answer has said so
 
 from __future__ import annotations
 
-import re
 
 from rag_app.text.prompts import ABSTAIN_ANSWER
-from rag_app.text.words import SENTENCE_BREAK, words
+from rag_app.text.words import SENTENCE_BREAK, WORD, words
 
 #: A sentence shorter than this (in words) may legitimately recur ("Yes.", "- Fever"): never a loop by itself.
 MIN_WORDS = 4
@@ -41,7 +40,8 @@ def repeat_start(text: str) -> int | None:
     """Character offset where ``text`` starts repeating itself, or None when it doesn't.
 
     A repeat is a complete sentence of at least :data:`MIN_WORDS` words equal (case and punctuation
-    aside) to an earlier one, or a run of :data:`RUN_WORDS` words said again (not overlapping itself). A sentence
+    aside) to an earlier one, or a run of :data:`RUN_WORDS` words said again (not overlapping itself; punctuation and
+    list bullets aside). A sentence
     after the first that opens with the decline's words (:data:`DECLINE_WORDS`) counts as one too.
     """
     seen: set[tuple[str, ...]] = set()
@@ -60,13 +60,15 @@ def repeat_start(text: str) -> int | None:
         start = after
     if start and _declines(_key(text[start:])):  # the decline, still being written
         return start
-    words = list(re.finditer(r"\S+", text))
-    tokens = [w.group(0).lower() for w in words]
+    # Words only: a list copied again without its bullets ("- find it hard to remember things - ask the same
+    # questions ..." then "find it hard to remember things ask the same questions ...") is the same run.
+    found = list(WORD.finditer(text.lower()))
+    tokens = [w.group(0) for w in found]
     first: dict[tuple[str, ...], int] = {}
     for i in range(len(tokens) - RUN_WORDS + 1):
         run = tuple(tokens[i : i + RUN_WORDS])
         if run in first and i >= first[run] + RUN_WORDS:
-            return words[i].start()
+            return found[i].start()
         first.setdefault(run, i)
     return None
 
