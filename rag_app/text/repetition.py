@@ -89,7 +89,8 @@ class StreamTrimmer:
     """Streams an answer without its repeat: text that may be starting a repeated sentence is held back.
 
     Feed it the model's deltas; it returns what can be shown. Text after the last sentence end is held
-    only while it is the beginning of a sentence the answer already said; once the repeat completes,
+    only while it is the beginning of a sentence the answer already said, the last words only while they are words
+    said before in the same order (a run being repeated), a word only until it is complete; once the repeat completes,
     everything from it on is dropped (the generation stop ends the answer there).
     """
 
@@ -116,7 +117,24 @@ class StreamTrimmer:
             said.append(DECLINE_WORDS)
         if partial and any((len(k) >= MIN_WORDS or k == DECLINE_WORDS) and k[: len(partial)] == partial for k in said):
             return self._show(end)
-        return self._show(len(self.text))
+        return self._show(self._run_start())
+
+    def _run_start(self) -> int:
+        """Where the text may be starting a run of :data:`RUN_WORDS` words said before: its last words, when they are
+        words said earlier in the same order (far enough back for :func:`repeat_start` to count them), are held back
+        until they turn out a repeat or not; so is a word still being written. The end of the text otherwise."""
+        found = list(WORD.finditer(self.text.lower()))
+        upto = len(self.text)
+        if found and found[-1].end() == len(self.text):
+            upto = found.pop().start()
+        tokens = [w.group(0) for w in found]
+        n, longest = len(tokens), 0
+        for j in range(n - RUN_WORDS):  # an earlier word equal to the last one, far enough back
+            k = 0
+            while k < min(RUN_WORDS - 1, j + 1) and tokens[j - k] == tokens[n - 1 - k]:
+                k += 1
+            longest = max(longest, k)
+        return found[n - longest].start() if longest else upto
 
     def finish(self) -> str:
         """The rest of the answer once generation has ended."""
