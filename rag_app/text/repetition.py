@@ -122,10 +122,13 @@ class StreamTrimmer:
     def _run_start(self) -> int:
         """Where the text may be starting a run of :data:`RUN_WORDS` words said before: its last words, when they are
         words said earlier in the same order (far enough back for :func:`repeat_start` to count them), are held back
-        until they turn out a repeat or not; so is a word still being written. The end of the text otherwise."""
+        until they turn out a repeat or not; so is a word still being written, past the first :data:`RUN_WORDS` words.
+        The end of the text otherwise."""
         found = list(WORD.finditer(self.text.lower()))
         upto = len(self.text)
-        if found and found[-1].end() == len(self.text):
+        if len(found) <= RUN_WORDS:  # too few words to repeat a run: the first ones stream as they come
+            return upto
+        if found[-1].end() == len(self.text):
             upto = found.pop().start()
         tokens = [w.group(0) for w in found]
         n, longest = len(tokens), 0
