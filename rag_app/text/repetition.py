@@ -16,7 +16,6 @@ not so. A sentence opening with the decline's words after the answer has said so
 
 from __future__ import annotations
 
-
 from rag_app.text.prompts import ABSTAIN_ANSWER
 from rag_app.text.words import SENTENCE_BREAK, WORD, words
 
