@@ -362,6 +362,11 @@ def test_a_sentence_that_only_points_elsewhere_is_not_shown_to_the_model() -> No
     assert len(page_sentences(NodeWithScore(node=TextNode(text=only, metadata={"focus": "Gout"})))) == 2  # nothing else to show
     assert points_elsewhere("(For more information, go to \"What Makes You Sleep?\")")
     assert not points_elsewhere("Genetic counseling gives information about how the condition is inherited.")
+    # A page's videos are gone with its links ("(Watch the video to learn more about diabetes risk. To enlarge ...").
+    assert points_elsewhere("(Watch the video to learn more about native Americans and diabetes risk.")
+    assert points_elsewhere("To enlarge the video, click the brackets in the lower right-hand corner.")
+    assert points_elsewhere("To reduce the video, press the Escape (Esc) button on your keyboard.")
+    assert not points_elsewhere("A small camera on the endoscope transmits a video image to a monitor.")
 
 
 def test_a_topic_without_a_page_of_the_asked_type_offers_the_nearest_type(settings, embed_model) -> None:

@@ -298,6 +298,45 @@ def test_a_page_the_answers_so_far_quoted_is_shown_without_what_they_said() -> N
     assert [n.node.ref_doc_id for n in told.shown("will it come back?", [source], False)] == ["gout-1"]
 
 
+def test_a_page_is_shown_up_to_where_it_turns_to_another_form_of_the_asked_topic() -> None:
+    """"does he need insulin forever?" about type 1 diabetes, answered from a page on diabetes: the model is shown the
+    page's type 1 sentences, not what it goes on to say of type 2 (it copies what it is shown); a question on diabetes
+    itself, or a page with too little before the turn, is shown whole."""
+    from llama_index.core.llms import MockLLM
+    from llama_index.core.retrievers import BaseRetriever
+
+    from rag_app.answer.engine import MedQAQueryEngine
+    from rag_app.index.topics import FocusMatcher
+
+    class Named(BaseRetriever):
+        @property
+        def matcher(self) -> FocusMatcher:
+            return FocusMatcher({"d": "Diabetes", "t1": "type 1 diabetes", "t2": "Type 2 Diabetes", "g": "Gestational diabetes"})
+
+        def _retrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
+            return []
+
+    page = ("Type 1 diabetes, which used to be called juvenile diabetes, develops most often in young people. With this form "
+            "of diabetes, your body no longer makes insulin because your immune system has destroyed the cells that make it. "
+            "To survive, people with type 1 diabetes must have insulin delivered by injection or a pump. Type 2 diabetes, "
+            "which used to be called adult-onset diabetes, is the most common form of diabetes. It usually begins with "
+            "insulin resistance.")
+    source = node("Question: What is (are) Diabetes ?\nAnswer: " + page, "diabetes-1", focus="Diabetes")
+    engine = MedQAQueryEngine(llm=MockLLM(), retriever=Named())
+
+    def shown(question: str, text: NodeWithScore = source) -> str:
+        return engine.shown(question, [text], False)[0].node.get_content().split("Answer: ", 1)[1]
+
+    got = shown("type 1 diabetes: does he need insulin forever?")
+    assert got.endswith("delivered by injection or a pump.") and "Type 2" not in got, got
+    assert shown("does diabetes mean insulin forever?") == page  # both forms are the asked topic
+    assert shown("my son has type 1 diabetes and type 2 diabetes runs in the family, what is it?") == page  # both asked
+    short = node("Question: What is (are) Diabetes ?\nAnswer: Type 1 diabetes needs insulin. Type 2 diabetes is common and "
+                 "usually begins with insulin resistance in fat, muscle and liver cells, which then do not use insulin well.",
+                 "diabetes-2", focus="Diabetes")
+    assert "Type 2 diabetes is common" in shown("type 1 diabetes: does he need insulin forever?", short)
+
+
 def test_a_heading_on_a_line_of_its_own_goes_and_a_list_of_short_lines_stays() -> None:
     text = (
         "Sarcoidosis is a disease of unknown cause.\n\nOutlook\n\nThe outlook for sarcoidosis varies. Many people recover.\n"

@@ -10,7 +10,7 @@ settles the citations. Evaluation asks the engine for plans and batched answers.
 from __future__ import annotations
 
 import logging
-from typing import Any, Generator, Iterator, Optional, Protocol, Sequence
+from typing import Any, Generator, Iterator, Mapping, Optional, Protocol, Sequence
 
 from llama_index.core.base.base_retriever import BaseRetriever
 from llama_index.core.base.response.schema import Response, StreamingResponse
@@ -19,7 +19,9 @@ from llama_index.core.query_engine import CustomQueryEngine
 from llama_index.core.schema import NodeWithScore, QueryBundle
 from tqdm.auto import tqdm
 
-from rag_app.answer.passages import page_sentences, self_contained_start, shown_node, unsaid_sentences
+from rag_app.answer.passages import (
+    page_sentences, self_contained_start, shown_node, turns_to_sibling, unsaid_sentences,
+)
 from rag_app.answer.plan import COVERED, PART_SEPARATOR, UNKNOWN, AnswerPart, AnswerPlan, Reading, source_coverage
 from rag_app.config import Settings
 from rag_app.index.topics import OVERVIEW_TYPE, first_answering, topic_key
@@ -208,16 +210,21 @@ class MedQAQueryEngine(CustomQueryEngine):
         already quoted is shown without the sentences they said (from the chosen sentence on, else the whole page), where
         enough is left: a new question gets what the page says besides, not the same answer again; a top page they
         quoted to its end gives way to the next source on the same topic they didn't, else to the next source they
-        didn't (:meth:`not_said_first`)."""
+        didn't (:meth:`not_said_first`). A top page shown from a sentence ends before it turns to another form of the
+        topic the message names (:func:`~rag_app.answer.passages.turns_to_sibling`: type 2 diabetes after a question on
+        type 1), where enough is left."""
         reading = reading or self.read(question)
         asked = reading.asked
+        pages = {node.node.node_id: page_sentences(node) for node in sources}
+        matcher = topic_matcher(self.retriever)
+        named = matcher.named(reading.search) if matcher is not None else []
         if self.said and not second_part:
-            sources = self.not_said_first(sources)
+            sources = self.not_said_first(sources, pages)
         out = []
         for i, node in enumerate(sources):
             start = 0
             chosen = i == 0 or (i == 1 and second_part)
-            sentences = page_sentences(node) if chosen else []
+            sentences = pages[node.node.node_id]
             if chosen and self.answer_from_sentence and self.reranker is not None and asked != {OVERVIEW_TYPE}:
                 typed = i == 0 and _type(node) in asked  # a page of the asked type answers it from its start
                 other = asked if i == 0 and OVERVIEW_TYPE not in asked and not typed else set()
@@ -237,15 +244,22 @@ class MedQAQueryEngine(CustomQueryEngine):
                 after = [j for j in unsaid if j >= start]
                 # What the page says after the chosen sentence and the answers didn't, else what it says before it.
                 keep = next((kept for kept in (after, unsaid) if _enough(sentences, kept)), None)
-            out.append(shown_node(node, start, keep))
+            end = turns_to_sibling(sentences, start, named, matcher.named) if chosen and named and matcher else None
+            if end is not None:
+                before = [j for j in (range(start, len(sentences)) if keep is None else keep) if j < end]
+                keep = before if _enough(sentences, before) else keep
+            out.append(shown_node(node, start, keep, sentences))
         return out
 
-    def not_said_first(self, sources: Sequence[NodeWithScore]) -> list[NodeWithScore]:
+    def not_said_first(
+        self, sources: Sequence[NodeWithScore], pages: Mapping[str, Sequence[str]] | None = None
+    ) -> list[NodeWithScore]:
         """``sources`` with the first page of the top page's topic that the answers so far (``said``) didn't quote to its
         end moved first, or else the first such page of any topic, when the top page was quoted to its end (the
-        sources' order otherwise)."""
+        sources' order otherwise). ``pages``: each source's :func:`~rag_app.answer.passages.page_sentences` by node
+        id, when already read."""
         def unsaid(node: NodeWithScore) -> bool:
-            page = page_sentences(node)
+            page = pages[node.node.node_id] if pages is not None else page_sentences(node)
             return _enough(page, unsaid_sentences(page, self.said))
 
         if not sources or unsaid(sources[0]):

@@ -11,10 +11,11 @@ shown without the sentences they said (:func:`unsaid_sentences`).
 from __future__ import annotations
 
 import re
-from typing import Sequence
+from typing import Callable, Iterable, Sequence
 
 from llama_index.core.schema import NodeWithScore
 
+from rag_app.index.topics import topic_key
 from rag_app.text.headings import drop_headings
 from rag_app.text.prompts import CITATION
 from rag_app.text.pointers import points_elsewhere
@@ -38,15 +39,17 @@ def page_sentences(node: NodeWithScore) -> list[str]:
     return [s for s in found if not points_elsewhere(s)] or found
 
 
-def shown_node(node: NodeWithScore, start: int = 0, keep: Sequence[int] | None = None) -> NodeWithScore:
+def shown_node(
+    node: NodeWithScore, start: int = 0, keep: Sequence[int] | None = None, page: Sequence[str] | None = None
+) -> NodeWithScore:
     """``node`` as the model is shown it: its answer without glued headings, from sentence ``start`` on (or only the
     sentences ``keep`` names, by index).
 
     The question line stays, so the prompt keeps the format the model was trained on; the metadata (topic, link) and
-    id are the source's own.
+    id are the source's own. ``page``: its :func:`page_sentences`, when already read.
     """
     head, _ = split_passage(node.node.get_content())
-    page = page_sentences(node)
+    page = page_sentences(node) if page is None else page
     body = " ".join(page[start:] if keep is None else [page[i] for i in keep])
     return NodeWithScore(node=node.node.model_copy(update={"text": f"{head}{body}"}), score=node.score)
 
@@ -105,3 +108,34 @@ def unsaid_sentences(page: Sequence[str], said: str) -> list[int]:
         verdicts[i] = following = verdicts[i] if verdicts[i] is not None else following
     last = next((v for v in reversed(verdicts) if v is not None), True)
     return [i for i, v in enumerate(verdicts) if (last if v is None else v)]
+
+
+def _sibling(name: str, asked: Sequence[frozenset[str]]) -> bool:
+    """Whether topic ``name`` is another form of an asked topic: it shares a word with one and neither holds the other
+    ("type 2 diabetes" beside "type 1 diabetes"; not "diabetes", which holds it, nor "type 1 diabetes in children")."""
+    key = topic_key(name)
+    return any(key & own and not key <= own and not own <= key for own in asked)
+
+
+def turns_to_sibling(page: Sequence[str], start: int, asked: Iterable[str], named: Callable[[str], list[str]]) -> int | None:
+    """The first of the ``page``'s sentences after ``start`` that turns to another form of an ``asked`` topic (names one
+    that shares a word with it, :func:`_sibling`, and names no asked topic), or None.
+
+    A page on diabetes goes on from type 1 to type 2: an answer about type 1 diabetes that copies it on answers what
+    was not asked. ``named``: the topic names a text names (:meth:`rag_app.index.topics.FocusMatcher.named`).
+
+    Example:
+        >>> page = ["Type 1 diabetes needs insulin.", "It starts young.", "Type 2 diabetes is the most common."]
+        >>> topics = lambda s: [n for n in ("type 1 diabetes", "type 2 diabetes") if n in s.lower()]
+        >>> turns_to_sibling(page, 0, ["type 1 diabetes"], topics)
+        2
+    """
+    named_keys = {topic_key(n) for n in asked}
+    keys = [key for key in named_keys if not any(key < other for other in named_keys)]  # "type 1 diabetes", not "diabetes"
+    if not keys:
+        return None
+    for i in range(start + 1, len(page)):
+        found = named(page[i])
+        if any(_sibling(n, keys) for n in found) and not any(topic_key(n) in keys for n in found):
+            return i
+    return None

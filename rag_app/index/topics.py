@@ -184,8 +184,9 @@ def run_on_question(text: str) -> str:
 
 def topic_key(name: str) -> frozenset[str]:
     """The words that identify a topic however a collection spells it: "Crohn's Disease" and "Crohn disease" share
-    ``{"crohn", "disease"}`` (one-letter words such as a possessive's "s" are left out)."""
-    return frozenset(w for w in words(name) if len(w) > 1)
+    ``{"crohn", "disease"}`` (one-letter words such as a possessive's "s" are left out; digits stay: "type 1 diabetes" is
+    not "type 2 diabetes")."""
+    return frozenset(w for w in words(name) if len(w) > 1 or w.isdigit())
 
 
 class FocusMatcher:
