@@ -232,3 +232,26 @@ def test_batched_generation_opens_each_row_as_told(tiny_model_dir: Path) -> None
     opened = generate_batch(llm, conversations, 12, openings=[opening, None])
     assert opened[0].startswith("Gout is a form") and not free[0].startswith("Gout is a form")
     assert opened[1] == free[1]
+
+
+def test_two_reports_are_compared_question_by_question(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """`python -m eval.diff` pairs the questions by id (two may share a text), counts changed answers and top sources,
+    and says in one line when a folder is not a report."""
+    from eval.diff import main
+
+    def report(name: str, answers: list[tuple[str, float, str]]) -> str:
+        folder = tmp_path / name
+        folder.mkdir()
+        rows = [{"question": "same words", "doc_id": f"q{i}", "answers": {"raft+rag": text}, "sources": [{"doc_id": top}],
+                 "scores": {"raft+rag": {"rougeL": score}}} for i, (text, score, top) in enumerate(answers)]
+        (folder / "details.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\nnot json\n")
+        return str(folder)
+
+    before = report("before", [("a", 0.2, "p1"), ("b", 0.3, "p2"), ("c", 0.4, "p3")])
+    after = report("after", [("a", 0.2, "p1"), ("b2", 0.5, "p9"), ("c", 0.4, "p3")])
+    assert main(["--before", before, "--after", after]) == 0
+    out = capsys.readouterr()
+    assert "3 questions in both reports; raft+rag: 1 answers changed, 1 top sources changed" in out.out
+    assert "ROUGE-L 0.30000 -> 0.36667 (+0.06667" in out.out and "skipped line 4" in out.err
+    assert main(["--before", str(tmp_path / "nowhere"), "--after", after]) == 2
+    assert "has no details.jsonl" in capsys.readouterr().err

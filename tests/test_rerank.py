@@ -311,7 +311,8 @@ def test_a_page_is_shown_up_to_where_it_turns_to_another_form_of_the_asked_topic
     class Named(BaseRetriever):
         @property
         def matcher(self) -> FocusMatcher:
-            return FocusMatcher({"d": "Diabetes", "t1": "type 1 diabetes", "t2": "Type 2 Diabetes", "g": "Gestational diabetes"})
+            return FocusMatcher({"d": "Diabetes", "t1": "type 1 diabetes", "t2": "Type 2 Diabetes", "g": "Gestational diabetes"},
+                                {"t1": ["juvenile diabetes"]})
 
         def _retrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
             return []
@@ -330,6 +331,11 @@ def test_a_page_is_shown_up_to_where_it_turns_to_another_form_of_the_asked_topic
     got = shown("type 1 diabetes: does he need insulin forever?")
     assert got.endswith("delivered by injection or a pump.") and "Type 2" not in got, got
     assert shown("does diabetes mean insulin forever?") == page  # both forms are the asked topic
+    # Another name of the asked topic is not another form of it.
+    juvenile = node("Question: What is (are) Diabetes ?\nAnswer: " + page.replace("people with type 1", "people with juvenile"),
+                    "diabetes-3", focus="Diabetes")
+    got = shown("type 1 diabetes: does he need insulin forever?", juvenile)
+    assert "people with juvenile diabetes must have insulin" in got and "Type 2" not in got, got
     assert shown("my son has type 1 diabetes and type 2 diabetes runs in the family, what is it?") == page  # both asked
     short = node("Question: What is (are) Diabetes ?\nAnswer: Type 1 diabetes needs insulin. Type 2 diabetes is common and "
                  "usually begins with insulin resistance in fat, muscle and liver cells, which then do not use insulin well.",

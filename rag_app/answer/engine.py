@@ -244,7 +244,9 @@ class MedQAQueryEngine(CustomQueryEngine):
                 after = [j for j in unsaid if j >= start]
                 # What the page says after the chosen sentence and the answers didn't, else what it says before it.
                 keep = next((kept for kept in (after, unsaid) if _enough(sentences, kept)), None)
-            end = turns_to_sibling(sentences, start, named, matcher.named) if chosen and named and matcher else None
+            end = None
+            if chosen and named and matcher is not None:
+                end = turns_to_sibling(sentences, start, named, matcher.named, matcher.with_synonyms)
             if end is not None:
                 before = [j for j in (range(start, len(sentences)) if keep is None else keep) if j < end]
                 keep = before if _enough(sentences, before) else keep

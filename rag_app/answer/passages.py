@@ -111,18 +111,24 @@ def unsaid_sentences(page: Sequence[str], said: str) -> list[int]:
 
 
 def _sibling(name: str, asked: Sequence[frozenset[str]]) -> bool:
-    """Whether topic ``name`` is another form of an asked topic: it shares a word with one and neither holds the other
-    ("type 2 diabetes" beside "type 1 diabetes"; not "diabetes", which holds it, nor "type 1 diabetes in children")."""
+    """Whether topic ``name`` is another form of the asked topic: it shares a word with one of its names and holds none
+    of them nor is held by one ("type 2 diabetes" beside "type 1 diabetes"; not "diabetes", which one holds, nor "type 1
+    diabetes in children")."""
     key = topic_key(name)
-    return any(key & own and not key <= own and not own <= key for own in asked)
+    return any(key & own for own in asked) and not any(key <= own or own <= key for own in asked)
 
 
-def turns_to_sibling(page: Sequence[str], start: int, asked: Iterable[str], named: Callable[[str], list[str]]) -> int | None:
+def turns_to_sibling(
+    page: Sequence[str], start: int, asked: Iterable[str], named: Callable[[str], list[str]],
+    synonyms: Callable[[list[str]], list[str]] = list,
+) -> int | None:
     """The first of the ``page``'s sentences after ``start`` that turns to another form of an ``asked`` topic (names one
     that shares a word with it, :func:`_sibling`, and names no asked topic), or None.
 
     A page on diabetes goes on from type 1 to type 2: an answer about type 1 diabetes that copies it on answers what
-    was not asked. ``named``: the topic names a text names (:meth:`rag_app.index.topics.FocusMatcher.named`).
+    was not asked. Of the names asked, the broader ones are left out ("diabetes" beside "type 1 diabetes"); the rest
+    count with their ``synonyms`` ("autoimmune diabetes"). ``named``: the topic names a text names
+    (:meth:`rag_app.index.topics.FocusMatcher.named`).
 
     Example:
         >>> page = ["Type 1 diabetes needs insulin.", "It starts young.", "Type 2 diabetes is the most common."]
@@ -130,12 +136,13 @@ def turns_to_sibling(page: Sequence[str], start: int, asked: Iterable[str], name
         >>> turns_to_sibling(page, 0, ["type 1 diabetes"], topics)
         2
     """
-    named_keys = {topic_key(n) for n in asked}
-    keys = [key for key in named_keys if not any(key < other for other in named_keys)]  # "type 1 diabetes", not "diabetes"
+    asked = list(asked)
+    narrowest = [n for n in asked if not any(topic_key(n) < topic_key(other) for other in asked)]
+    keys = {topic_key(n) for n in synonyms(narrowest)}
     if not keys:
         return None
     for i in range(start + 1, len(page)):
         found = named(page[i])
-        if any(_sibling(n, keys) for n in found) and not any(topic_key(n) in keys for n in found):
+        if any(_sibling(n, list(keys)) for n in found) and not any(topic_key(n) in keys for n in found):
             return i
     return None

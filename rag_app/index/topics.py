@@ -413,6 +413,14 @@ class FocusMatcher:
         """The topic name and other names of QA pair ``doc_id`` (none for a pair the matcher doesn't know)."""
         return list(self._names_by_doc.get(doc_id, ()))
 
+    def with_synonyms(self, names: Iterable[str]) -> list[str]:
+        """``names`` and the other names of their QA pairs ("type 1 diabetes": "autoimmune diabetes", ...), in order."""
+        found = {n: None for n in names}
+        for name in list(found):
+            for doc_id in self.doc_ids(name):
+                found.update((n, None) for n in self.names_of(doc_id))
+        return list(found)
+
     def shares_a_word(self, names: Iterable[str], doc_id: str) -> bool:
         """Whether QA pair ``doc_id``'s topic names share a word (not a stopword) with one of ``names``: "Kidney
         Stones in Adults" with "Kidney Stones", "Male Breast Cancer" with "Breast Cancer"."""
