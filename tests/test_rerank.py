@@ -301,7 +301,7 @@ def test_a_page_the_answers_so_far_quoted_is_shown_without_what_they_said() -> N
 def test_a_page_is_shown_up_to_where_it_turns_to_another_form_of_the_asked_topic() -> None:
     """"does he need insulin forever?" about type 1 diabetes, answered from a page on diabetes: the model is shown the
     page's type 1 sentences, not what it goes on to say of type 2 (it copies what it is shown); a question on diabetes
-    itself, or a page with too little before the turn, is shown whole."""
+    itself, a page on type 1 diabetes, or a page with too little before the turn, is shown whole."""
     from llama_index.core.llms import MockLLM
     from llama_index.core.retrievers import BaseRetriever
 
@@ -331,6 +331,9 @@ def test_a_page_is_shown_up_to_where_it_turns_to_another_form_of_the_asked_topic
     got = shown("type 1 diabetes: does he need insulin forever?")
     assert got.endswith("delivered by injection or a pump.") and "Type 2" not in got, got
     assert shown("does diabetes mean insulin forever?") == page  # both forms are the asked topic
+    # A page on the asked topic itself may compare it with another form: shown whole.
+    own = node("Question: What is (are) type 1 diabetes ?\nAnswer: " + page, "t1-1", focus="type 1 diabetes")
+    assert shown("type 1 diabetes: does he need insulin forever?", own) == page
     # Another name of the asked topic is not another form of it.
     juvenile = node("Question: What is (are) Diabetes ?\nAnswer: " + page.replace("people with type 1", "people with juvenile"),
                     "diabetes-3", focus="Diabetes")

@@ -210,7 +210,7 @@ class MedQAQueryEngine(CustomQueryEngine):
         already quoted is shown without the sentences they said (from the chosen sentence on, else the whole page), where
         enough is left: a new question gets what the page says besides, not the same answer again; a top page they
         quoted to its end gives way to the next source on the same topic they didn't, else to the next source they
-        didn't (:meth:`not_said_first`). A top page shown from a sentence ends before it turns to another form of the
+        didn't (:meth:`not_said_first`). A top page on a broader topic ends before it turns to another form of the
         topic the message names (:func:`~rag_app.answer.passages.turns_to_sibling`: type 2 diabetes after a question on
         type 1), where enough is left."""
         reading = reading or self.read(question)
@@ -246,7 +246,7 @@ class MedQAQueryEngine(CustomQueryEngine):
                 keep = next((kept for kept in (after, unsaid) if _enough(sentences, kept)), None)
             end = None
             if chosen and named and matcher is not None:
-                end = turns_to_sibling(sentences, start, named, matcher.named, matcher.with_synonyms)
+                end = turns_to_sibling(sentences, start, _topic(node), named, matcher.named, matcher.with_synonyms)
             if end is not None:
                 before = [j for j in (range(start, len(sentences)) if keep is None else keep) if j < end]
                 keep = before if _enough(sentences, before) else keep

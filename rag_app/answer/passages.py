@@ -119,24 +119,28 @@ def _sibling(name: str, asked: Sequence[frozenset[str]]) -> bool:
 
 
 def turns_to_sibling(
-    page: Sequence[str], start: int, asked: Iterable[str], named: Callable[[str], list[str]],
+    page: Sequence[str], start: int, topic: str, asked: Iterable[str], named: Callable[[str], list[str]],
     synonyms: Callable[[list[str]], list[str]] = list,
 ) -> int | None:
     """The first of the ``page``'s sentences after ``start`` that turns to another form of an ``asked`` topic (names one
     that shares a word with it, :func:`_sibling`, and names no asked topic), or None.
 
-    A page on diabetes goes on from type 1 to type 2: an answer about type 1 diabetes that copies it on answers what
-    was not asked. Of the names asked, the broader ones are left out ("diabetes" beside "type 1 diabetes"); the rest
-    count with their ``synonyms`` ("autoimmune diabetes"). ``named``: the topic names a text names
+    A page on diabetes (its ``topic``) goes on from type 1 to type 2: an answer about type 1 diabetes that copies it on
+    answers what was not asked. Only the asked names narrower than the page's topic count (a page on the asked topic
+    itself may well compare it with another), and of them the narrowest ("type 1 diabetes", not "diabetes"), with their
+    ``synonyms`` ("autoimmune diabetes"). ``named``: the topic names a text names
     (:meth:`rag_app.index.topics.FocusMatcher.named`).
 
     Example:
         >>> page = ["Type 1 diabetes needs insulin.", "It starts young.", "Type 2 diabetes is the most common."]
         >>> topics = lambda s: [n for n in ("type 1 diabetes", "type 2 diabetes") if n in s.lower()]
-        >>> turns_to_sibling(page, 0, ["type 1 diabetes"], topics)
+        >>> turns_to_sibling(page, 0, "Diabetes", ["type 1 diabetes"], topics)
         2
+        >>> turns_to_sibling(page, 0, "Type 1 Diabetes", ["type 1 diabetes"], topics) is None
+        True
     """
-    asked = list(asked)
+    broader = topic_key(topic)
+    asked = [n for n in asked if broader and broader < topic_key(n)]
     narrowest = [n for n in asked if not any(topic_key(n) < topic_key(other) for other in asked)]
     keys = {topic_key(n) for n in synonyms(narrowest)}
     if not keys:
