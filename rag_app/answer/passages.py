@@ -110,6 +110,13 @@ def unsaid_sentences(page: Sequence[str], said: str) -> list[int]:
     return [i for i, v in enumerate(verdicts) if (last if v is None else v)]
 
 
+def _form_of(name: str, topic: frozenset[str]) -> bool:
+    """Whether ``name`` names a form of ``topic`` (its words): it ends with them, as "type 1 diabetes" ends with
+    "diabetes" ("pain medicines" is no form of pain)."""
+    found = [w for w in words(name) if w in topic_key(name)]
+    return bool(topic) and len(found) > len(topic) and set(found[-len(topic):]) == topic
+
+
 def _sibling(name: str, asked: Sequence[frozenset[str]]) -> bool:
     """Whether topic ``name`` is another form of the asked topic: it shares a word with one of its names and holds none
     of them nor is held by one ("type 2 diabetes" beside "type 1 diabetes"; not "diabetes", which one holds, nor "type 1
@@ -126,9 +133,10 @@ def turns_to_sibling(
     that shares a word with it, :func:`_sibling`, and names no asked topic), or None.
 
     A page on diabetes (its ``topic``) goes on from type 1 to type 2: an answer about type 1 diabetes that copies it on
-    answers what was not asked. Only the asked names narrower than the page's topic count (a page on the asked topic
-    itself may well compare it with another), and of them the narrowest ("type 1 diabetes", not "diabetes"), with their
-    ``synonyms`` ("autoimmune diabetes"). ``named``: the topic names a text names
+    answers what was not asked. Only asked names of a form of the page's topic count (:func:`_form_of`: a page on the
+    asked topic itself may well compare it with another), the narrowest of them ("type 1 diabetes", not "diabetes")
+    with their ``synonyms`` ("autoimmune diabetes"); the turn is to another form of the page's topic, never to one the
+    message names ("type 2 diabetes" where both are asked about). ``named``: the topic names a text names
     (:meth:`rag_app.index.topics.FocusMatcher.named`).
 
     Example:
@@ -139,14 +147,17 @@ def turns_to_sibling(
         >>> turns_to_sibling(page, 0, "Type 1 Diabetes", ["type 1 diabetes"], topics) is None
         True
     """
+    asked = list(asked)
     broader = topic_key(topic)
-    asked = [n for n in asked if broader and broader < topic_key(n)]
-    narrowest = [n for n in asked if not any(topic_key(n) < topic_key(other) for other in asked)]
-    keys = {topic_key(n) for n in synonyms(narrowest)}
+    narrower = [n for n in asked if _form_of(n, broader)]
+    narrowest = [n for n in narrower if not any(topic_key(n) < topic_key(other) for other in narrower)]
+    keys = list({topic_key(n) for n in synonyms(narrowest)})
     if not keys:
         return None
+    told = {topic_key(n) for n in synonyms(asked)}  # a topic the message names is never a turn away from it
     for i in range(start + 1, len(page)):
         found = named(page[i])
-        if any(_sibling(n, list(keys)) for n in found) and not any(topic_key(n) in keys for n in found):
+        turns = any(topic_key(n) not in told and _form_of(n, broader) and _sibling(n, keys) for n in found)
+        if turns and not any(topic_key(n) in keys for n in found):
             return i
     return None

@@ -184,9 +184,9 @@ def run_on_question(text: str) -> str:
 
 def topic_key(name: str) -> frozenset[str]:
     """The words that identify a topic however a collection spells it: "Crohn's Disease" and "Crohn disease" share
-    ``{"crohn", "disease"}`` (one-letter words such as a possessive's "s" are left out; digits stay: "type 1 diabetes" is
-    not "type 2 diabetes")."""
-    return frozenset(w for w in words(name) if len(w) > 1 or w.isdigit())
+    ``{"crohn", "disease"}``, "Cancer of the breast" and "breast cancer" ``{"breast", "cancer"}`` (function words and
+    one-letter words such as a possessive's "s" are left out; digits stay: "type 1 diabetes" is not "type 2 diabetes")."""
+    return frozenset(w for w in words(name) if w not in STOPWORDS and (len(w) > 1 or w.isdigit()))
 
 
 class FocusMatcher:
