@@ -253,15 +253,13 @@ class MedQAQueryEngine(CustomQueryEngine):
             out.append(shown_node(node, start, keep, sentences))
         return out
 
-    def not_said_first(
-        self, sources: Sequence[NodeWithScore], pages: Mapping[str, Sequence[str]] | None = None
-    ) -> list[NodeWithScore]:
+    def not_said_first(self, sources: Sequence[NodeWithScore], pages: Mapping[str, Sequence[str]]) -> list[NodeWithScore]:
         """``sources`` with the first page of the top page's topic that the answers so far (``said``) didn't quote to its
         end moved first, or else the first such page of any topic, when the top page was quoted to its end (the
         sources' order otherwise). ``pages``: each source's :func:`~rag_app.answer.passages.page_sentences` by node
-        id, when already read."""
+        id."""
         def unsaid(node: NodeWithScore) -> bool:
-            page = pages[node.node.node_id] if pages is not None else page_sentences(node)
+            page = pages[node.node.node_id]
             return _enough(page, unsaid_sentences(page, self.said))
 
         if not sources or unsaid(sources[0]):

@@ -113,7 +113,8 @@ def unsaid_sentences(page: Sequence[str], said: str) -> list[int]:
 def _form_of(name: str, topic: frozenset[str]) -> bool:
     """Whether ``name`` names a form of ``topic`` (its words): it ends with them, as "type 1 diabetes" ends with
     "diabetes" ("pain medicines" is no form of pain)."""
-    found = [w for w in words(name) if w in topic_key(name)]
+    key = topic_key(name)
+    found = [w for w in words(name) if w in key]
     return bool(topic) and len(found) > len(topic) and set(found[-len(topic):]) == topic
 
 

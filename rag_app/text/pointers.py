@@ -49,7 +49,8 @@ def only_points_elsewhere(answer: str) -> bool:
 #: routinely" and "information about ..." inside content) and never a list item ("- Check out books from the library").
 ONLY_POINTS = re.compile(
     r"^[\s(]*((to )?(learn|find out|read|see) (more|how|about|also)\b|(for|get) (more|additional|further)( detailed)? "
-    r"information\b|(more|additional|further)( detailed)? information (about|on|regarding|is|can)\b|click\b|(watch|view) (the|a|this) videos?\b|to (enlarge|reduce) the videos?\b|this (short )?video\b)"
+    r"information\b|(more|additional|further)( detailed)? information (about|on|regarding|is|can)\b|click\b"
+    r"|(watch|view) (the|a|this) videos?\b|to (enlarge|reduce) the videos?\b|this (short )?video\b)"
     r"|\b(click|see|learn more|read more|more information|check out the information) here\W*$",
     re.IGNORECASE,
 )
