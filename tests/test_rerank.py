@@ -31,6 +31,8 @@ def node(text: str, doc_id: str, focus: str = "Gout", question: str = "What is (
         ("A Buildup of Uric Acid Before an attack, crystals of uric acid build up.", "A Buildup of Uric Acid"),
         ("Symptoms Can Be Controlled With proper treatment, most people with gout control their symptoms.", "Symptoms Can Be Controlled"),
         ("Risk Factors These risk factors are associated with gout.", "Risk Factors"),
+        # Small words running on between its capitalised ones (MedlinePlus's cough treatment page).
+        ("Treating the Cause of a Cough An acute cough lasts less than 3 weeks.", "Treating the Cause of a Cough"),
         # A heading with a dash, naming what its sentence starts with (NIHSeniorHealth's Alzheimer's overview).
         ("Memory Problems -- A Common Early Sign Memory problems are typically one of the first signs.", "Memory Problems -- A Common Early Sign"),
         ("Memory Problems — A Common Early Sign Memory problems are typically one of the first signs.", "Memory Problems — A Common Early Sign"),

@@ -53,13 +53,24 @@ def split_heading(sentence: str, topic_words: Iterable[str] = ()) -> tuple[str, 
         ('Where Gout Usually Occurs', 'Sometime during the course of the disease, many develop gout.')
     """
     words = [m for m in _WORD.finditer(sentence)]
+    if not words or not _capitalised(words[0].group(0)):
+        return "", sentence
     capitals: list[int] = []
     i = 0
     while i < len(words):
         word = words[i].group(0)
         if _capitalised(word):
             capitals.append(i)
-        elif not ((_bare(word) in SMALL_WORDS or word in DASHES) and i + 1 < len(words) and _capitalised(words[i + 1].group(0))):
+        elif _bare(word) in SMALL_WORDS or word in DASHES:
+            # Small words may run on between capitalised ones ("Treating the Cause of a Cough").
+            j = i + 1
+            while j < len(words) and j - i < 3 and _bare(words[j].group(0)) in SMALL_WORDS and not _capitalised(words[j].group(0)):
+                j += 1
+            if j >= len(words) or not _capitalised(words[j].group(0)):
+                break
+            i = j
+            continue
+        else:
             break
         i += 1
     # A heading of two or more words, then the sentence's own first word, then lower-case words.
