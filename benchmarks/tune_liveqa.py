@@ -78,11 +78,9 @@ def aspect_hit(ranking, items: list[dict], prefix: str = "aspect") -> float:
 
 def dev_aspects(settings) -> list[dict]:
     """The aspect dev set: 300 messages written about the MedQuAD *validation* split's topics (``bench_aspects``)."""
-    from bench_aspects import aspect_set
+    from bench_aspects import load_aspect_set
 
-    from finetune.data import read_split
-
-    return aspect_set(read_split(settings.storage_dir / "splits" / "val.jsonl", required=("question", "doc_id")), 300, seed=7)
+    return load_aspect_set(settings, "val")
 
 
 #: Weights of the re-ranker's probability beside the fielded score tried by ``--rerank`` (inf: the re-ranker alone).
