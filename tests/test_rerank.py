@@ -67,6 +67,20 @@ def test_drop_headings_keeps_every_sentence_and_no_heading() -> None:
     )
 
 
+def test_a_heading_with_a_subheading_goes_and_a_list_keeps_its_last_item() -> None:
+    # MedlinePlus's cough treatment page: two headings on lines of their own, then prose.
+    text = (
+        "Other treatments can help relieve the cough itself.\n\nTreating the Cause of a Cough\n\nAcute and Subacute Cough\n\n"
+        "An acute cough lasts less than 3 weeks."
+    )
+    assert sentences(drop_headings(text, "Cough")) == ["Other treatments can help relieve the cough itself.", "An acute cough lasts less than 3 weeks."]
+    # A list's last item before a heading stays (NHLBI's foods: "Tofu", then the heading "Sodium").
+    foods = "Good sources include:\n\nSalmon and trout\n\nTofu\n\nSodium\n\nYou should try to limit the amount of sodium that you eat."
+    assert [line for line in drop_headings(foods).split("\n") if line] == [
+        "Good sources include:", "Salmon and trout", "Tofu", "You should try to limit the amount of sodium that you eat."
+    ]
+
+
 def test_shown_node_keeps_the_question_line_metadata_and_id() -> None:
     source = node(GOUT_OVERVIEW, "gout-1")
     assert page_sentences(source)[2].startswith("Sometime during")

@@ -93,20 +93,24 @@ def drop_headings(text: str, topic: str = "") -> str:
 
     A sentence that is only a title-cased question ("Who is at Risk?") is a heading too and goes, and so does a line
     that is only a title ("Outlook", "Other Tests") before a line of prose: joined into one passage it would read
-    "Outlook The outlook for sarcoidosis varies." A short line in a list of them ("Confusion", then "Trouble
-    speaking") stays. Line breaks between paragraphs stay.
+    "Outlook The outlook for sarcoidosis varies."; a title line with a subheading under it goes with it. A short line
+    in a list of them ("Confusion", then "Trouble speaking") stays. Line breaks between paragraphs stay.
     """
     topic_words = re.findall(r"[a-z0-9']+", topic.lower())
     lines = text.split("\n")
-    following, after = [], ""  # each line's next non-empty line
-    for line in reversed(lines):
-        following.append(after)
-        after = line if line.strip() else after
-    following.reverse()
+    full = [i for i, line in enumerate(lines) if line.strip()]  # the non-empty lines, by index
+    position = {i: k for k, i in enumerate(full)}
+    near = lambda k: lines[full[k]] if 0 <= k < len(full) else ""  # noqa: E731
     out = []
-    for line, after in zip(lines, following):
-        if _is_title_line(line) and _is_prose(after):
-            continue
+    for i, line in enumerate(lines):
+        k = position.get(i, -1)
+        if k >= 0 and _is_title_line(line):
+            if _is_prose(near(k + 1)):
+                continue
+            # A heading with its subheading under it ("Treating the Cause of a Cough", then "Acute and Subacute Cough"),
+            # not the last item of a list ("Tofu", then "Sodium"): a sentence ends before it and prose follows the two.
+            if _is_title_line(near(k + 1)) and _is_prose(near(k + 2)) and (k == 0 or near(k - 1).rstrip()[-1:] in {".", "!", "?"}):
+                continue
         kept = []
         for sentence in sentences(line):
             if _is_title_question(sentence):
