@@ -7,8 +7,8 @@ a short story naming a condition, sometimes misspelt, then one question about on
 inheritance, outlook, tests, ...). Topics come from the held-out MedQuAD test split (``<storage>/splits/test.jsonl``,
 ``python -m finetune.data``), so neither fine-tune nor re-ranker has seen their pages. Relevant: the topic's pages of
 the asked question type in the index (the split keeps one page of each question; the same question asked by another
-collection, "Is Peutz-Jeghers syndrome inherited ?" in GHR and in GARD, is as relevant; ``--own-pages`` also prints
-the figures counting only the split's own pages, as runs before stop 46 did). Each message is compared with the same question in MedQuAD's own template wording (the
+collection, "Is Peutz-Jeghers syndrome inherited ?" in GHR and in GARD, is as relevant; the figures counting only the
+split's own pages are printed too). Each message is compared with the same question in MedQuAD's own template wording (the
 pair's question, e.g. "What are the treatments for Gout ?"), through the same engine in the same run, with and
 without the re-ranker (``build_query_engine().retrieve``). The figure is hit@1 of the consumer wording over hit@1 of
 the template wording (target >= 0.9). Each topic and aspect is also asked in a second, held-out wording
@@ -226,7 +226,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"\nwithout the {len(items) - len(prose)} messages whose asked page is a GARD table of phenotype terms: re-ranked "
               f"consumer wording {c:.3f}, template wording {t:.3f} ({c / t:.2f}x)")
     c, t = (sum(figures[("re-ranked", f)][4]) / len(items) for f in ("message", "template"))
-    print(f"counting only the split's own pages (one page per question, as runs before stop 46 counted): re-ranked consumer "
+    print(f"counting only the split's own pages (one page per question): re-ranked consumer "
           f"wording {c:.3f}, template wording {t:.3f} ({c / t:.2f}x)")
     for item in items[: args.show]:
         top = engines["re-ranked"].retrieve(item["message"])[0].node
