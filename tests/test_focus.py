@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from rag_app.index.topics import FocusMatcher, question_types, topic_key
@@ -259,3 +261,23 @@ def test_misspelt_names_are_corrected_and_a_misspelt_everyday_word_is_left_alone
     )
     assert matcher.misspelt("he was diagnozed") == {}
     assert matcher.corrected("nothing misspelt here") == "nothing misspelt here"
+
+
+def test_the_reading_of_a_misspelling_is_the_same_in_every_process() -> None:
+    """Two words of the pages are as near "grabbing" as each other; the first of them decides whether it misspells the
+    name word "Gray", so they are read in one order whatever the process's string hashing (PYTHONHASHSEED)."""
+    import subprocess
+    import sys
+
+    program = (
+        "from rag_app.index.topics import FocusMatcher\n"
+        "pages = [(f'p{i}', 'The grading and graying of cells.') for i in range(4)] + [('g', 'Gray platelet syndrome.')]\n"
+        "m = FocusMatcher({'g': 'Gray Platelet Syndrome'}, texts=lambda: pages, typo_similarity=0.75)\n"
+        "print(m.corrected('he is improving in grabbing things'))\n"
+    )
+    seen = {
+        subprocess.run([sys.executable, "-c", program], env={**os.environ, "PYTHONHASHSEED": str(seed)}, capture_output=True,
+                       text=True, check=True).stdout.strip()
+        for seed in range(6)
+    }
+    assert seen == {"he is improving in grabbing things"}

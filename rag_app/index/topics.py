@@ -489,7 +489,7 @@ class FocusMatcher:
         if self._vocabulary_letters is None:
             by_letter: dict[str, list[str]] = defaultdict(list)
             self._page_index()
-            for word in self._known:
+            for word in sorted(self._known):  # in one order: the first of equally near words wins, in every process
                 if len(word) >= TYPO_MIN_LENGTH and word.isalpha():
                     by_letter[word[0]].append(word)
             self._vocabulary_letters = dict(by_letter)
