@@ -80,6 +80,21 @@ def write_medquad(root: Path) -> Path:
     return root
 
 
+@pytest.fixture(scope="module")
+def bench(request: pytest.FixtureRequest):
+    """The benchmark script a test module names in ``BENCHMARK`` (``benchmarks/<name>.py``), imported as a module."""
+    import importlib.util
+    import sys
+
+    name = request.module.BENCHMARK
+    spec = importlib.util.spec_from_file_location(name, REPO / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    yield module
+    sys.modules.pop(name, None)
+
+
 @pytest.fixture(autouse=True)
 def _isolated_settings(monkeypatch: pytest.MonkeyPatch) -> None:
     """Tests never see the caller's MEDQA_* settings (e.g. the Makefile's MEDQA_CORPUS)."""
