@@ -112,6 +112,7 @@ def aspect_set(rows: Sequence[dict[str, Any]], n: int, seed: int) -> list[dict[s
     for key in rng.sample(keys, min(n, len(keys))):
         pages = sorted(by_aspect[key], key=lambda r: r["doc_id"])
         page = rng.choice(pages)
+        own = {r["doc_id"] for r in pages}
         out.append(
             {
                 "message": message(str(page["focus"]), key[1], rng),
@@ -119,8 +120,8 @@ def aspect_set(rows: Sequence[dict[str, Any]], n: int, seed: int) -> list[dict[s
                 "template": page["question"],
                 "aspect": key[1],
                 "topic": key[0],
-                "relevant": {r["doc_id"] for r in pages},
-                "own": {r["doc_id"] for r in pages},
+                "relevant": own,  # with_same_questions replaces it by a larger set
+                "own": own,
                 "table": all(HPO_TABLE in str(r.get("answer") or "") for r in pages),
             }
         )
@@ -164,20 +165,18 @@ def load_aspect_set(settings: Any, split: str = "test", n: int = 300, seed: int 
     return items
 
 
-def hit_at_1(
-    engine: Any, items: Sequence[dict[str, Any]], field: str, key: str = "relevant"
-) -> tuple[float, float, dict[str, list[int]], list[int], list[int]]:
-    """hit@1 and MRR@10 of ``engine.retrieve`` on ``items[field]`` (relevant: ``items[key]``), the hits per aspect,
-    each item's hit, and each item's hit counting only the split's own pages (``items["own"]``)."""
+def hit_at_1(engine: Any, items: Sequence[dict[str, Any]], field: str) -> tuple[float, float, dict[str, list[int]], list[int], list[int]]:
+    """hit@1 and MRR@10 of ``engine.retrieve`` on ``items[field]``, the hits per aspect, each item's hit, and each
+    item's hit counting only the split's own pages (``items["own"]``)."""
     hits, rr, own = [], [], []
     per: dict[str, list[int]] = defaultdict(list)
     for item in items:
         ranked = [n.node.ref_doc_id for n in engine.retrieve(item[field])]
-        rank = next((i for i, d in enumerate(ranked[:K], start=1) if d in item[key]), None)
+        rank = next((i for i, d in enumerate(ranked[:K], start=1) if d in item["relevant"]), None)
         hits.append(int(rank == 1))
         rr.append(1.0 / rank if rank else 0.0)
         per[item["aspect"]].append(int(rank == 1))
-        own.append(int(bool(ranked) and ranked[0] in item.get("own", item[key])))
+        own.append(int(bool(ranked) and ranked[0] in item["own"]))
     return sum(hits) / len(hits), sum(rr) / len(rr), per, hits, own
 
 

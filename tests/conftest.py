@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import sys
 import textwrap
 from pathlib import Path
 
@@ -83,9 +85,6 @@ def write_medquad(root: Path) -> Path:
 @pytest.fixture(scope="module")
 def bench(request: pytest.FixtureRequest):
     """The benchmark script a test module names in ``BENCHMARK`` (``benchmarks/<name>.py``), imported as a module."""
-    import importlib.util
-    import sys
-
     name = request.module.BENCHMARK
     spec = importlib.util.spec_from_file_location(name, REPO / "benchmarks" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)

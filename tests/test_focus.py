@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 
 import pytest
 
@@ -266,9 +268,6 @@ def test_misspelt_names_are_corrected_and_a_misspelt_everyday_word_is_left_alone
 def test_the_reading_of_a_misspelling_is_the_same_in_every_process() -> None:
     """Two words of the pages are as near "grabbing" as each other; the first of them decides whether it misspells the
     name word "Gray", so they are read in one order whatever the process's string hashing (PYTHONHASHSEED)."""
-    import subprocess
-    import sys
-
     program = (
         "from rag_app.index.topics import FocusMatcher\n"
         "pages = [(f'p{i}', 'The grading and graying of cells.') for i in range(4)] + [('g', 'Gray platelet syndrome.')]\n"
